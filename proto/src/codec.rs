@@ -1,0 +1,432 @@
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{ErrorKind, MAX_MESSAGE_SIZE, PROTOCOL_VERSION};
+
+/// Why a message could not be decoded. Decoding never panics.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The message was empty.
+    #[error("empty message")]
+    Empty,
+    /// The message exceeds [`MAX_MESSAGE_SIZE`].
+    #[error("message of {0} bytes exceeds the {MAX_MESSAGE_SIZE}-byte limit")]
+    TooLarge(usize),
+    /// The message ends before it is complete.
+    #[error("truncated message")]
+    Truncated,
+    /// The message carries another protocol version.
+    #[error("protocol version {got} (this build speaks {PROTOCOL_VERSION})")]
+    BadVersion {
+        /// The version the sender spoke.
+        got: u64,
+    },
+    /// A path in the message broke a validation rule.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// Anything else: not MessagePack, wrong shape, unknown variant.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl DecodeError {
+    /// The error kind to send back to the sender.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DecodeError::TooLarge(_) => ErrorKind::TooLarge,
+            DecodeError::BadVersion { .. } => ErrorKind::BadVersion,
+            DecodeError::InvalidPath(_) => ErrorKind::Invalid,
+            _ => ErrorKind::Malformed,
+        }
+    }
+}
+
+/// Encodes a message as MessagePack `[PROTOCOL_VERSION, body]`, with
+/// struct fields by name so later versions can add fields.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing our own types into a Vec cannot fail: every type is a
+    // plain tree with string keys, and Vec writes are infallible.
+    rmp_serde::to_vec_named(&(PROTOCOL_VERSION, msg)).unwrap_or_default()
+}
+
+/// Decodes a message produced by [`encode`], checking size and version first.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if bytes.len() > MAX_MESSAGE_SIZE {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    // The envelope is an array whose first element is the version. Read just
+    // that much by hand, so a future version with another shape is reported
+    // as a version mismatch, not as garbage.
+    let mut rd = bytes;
+    let len = rmp::decode::read_array_len(&mut rd).map_err(|e| marker_error(&e))?;
+    if len == 0 {
+        return Err(DecodeError::Malformed("empty envelope".into()));
+    }
+    let version: u64 = rmp::decode::read_int(&mut rd).map_err(|e| match e {
+        rmp::decode::NumValueReadError::InvalidMarkerRead(io)
+        | rmp::decode::NumValueReadError::InvalidDataRead(io)
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            DecodeError::Truncated
+        }
+        other => DecodeError::Malformed(format!("version: {other}")),
+    })?;
+    if version != u64::from(PROTOCOL_VERSION) {
+        return Err(DecodeError::BadVersion { got: version });
+    }
+    let (_, msg): (u64, T) = rmp_serde::from_slice(bytes).map_err(classify)?;
+    Ok(msg)
+}
+
+fn marker_error(e: &rmp::decode::ValueReadError) -> DecodeError {
+    use rmp::decode::ValueReadError as V;
+    match e {
+        V::InvalidMarkerRead(io) | V::InvalidDataRead(io)
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            DecodeError::Truncated
+        }
+        other => DecodeError::Malformed(format!("envelope: {other}")),
+    }
+}
+
+fn classify(e: rmp_serde::decode::Error) -> DecodeError {
+    use rmp_serde::decode::Error as E;
+    match &e {
+        E::InvalidMarkerRead(io) | E::InvalidDataRead(io)
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            DecodeError::Truncated
+        }
+        E::Syntax(msg) if msg.starts_with("invalid path") => DecodeError::InvalidPath(msg.clone()),
+        _ => DecodeError::Malformed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+    use proptest::prelude::*;
+
+    fn sample_entry() -> FileEntry {
+        let mut version = VersionVector::new();
+        version.bump("p1");
+        FileEntry {
+            path: RelPath::new("docs/ünï code.txt").unwrap(),
+            size: 3,
+            mtime_ns: 1_700_000_000_123_456_789,
+            sha256: Hash::of(b"abc"),
+            blocks: vec![Hash::of(b"abc")],
+            version,
+            deleted: false,
+            modified_by: "p1".into(),
+        }
+    }
+
+    fn all_messages() -> Vec<Vec<u8>> {
+        let e = sample_entry();
+        let peer = PeerInfo {
+            name: "p1".into(),
+            endpoint: "tcp://1.2.3.4:5".into(),
+            last_seen_ms: 7,
+        };
+        let cf = ClusterFile {
+            entry: e.clone(),
+            holders: vec!["p1".into()],
+        };
+        vec![
+            encode(&TrackerRequest::Register {
+                name: "p1".into(),
+                device: 9,
+                endpoint: "tcp://x:1".into(),
+                files: vec![e.clone()],
+            }),
+            encode(&TrackerRequest::Heartbeat {
+                name: "p1".into(),
+                device: 9,
+            }),
+            encode(&TrackerRequest::Update {
+                name: "p1".into(),
+                device: 9,
+                files: vec![e.clone()],
+            }),
+            encode(&TrackerRequest::Unregister {
+                name: "p1".into(),
+                device: 9,
+            }),
+            encode(&TrackerRequest::List),
+            encode(&TrackerRequest::Locate {
+                path: e.path.clone(),
+                sha256: e.sha256,
+            }),
+            encode(&TrackerRequest::Peers),
+            encode(&TrackerReply::Registered {
+                epoch: 1,
+                publish: "tcp://*:5556".into(),
+                heartbeat_ms: 1000,
+            }),
+            encode(&TrackerReply::Ok),
+            encode(&TrackerReply::Snapshot {
+                epoch: 1,
+                seq: 2,
+                files: vec![cf.clone()],
+                peers: vec![peer.clone()],
+            }),
+            encode(&TrackerReply::Holders {
+                entry: Some(e.clone()),
+                holders: vec![peer.clone()],
+            }),
+            encode(&TrackerReply::Peers {
+                peers: vec![peer.clone()],
+            }),
+            encode(&TrackerReply::Error {
+                kind: ErrorKind::UnknownPeer,
+                message: "who?".into(),
+            }),
+            encode(&Notification {
+                epoch: 1,
+                seq: 3,
+                event: Event::FileChanged { file: cf },
+            }),
+            encode(&Notification {
+                epoch: 1,
+                seq: 4,
+                event: Event::PeerJoined { peer },
+            }),
+            encode(&Notification {
+                epoch: 1,
+                seq: 5,
+                event: Event::PeerLeft { name: "p1".into() },
+            }),
+            encode(&Notification {
+                epoch: 1,
+                seq: 5,
+                event: Event::Hugz,
+            }),
+            encode(&PeerRequest::GetBlock {
+                id: 1,
+                path: e.path.clone(),
+                sha256: e.sha256,
+                index: 0,
+            }),
+            encode(&PeerRequest::Ping),
+            encode(&PeerReply::Block {
+                id: 1,
+                index: 0,
+                data: b"abc".to_vec(),
+            }),
+            encode(&PeerReply::Pong),
+            encode(&PeerReply::Error {
+                id: 1,
+                kind: ErrorKind::NotFound,
+                message: "gone".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let msgs = all_messages();
+        // Decode each with its own type and re-encode: identical bytes.
+        let reenc: Vec<Vec<u8>> = msgs[..7]
+            .iter()
+            .map(|b| encode(&decode::<TrackerRequest>(b).unwrap()))
+            .chain(
+                msgs[7..13]
+                    .iter()
+                    .map(|b| encode(&decode::<TrackerReply>(b).unwrap())),
+            )
+            .chain(
+                msgs[13..17]
+                    .iter()
+                    .map(|b| encode(&decode::<Notification>(b).unwrap())),
+            )
+            .chain(
+                msgs[17..19]
+                    .iter()
+                    .map(|b| encode(&decode::<PeerRequest>(b).unwrap())),
+            )
+            .chain(
+                msgs[19..]
+                    .iter()
+                    .map(|b| encode(&decode::<PeerReply>(b).unwrap())),
+            )
+            .collect();
+        assert_eq!(msgs, reenc);
+    }
+
+    #[test]
+    fn golden_bytes_are_stable() {
+        // [1, {"Heartbeat": {"name": "p1", "device": 9}}]
+        assert_eq!(
+            hex::encode(encode(&TrackerRequest::Heartbeat {
+                name: "p1".into(),
+                device: 9
+            })),
+            "9201 81a9486561727462656174 82a46e616d65a27031a6646576696365 09".replace(' ', "")
+        );
+        // [1, "List"]
+        assert_eq!(hex::encode(encode(&TrackerRequest::List)), "9201a44c697374");
+        // Block data travels as a MessagePack bin, not an array of integers.
+        let b = encode(&PeerReply::Block {
+            id: 1,
+            index: 2,
+            data: vec![0xAA; 3],
+        });
+        assert!(hex::encode(&b).ends_with("c403aaaaaa"));
+    }
+
+    #[test]
+    fn rejects_empty_oversized_truncated_and_garbage() {
+        assert!(matches!(
+            decode::<TrackerRequest>(&[]),
+            Err(DecodeError::Empty)
+        ));
+        let huge = vec![0u8; MAX_MESSAGE_SIZE + 1];
+        assert!(matches!(
+            decode::<TrackerRequest>(&huge),
+            Err(DecodeError::TooLarge(_))
+        ));
+        let full = encode(&TrackerRequest::Heartbeat {
+            name: "p1".into(),
+            device: 9,
+        });
+        for cut in 1..full.len() {
+            let r = decode::<TrackerRequest>(&full[..cut]);
+            assert!(
+                matches!(r, Err(DecodeError::Truncated)),
+                "cut at {cut}: {r:?}"
+            );
+        }
+        assert!(matches!(
+            decode::<TrackerRequest>(b"\xc1garbage"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<TrackerRequest>(b"hello world"),
+            Err(DecodeError::Malformed(_))
+        ));
+        // Right version, unknown variant.
+        let unknown = rmp_serde::to_vec(&(PROTOCOL_VERSION, "Explode")).unwrap();
+        assert!(matches!(
+            decode::<TrackerRequest>(&unknown),
+            Err(DecodeError::Malformed(_))
+        ));
+        // A reply decoded as a request.
+        assert!(decode::<TrackerRequest>(&encode(&TrackerReply::Ok)).is_err());
+    }
+
+    #[test]
+    fn rejects_wrong_version_before_looking_at_the_body() {
+        let msg = rmp_serde::to_vec_named(&(2u16, TrackerRequest::List)).unwrap();
+        assert!(matches!(
+            decode::<TrackerRequest>(&msg),
+            Err(DecodeError::BadVersion { got: 2 })
+        ));
+        let future = rmp_serde::to_vec(&(99u16, "SomethingNew", [1, 2, 3])).unwrap();
+        let err = decode::<TrackerRequest>(&future).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadVersion);
+    }
+
+    #[test]
+    fn rejects_hostile_paths_inside_messages() {
+        #[derive(Serialize)]
+        enum Raw<'a> {
+            Locate {
+                path: &'a str,
+                sha256: &'a serde_bytes::Bytes,
+            },
+        }
+        for bad in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "a/../../b",
+            ".zync/index",
+            "a\\b",
+            "",
+        ] {
+            let msg = encode(&Raw::Locate {
+                path: bad,
+                sha256: serde_bytes::Bytes::new(&[0; 32]),
+            });
+            let err = decode::<TrackerRequest>(&msg).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::InvalidPath(_)),
+                "{bad:?}: {err:?}"
+            );
+            assert_eq!(err.kind(), ErrorKind::Invalid);
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_hash_length() {
+        #[derive(Serialize)]
+        enum Raw<'a> {
+            Locate {
+                path: &'a str,
+                sha256: &'a serde_bytes::Bytes,
+            },
+        }
+        let msg = encode(&Raw::Locate {
+            path: "ok",
+            sha256: serde_bytes::Bytes::new(&[0; 31]),
+        });
+        assert!(matches!(
+            decode::<TrackerRequest>(&msg),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn huge_length_prefix_does_not_allocate() {
+        // An array header claiming 2^32-1 elements, with nothing behind it.
+        let msg = [
+            0x92, 0x01, 0x81, 0xa4, b'L', b'i', b's', b't', 0xdd, 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert!(decode::<TrackerRequest>(&msg).is_err());
+        let msg = [0x92, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode::<TrackerRequest>(&msg).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<TrackerRequest>(&bytes);
+            let _ = decode::<TrackerReply>(&bytes);
+            let _ = decode::<Notification>(&bytes);
+            let _ = decode::<PeerRequest>(&bytes);
+            let _ = decode::<PeerReply>(&bytes);
+        }
+
+        #[test]
+        fn block_replies_round_trip(id: u64, index: u64, data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let msg = PeerReply::Block { id, index, data };
+            prop_assert_eq!(decode::<PeerReply>(&encode(&msg)).unwrap(), msg);
+        }
+
+        #[test]
+        fn entries_round_trip(
+            path in "[a-zA-Z0-9 _é]{1,12}(/[a-zA-Z0-9 ._-]{1,12}){0,3}",
+            size in 0u64..(1 << 40),
+            mtime_ns: i64,
+            deleted: bool,
+            bumps in proptest::collection::vec("[a-c]", 0..6),
+        ) {
+            if let Ok(path) = RelPath::new(path) {
+                let mut version = VersionVector::new();
+                for b in &bumps { version.bump(b); }
+                let e = FileEntry {
+                    path, size, mtime_ns, sha256: Hash::of(&size.to_le_bytes()),
+                    blocks: vec![Hash::EMPTY; (size % 7) as usize], version, deleted,
+                    modified_by: "x".into(),
+                };
+                let msg = TrackerRequest::Update { name: "n".into(), device: 1, files: vec![e] };
+                prop_assert_eq!(decode::<TrackerRequest>(&encode(&msg)).unwrap(), msg);
+            }
+        }
+    }
+}

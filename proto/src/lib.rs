@@ -1,0 +1,48 @@
+//! The Zync wire protocol: every type that crosses a socket, and nothing else.
+//!
+//! This crate owns
+//! - the messages exchanged with the tracker ([`TrackerRequest`], [`TrackerReply`]),
+//!   the tracker's published [`Notification`]s and the peer-to-peer transfer
+//!   messages ([`PeerRequest`], [`PeerReply`]);
+//! - the data model they carry: [`FileEntry`] with its [`Hash`]es and
+//!   [`VersionVector`], and the deterministic conflict rule every node applies;
+//! - framing ([`encode`] / [`decode`]): MessagePack with the protocol version in
+//!   every message and a hard size bound checked before anything is allocated;
+//! - path validation ([`RelPath`]): the only way a path from the network becomes
+//!   a value, enforced at deserialization time, so a decoded message can never
+//!   hold a path that escapes a folder.
+//!
+//! It does no I/O and knows nothing of sockets.
+
+mod codec;
+mod entry;
+mod hash;
+mod msg;
+mod path;
+mod version;
+
+pub use codec::{decode, encode, DecodeError};
+pub use entry::{block_len, FileEntry, Resolution};
+pub use hash::{Hash, HashParseError};
+pub use msg::{
+    ClusterFile, ErrorKind, Event, Notification, PeerInfo, PeerReply, PeerRequest, TrackerReply,
+    TrackerRequest,
+};
+pub use path::{PathError, RelPath};
+pub use version::{Causality, VersionVector};
+
+/// Version of the wire protocol. Travels as the first element of every message;
+/// a receiver rejects any other value with [`DecodeError::BadVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Fixed block size: files are hashed and transferred in blocks of this many
+/// bytes (the last block may be shorter). See ARCHITECTURE.md for the choice.
+pub const BLOCK_SIZE: u64 = 256 * 1024;
+
+/// Largest message any Zync socket accepts, in bytes. Set as libzmq's
+/// `ZMQ_MAXMSGSIZE` on every receiving socket and checked again by [`decode`].
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Name of the per-folder state directory (index, staging area). Reserved:
+/// no path whose first component is this name is valid on the wire.
+pub const STATE_DIR_NAME: &str = ".zync";

@@ -1,0 +1,226 @@
+//! Message families. Variant names are the tags on the wire, so removing a
+//! variant never changes another's encoding; new fields are added with
+//! `#[serde(default)]` so older messages still decode.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FileEntry, Hash, RelPath};
+
+/// A request to the tracker (REQ → ROUTER).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TrackerRequest {
+    /// Join (or re-join) the cluster. `files` is the first batch of the
+    /// peer's index; further batches follow as [`TrackerRequest::Update`].
+    Register {
+        /// Peer name, unique in the cluster.
+        name: String,
+        /// Random id of this peer's folder, stable across restarts; lets a
+        /// restarted peer replace its old registration under the same name.
+        device: u64,
+        /// Where other peers reach this peer's transfer socket.
+        endpoint: String,
+        /// Entries the peer holds (including tombstones).
+        files: Vec<FileEntry>,
+    },
+    /// I am alive.
+    Heartbeat {
+        /// Peer name.
+        name: String,
+        /// Device id given at registration.
+        device: u64,
+    },
+    /// These entries changed on the peer (new versions it now holds).
+    Update {
+        /// Peer name.
+        name: String,
+        /// Device id given at registration.
+        device: u64,
+        /// Changed entries.
+        files: Vec<FileEntry>,
+    },
+    /// Leaving the cluster cleanly.
+    Unregister {
+        /// Peer name.
+        name: String,
+        /// Device id given at registration.
+        device: u64,
+    },
+    /// The cluster's current index (a snapshot for the Clone pattern).
+    List,
+    /// Which live peers hold `path` with content `sha256`.
+    Locate {
+        /// The file.
+        path: RelPath,
+        /// Its content hash.
+        sha256: Hash,
+    },
+    /// The live peers.
+    Peers,
+}
+
+/// The tracker's answer to a [`TrackerRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TrackerReply {
+    /// Registration accepted.
+    Registered {
+        /// The tracker's epoch (random per start).
+        epoch: u64,
+        /// PUB endpoint to subscribe to, as the tracker sees it; a `*` or
+        /// `0.0.0.0` host means "the host you reached me on".
+        publish: String,
+        /// Heartbeat interval the tracker expects, in milliseconds.
+        heartbeat_ms: u64,
+    },
+    /// Done.
+    Ok,
+    /// The cluster index at notification `seq` of `epoch`.
+    Snapshot {
+        /// Tracker epoch.
+        epoch: u64,
+        /// Sequence number of the last notification reflected here.
+        seq: u64,
+        /// Every path's current version (tombstones included) and its holders.
+        files: Vec<ClusterFile>,
+        /// Live peers.
+        peers: Vec<PeerInfo>,
+    },
+    /// Answer to `Locate`: the current entry, if any, and live holders of
+    /// the requested content.
+    Holders {
+        /// Current entry of the path (may differ from the requested content).
+        entry: Option<FileEntry>,
+        /// Live peers holding exactly the requested content.
+        holders: Vec<PeerInfo>,
+    },
+    /// Answer to `Peers`.
+    Peers {
+        /// Live peers.
+        peers: Vec<PeerInfo>,
+    },
+    /// The request failed.
+    Error {
+        /// Machine-readable kind.
+        kind: ErrorKind,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// A path's current version and which live peers hold it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterFile {
+    /// The current version.
+    pub entry: FileEntry,
+    /// Names of live peers holding exactly this version's content.
+    pub holders: Vec<String>,
+}
+
+/// A live peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Peer name.
+    pub name: String,
+    /// Transfer endpoint.
+    pub endpoint: String,
+    /// Milliseconds since the tracker last heard from it.
+    pub last_seen_ms: u64,
+}
+
+/// Kinds of error replies, shared by tracker and peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The message could not be decoded.
+    Malformed,
+    /// The message carries another protocol version.
+    BadVersion,
+    /// The message is larger than allowed.
+    TooLarge,
+    /// The sender is not registered (e.g. the tracker restarted).
+    UnknownPeer,
+    /// Another live peer already uses this name.
+    NameTaken,
+    /// No such file or block.
+    NotFound,
+    /// The request was well-formed but not acceptable.
+    Invalid,
+    /// The responder failed locally (I/O).
+    Internal,
+}
+
+/// A change published by the tracker on its PUB socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Tracker epoch (random per tracker start).
+    pub epoch: u64,
+    /// Grows by one per change; [`Event::Hugz`] repeats the last value.
+    pub seq: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// What a [`Notification`] reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// A path's current version changed (added, modified or deleted).
+    FileChanged {
+        /// The new current version and its holders.
+        file: ClusterFile,
+    },
+    /// A peer joined.
+    PeerJoined {
+        /// The peer.
+        peer: PeerInfo,
+    },
+    /// A peer left or was dropped for silence.
+    PeerLeft {
+        /// Its name.
+        name: String,
+    },
+    /// Nothing changed; sent periodically so subscribers can detect a lost
+    /// last message or a new epoch.
+    Hugz,
+}
+
+/// A request to a peer's transfer socket (DEALER/REQ → ROUTER).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// One block of the file at `path` whose whole content hashes to `sha256`.
+    GetBlock {
+        /// Echoed in the reply so pipelined requests can be matched.
+        id: u64,
+        /// The file.
+        path: RelPath,
+        /// Content the requester expects; the holder refuses if it has other content.
+        sha256: Hash,
+        /// Block number.
+        index: u64,
+    },
+    /// Liveness probe.
+    Ping,
+}
+
+/// A peer's answer to a [`PeerRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// The requested block's bytes.
+    Block {
+        /// Echo of the request id.
+        id: u64,
+        /// Block number.
+        index: u64,
+        /// The bytes (to be checked against the block hash by the receiver).
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Answer to `Ping`.
+    Pong,
+    /// The request failed.
+    Error {
+        /// Echo of the request id (0 if it could not be read).
+        id: u64,
+        /// Machine-readable kind.
+        kind: ErrorKind,
+        /// Human-readable reason.
+        message: String,
+    },
+}
