@@ -1,1 +1,229 @@
-//! placeholder
+//! The Zync peer: keeps one folder identical with the rest of the cluster.
+//!
+//! [`run`] starts the parts, each on its own thread with its own sockets:
+//! - the [`server`] answers other peers' block requests from the folder;
+//! - the watcher (the `notify` crate, debounced) reports local changes;
+//! - the [`link`]s subscribe to the tracker's notifications and heartbeat it;
+//! - a bounded pool of fetch workers pulls versions ([`transfer`]);
+//! - the [`engine`] owns the local [`index`] and makes every decision.
+//!
+//! The one-shot CLI commands (`ls`, `peers`, `get`) live in [`cli`].
+//! Only [`net`], [`link`], [`server`] and [`transfer`] touch ZeroMQ.
+
+pub mod cli;
+pub mod engine;
+pub mod fsops;
+pub mod hashing;
+pub mod index;
+pub mod link;
+pub mod net;
+pub mod server;
+pub mod transfer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver};
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use tracing::{info, warn};
+use zync_proto::STATE_DIR_NAME;
+
+use crate::engine::{Engine, Input, Job, Setup};
+use crate::link::LinkEvent;
+use crate::transfer::Fetcher;
+
+/// How a peer is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The folder to keep in sync (created if missing).
+    pub dir: PathBuf,
+    /// Tracker request endpoint (`HOST:PORT`).
+    pub tracker: String,
+    /// Where the block server binds (`HOST:PORT`, port 0 picks one).
+    pub listen: String,
+    /// What other peers should connect to; derived from `listen` if unset.
+    pub advertise: Option<String>,
+    /// This peer's name, unique in the cluster.
+    pub name: String,
+    /// Concurrent downloads.
+    pub workers: usize,
+    /// Quiet time before a changed file is looked at.
+    pub debounce: Duration,
+}
+
+/// Errors that stop the peer from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The folder or its state folder is unusable.
+    #[error("folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The index could not be loaded.
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
+    /// A socket could not be set up.
+    #[error("{what}: {source}")]
+    Socket {
+        /// What failed.
+        what: String,
+        /// The libzmq error.
+        source: zmq::Error,
+    },
+    /// The folder watcher could not start.
+    #[error("watching the folder: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Runs a peer until `shutdown` fires. Blocks.
+pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
+    let folder_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| StartError::Folder { path, source }
+    };
+    std::fs::create_dir_all(&cfg.dir).map_err(folder_err(&cfg.dir))?;
+    let root = cfg.dir.canonicalize().map_err(folder_err(&cfg.dir))?;
+    let state = root.join(STATE_DIR_NAME);
+    let staging = state.join("tmp");
+    // Leftovers from an interrupted download are worthless: start clean.
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(folder_err(&staging))?;
+    let index = index::LocalIndex::load(&state)?;
+
+    let ctx = zmq::Context::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let servable = server::Servable::default();
+    let sock_err = |what: &str| {
+        let what = what.to_owned();
+        move |source| StartError::Socket { what, source }
+    };
+    let listen = net::tcp(&cfg.listen);
+    let srv = server::BlockServer::bind(&ctx, &listen, root.clone(), servable.clone())
+        .map_err(sock_err(&format!("bind {listen}")))?;
+    let bound = srv.endpoint().map_err(sock_err("read bound endpoint"))?;
+    let advertise = match &cfg.advertise {
+        Some(a) => net::tcp(a),
+        None => net::reachable(&bound, &gethostname::gethostname().to_string_lossy()),
+    };
+    spawn("zync-server", {
+        let stop = stop.clone();
+        move || srv.run(stop)
+    });
+
+    let (tx, rx) = bounded::<Input>(4096);
+
+    // Folder watcher: OS events, debounced; no polling.
+    let watch_tx = tx.clone();
+    let mut debouncer = new_debouncer(cfg.debounce, None, move |res: DebounceEventResult| {
+        let input = match res {
+            Ok(events) => {
+                // Reads (ours included: hashing, serving, scanning) are not changes.
+                let mut paths: Vec<PathBuf> = events
+                    .into_iter()
+                    .filter(|e| is_change(&e.event.kind))
+                    .flat_map(|e| e.event.paths)
+                    .collect();
+                if paths.is_empty() {
+                    return;
+                }
+                paths.sort();
+                paths.dedup();
+                Input::Fs(paths)
+            }
+            Err(errors) => {
+                for e in errors {
+                    warn!(error = %e, "watcher error; rescanning");
+                }
+                Input::Rescan
+            }
+        };
+        let _ = watch_tx.send(input);
+    })?;
+    debouncer.watch(&root, RecursiveMode::Recursive)?;
+
+    // Tracker links.
+    let (ep_tx, ep_rx) = unbounded::<String>();
+    let (link_tx, link_rx) = bounded::<LinkEvent>(1024);
+    let heartbeat_ms = Arc::new(AtomicU64::new(1000));
+    spawn("zync-subscriber", {
+        let (ctx, tx, stop) = (ctx.clone(), link_tx.clone(), stop.clone());
+        move || link::subscriber(ctx, ep_rx, tx, stop)
+    });
+    spawn("zync-heartbeat", {
+        let (ctx, tx, stop, hb) = (ctx.clone(), link_tx, stop.clone(), heartbeat_ms.clone());
+        let (tracker, name, device) = (cfg.tracker.clone(), cfg.name.clone(), index.device);
+        move || link::heartbeat(ctx, tracker, name, device, hb, tx, stop)
+    });
+    spawn("zync-links", {
+        let tx = tx.clone();
+        move || {
+            for ev in link_rx {
+                if tx.send(Input::Link(ev)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    // Fetch workers.
+    let (job_tx, job_rx) = unbounded::<Job>();
+    for i in 0..cfg.workers.max(1) {
+        let (ctx, jobs, tx) = (ctx.clone(), job_rx.clone(), tx.clone());
+        let (tracker, me, staging) = (cfg.tracker.clone(), cfg.name.clone(), staging.clone());
+        spawn(&format!("zync-fetch-{i}"), move || {
+            let mut fetcher = Fetcher::new(&ctx, &tracker, Some(me));
+            for Job { entry } in jobs {
+                let t = Instant::now();
+                let result = fetcher.fetch(&entry, &staging, &mut |_| {});
+                if tx
+                    .send(Input::Done {
+                        entry,
+                        result,
+                        took: t.elapsed(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    let setup = Setup {
+        root,
+        staging,
+        name: cfg.name.clone(),
+        advertise,
+        tracker: net::tcp(&cfg.tracker),
+        workers: cfg.workers.max(1),
+    };
+    let engine = Engine::new(setup, index, servable, &ctx, job_tx, ep_tx, heartbeat_ms);
+    drop(tx);
+    engine.run(rx, shutdown);
+    stop.store(true, Ordering::Relaxed);
+    drop(debouncer);
+    info!("bye");
+    Ok(())
+}
+
+/// True for events that may mean content changed; false for reads.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.to_owned()).spawn(f) {
+        warn!(thread = name, error = %e, "cannot start thread");
+    }
+}

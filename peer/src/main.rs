@@ -1,1 +1,168 @@
-fn main() {}
+//! `zync-peer`: parse flags, set up logging, run the peer or a one-shot command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Zync peer: keeps a folder identical on every machine of the cluster,
+/// peer to peer, and queries the cluster from the command line.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Tracker request endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "ZYNC_TRACKER",
+        default_value = "127.0.0.1:5555",
+        value_name = "HOST:PORT"
+    )]
+    tracker: String,
+    /// Log format.
+    #[arg(long, global = true, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Keep DIR in sync with the cluster (runs until SIGINT/SIGTERM).
+    Run {
+        /// The folder to sync (created if missing).
+        #[arg(long, env = "ZYNC_DIR", value_name = "DIR")]
+        dir: PathBuf,
+        /// Where to serve blocks to other peers.
+        #[arg(
+            long,
+            env = "ZYNC_LISTEN",
+            default_value = "0.0.0.0:7000",
+            value_name = "HOST:PORT"
+        )]
+        listen: String,
+        /// Address other peers should use to reach this one [default: host name and listen port].
+        #[arg(long, env = "ZYNC_ADVERTISE", value_name = "HOST:PORT")]
+        advertise: Option<String>,
+        /// Peer name, unique in the cluster [default: host name].
+        #[arg(long, env = "ZYNC_NAME")]
+        name: Option<String>,
+        /// Concurrent downloads.
+        #[arg(long, env = "ZYNC_WORKERS", default_value_t = 4)]
+        workers: usize,
+        /// Quiet time before a changed file is hashed, in milliseconds.
+        #[arg(long, env = "ZYNC_DEBOUNCE_MS", default_value_t = 50)]
+        debounce_ms: u64,
+    },
+    /// List the cluster's files: path, size, modified, short hash, holders.
+    Ls {
+        /// One JSON array of objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List live peers: name, endpoint, last seen.
+    Peers {
+        /// One JSON array of objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download one file from the cluster, verified.
+    Get {
+        /// Path of the file in the cluster.
+        path: String,
+        /// Where to write it [default: its file name, here].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Exit 0 if the tracker answers (for container health checks).
+    Health,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zync-peer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let ctx = zmq::Context::new();
+    let mut stdout = std::io::stdout().lock();
+    match cli.cmd {
+        Cmd::Run {
+            dir,
+            listen,
+            advertise,
+            name,
+            workers,
+            debounce_ms,
+        } => {
+            let name =
+                name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+            let cfg = zync_peer::Config {
+                dir,
+                tracker: cli.tracker,
+                listen,
+                advertise,
+                name,
+                workers,
+                debounce: Duration::from_millis(debounce_ms),
+            };
+            let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+            let mut signals = signal_hook::iterator::Signals::new([
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGINT,
+            ])
+            .context("install signal handler")?;
+            std::thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    let _ = stop_tx.send(());
+                }
+            });
+            zync_peer::run(cfg, stop_rx).context("cannot start peer")?;
+            // Worker threads may still hold sockets; do not wait for them.
+            std::process::exit(0);
+        }
+        Cmd::Ls { json } => {
+            let rows = zync_peer::cli::files(&ctx, &cli.tracker)?;
+            zync_peer::cli::print_files(&rows, json, &mut stdout)?;
+        }
+        Cmd::Peers { json } => {
+            let rows = zync_peer::cli::peers(&ctx, &cli.tracker)?;
+            zync_peer::cli::print_peers(&rows, json, &mut stdout)?;
+        }
+        Cmd::Get { path, output } => {
+            let (out, from, size) =
+                zync_peer::cli::get(&ctx, &cli.tracker, &path, output.as_deref())?;
+            eprintln!(
+                "{path}: {size} bytes from {from}, verified, written to {}",
+                out.display()
+            );
+        }
+        Cmd::Health => {
+            zync_peer::cli::peers(&ctx, &cli.tracker)?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}

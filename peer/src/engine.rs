@@ -1,0 +1,807 @@
+//! The sync engine: one thread that owns the local index and makes every
+//! sync decision.
+//!
+//! Inputs arrive on one channel: debounced file-system events, tracker
+//! notifications, heartbeat trouble, finished downloads. For each it
+//! reconciles the disk with the index (hashing only what changed), resolves
+//! remote versions against local ones (version vectors, tombstones,
+//! conflict copies), hands downloads to a bounded pool of fetch workers,
+//! and reports its own changes to the tracker.
+//!
+//! The rule that keeps data safe: a remote version is applied only after the
+//! disk has been re-checked *at that moment*, and resolved against what the
+//! disk holds then. A local edit made while a pull was running is indexed
+//! first, becomes a version of its own, and is never overwritten silently.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use tracing::{debug, error, info, warn};
+use zync_proto::{
+    Causality, Event, FileEntry, Hash, Notification, RelPath, Resolution, TrackerReply,
+    TrackerRequest, VersionVector, STATE_DIR_NAME,
+};
+
+use crate::fsops::{self, Found};
+use crate::hashing::{self, HashError};
+use crate::index::LocalIndex;
+use crate::link::LinkEvent;
+use crate::net::{self, NetError, TrackerClient};
+use crate::server::Servable;
+use crate::transfer::{FetchError, Fetched};
+
+/// Everything the engine is told.
+pub enum Input {
+    /// Paths the watcher saw change (debounced).
+    Fs(Vec<PathBuf>),
+    /// The watcher lost events: rescan everything.
+    Rescan,
+    /// From the tracker links.
+    Link(LinkEvent),
+    /// A fetch worker finished.
+    Done {
+        /// What was fetched.
+        entry: FileEntry,
+        /// The result.
+        result: Result<Fetched, FetchError>,
+        /// How long it took.
+        took: Duration,
+    },
+}
+
+/// A download job for the worker pool.
+pub struct Job {
+    /// The version to fetch.
+    pub entry: FileEntry,
+}
+
+/// The engine's fixed surroundings.
+pub struct Setup {
+    /// The synced folder (canonical).
+    pub root: PathBuf,
+    /// Temp files for downloads (inside the state folder, same file system).
+    pub staging: PathBuf,
+    /// This peer's name.
+    pub name: String,
+    /// Where other peers reach our block server.
+    pub advertise: String,
+    /// Tracker endpoint.
+    pub tracker: String,
+    /// Concurrent downloads.
+    pub workers: usize,
+}
+
+/// Largest batch of entries sent in one tracker message (estimated bytes).
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// The engine's state.
+pub struct Engine {
+    s: Setup,
+    index: LocalIndex,
+    servable: Servable,
+    tracker: TrackerClient,
+    jobs: Sender<Job>,
+    sub_endpoints: Sender<String>,
+    heartbeat_ms: Arc<AtomicU64>,
+    // Tracker session.
+    registered: bool,
+    next_register: Option<Instant>,
+    register_backoff: Duration,
+    epoch: Option<u64>,
+    seq: u64,
+    need_snapshot: bool,
+    outbox: Vec<FileEntry>,
+    // Downloads.
+    wanted: HashMap<RelPath, FileEntry>,
+    queue: VecDeque<RelPath>,
+    active: HashMap<RelPath, VersionVector>,
+    retry: HashMap<RelPath, (Instant, Duration)>,
+    // Paths that changed while being hashed: look again shortly.
+    unstable: BTreeSet<RelPath>,
+    unstable_at: Option<Instant>,
+    last_save: Instant,
+}
+
+impl Engine {
+    /// An engine over `index`, talking to the tracker and workers through the given ends.
+    pub fn new(
+        s: Setup,
+        index: LocalIndex,
+        servable: Servable,
+        ctx: &zmq::Context,
+        jobs: Sender<Job>,
+        sub_endpoints: Sender<String>,
+        heartbeat_ms: Arc<AtomicU64>,
+    ) -> Engine {
+        let tracker = TrackerClient::new(ctx, &s.tracker, Duration::from_secs(2));
+        for le in index.iter() {
+            if !le.entry.deleted && le.stat.is_some() {
+                servable.offer(le.entry.path.clone(), le.entry.sha256, le.entry.size);
+            }
+        }
+        Engine {
+            s,
+            index,
+            servable,
+            tracker,
+            jobs,
+            sub_endpoints,
+            heartbeat_ms,
+            registered: false,
+            next_register: Some(Instant::now()),
+            register_backoff: Duration::from_millis(250),
+            epoch: None,
+            seq: 0,
+            need_snapshot: false,
+            outbox: Vec::new(),
+            wanted: HashMap::new(),
+            queue: VecDeque::new(),
+            active: HashMap::new(),
+            retry: HashMap::new(),
+            unstable: BTreeSet::new(),
+            unstable_at: None,
+            last_save: Instant::now(),
+        }
+    }
+
+    /// Runs until `shutdown` fires (or its sender is dropped).
+    pub fn run(mut self, inputs: Receiver<Input>, shutdown: Receiver<()>) {
+        info!(dir = %self.s.root.display(), name = %self.s.name, endpoint = %self.s.advertise,
+              files = self.index.len(), "peer starting");
+        self.full_scan();
+        loop {
+            self.timers();
+            self.flush_outbox();
+            self.dispatch();
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            select! {
+                recv(shutdown) -> _ => break,
+                recv(inputs) -> msg => match msg {
+                    Ok(input) => {
+                        self.handle(input);
+                        // Take whatever else is queued before doing timer work.
+                        for input in inputs.try_iter().take(256) {
+                            self.handle(input);
+                        }
+                    }
+                    Err(_) => break,
+                },
+                default(wait) => {}
+            }
+        }
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.registered {
+            let req = TrackerRequest::Unregister {
+                name: self.s.name.clone(),
+                device: self.index.device,
+            };
+            let _ = self.tracker.request(&req);
+        }
+        if let Err(e) = self.index.save() {
+            error!(error = %e, "could not save the index");
+        }
+        info!("peer stopped");
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut t = Instant::now() + Duration::from_millis(500);
+        for d in [self.next_register, self.unstable_at].into_iter().flatten() {
+            t = t.min(d);
+        }
+        for (at, _) in self.retry.values() {
+            t = t.min(*at);
+        }
+        t
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.next_register.is_some_and(|t| t <= now) {
+            self.register();
+        }
+        if self.registered && self.need_snapshot {
+            self.snapshot();
+        }
+        if self.unstable_at.is_some_and(|t| t <= now) {
+            self.unstable_at = None;
+            for p in std::mem::take(&mut self.unstable) {
+                self.reconcile_local(&p);
+            }
+        }
+        let due: Vec<RelPath> = self
+            .retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            if self.wanted.contains_key(&p)
+                && !self.active.contains_key(&p)
+                && !self.queue.contains(&p)
+            {
+                self.queue.push_back(p);
+            }
+        }
+        if now.duration_since(self.last_save) >= Duration::from_secs(1) {
+            self.last_save = now;
+            if let Err(e) = self.index.save() {
+                error!(error = %e, "could not save the index");
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Fs(paths) => self.on_fs(paths),
+            Input::Rescan => self.full_scan(),
+            Input::Link(LinkEvent::Note(n)) => self.on_note(n),
+            Input::Link(LinkEvent::TrackerLost) => {
+                if self.registered {
+                    warn!(event = %"tracker_lost", tracker = %self.s.tracker, "tracker stopped answering heartbeats");
+                    self.registered = false;
+                    self.schedule_register(false);
+                }
+            }
+            Input::Link(LinkEvent::ForgotUs) => {
+                if self.registered {
+                    info!(tracker = %self.s.tracker, "tracker does not know us any more; registering again");
+                    self.registered = false;
+                    self.schedule_register(true);
+                }
+            }
+            Input::Done {
+                entry,
+                result,
+                took,
+            } => self.on_done(entry, result, took),
+        }
+    }
+
+    // ---- tracker session -------------------------------------------------
+
+    fn schedule_register(&mut self, now: bool) {
+        if now {
+            self.register_backoff = Duration::from_millis(250);
+        }
+        if self.next_register.is_none() || now {
+            self.next_register = Some(
+                Instant::now()
+                    + if now {
+                        Duration::ZERO
+                    } else {
+                        self.register_backoff
+                    },
+            );
+        }
+    }
+
+    fn batches(&self) -> Vec<Vec<FileEntry>> {
+        batch(self.index.iter().map(|le| le.entry.clone()).collect())
+    }
+
+    fn register(&mut self) {
+        self.next_register = None;
+        let mut batches = self.batches().into_iter();
+        let first = batches.next().unwrap_or_default();
+        let req = TrackerRequest::Register {
+            name: self.s.name.clone(),
+            device: self.index.device,
+            endpoint: self.s.advertise.clone(),
+            files: first,
+        };
+        let reply = self.tracker.request(&req).and_then(|r| {
+            for files in batches {
+                let req = TrackerRequest::Update {
+                    name: self.s.name.clone(),
+                    device: self.index.device,
+                    files,
+                };
+                self.tracker.request(&req)?;
+            }
+            Ok(r)
+        });
+        match reply {
+            Ok(TrackerReply::Registered {
+                epoch,
+                publish,
+                heartbeat_ms,
+            }) => {
+                if self.epoch.is_some_and(|e| e != epoch) {
+                    info!(event = %"tracker_restarted", tracker = %self.s.tracker,
+                          epoch = %format!("{epoch:016x}"), "tracker restarted; re-registered");
+                }
+                info!(tracker = %self.s.tracker, files = self.index.len(), "registered with tracker");
+                self.epoch = Some(epoch);
+                self.registered = true;
+                self.register_backoff = Duration::from_millis(250);
+                self.heartbeat_ms.store(heartbeat_ms, Ordering::Relaxed);
+                let host = net::host_of(&self.s.tracker).to_owned();
+                let _ = self.sub_endpoints.send(net::reachable(&publish, &host));
+                self.outbox.clear();
+                self.need_snapshot = true;
+            }
+            Ok(_) => self.register_failed("unexpected reply".into()),
+            Err(e) => self.register_failed(e.to_string()),
+        }
+    }
+
+    fn register_failed(&mut self, why: String) {
+        let wait = self.register_backoff;
+        warn!(tracker = %self.s.tracker, error = %why, retry_in = %humantime::format_duration(wait),
+              "cannot register with tracker");
+        self.register_backoff = (self.register_backoff * 2).min(Duration::from_secs(10));
+        self.next_register = Some(Instant::now() + wait);
+    }
+
+    fn snapshot(&mut self) {
+        self.need_snapshot = false;
+        match self.tracker.request(&TrackerRequest::List) {
+            Ok(TrackerReply::Snapshot {
+                epoch, seq, files, ..
+            }) => {
+                if self.epoch != Some(epoch) {
+                    // A tracker other than the one we registered with: start over.
+                    self.registered = false;
+                    self.schedule_register(true);
+                    return;
+                }
+                debug!(seq, files = files.len(), "applying snapshot");
+                self.seq = seq;
+                for f in files {
+                    self.apply_remote(f.entry, None);
+                }
+            }
+            Ok(_) => self.need_snapshot = true,
+            Err(e) => {
+                warn!(error = %e, "cannot fetch the cluster index");
+                self.tracker_failed();
+            }
+        }
+    }
+
+    fn tracker_failed(&mut self) {
+        self.registered = false;
+        self.schedule_register(false);
+    }
+
+    fn on_note(&mut self, n: Notification) {
+        if !self.registered {
+            return; // a snapshot follows registration
+        }
+        if self.epoch != Some(n.epoch) {
+            self.registered = false;
+            self.schedule_register(true);
+            return;
+        }
+        match n.event {
+            Event::Hugz => {
+                if n.seq > self.seq {
+                    self.need_snapshot = true;
+                }
+            }
+            _ if n.seq <= self.seq => {}
+            _ if n.seq > self.seq + 1 => {
+                debug!(
+                    have = self.seq,
+                    got = n.seq,
+                    "missed notifications; fetching a snapshot"
+                );
+                self.need_snapshot = true;
+            }
+            event => {
+                self.seq = n.seq;
+                match event {
+                    Event::FileChanged { file } => self.apply_remote(file.entry, None),
+                    Event::PeerJoined { peer } if peer.name != self.s.name => {
+                        info!(event = %"peer_joined", peer = %peer.name, endpoint = %peer.endpoint, "peer joined");
+                        // A new source: retry what was waiting for one.
+                        for (at, _) in self.retry.values_mut() {
+                            *at = Instant::now();
+                        }
+                    }
+                    Event::PeerLeft { name } if name != self.s.name => {
+                        info!(event = %"peer_left", peer = %name, "peer left");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() || !self.registered {
+            return;
+        }
+        for files in batch(std::mem::take(&mut self.outbox)) {
+            let req = TrackerRequest::Update {
+                name: self.s.name.clone(),
+                device: self.index.device,
+                files,
+            };
+            match self.tracker.request(&req) {
+                Ok(_) => {}
+                Err(NetError::Refused {
+                    kind: zync_proto::ErrorKind::UnknownPeer,
+                    ..
+                }) => {
+                    self.registered = false;
+                    self.schedule_register(true);
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot report changes to the tracker");
+                    // Registration sends the whole index, so nothing is lost.
+                    self.tracker_failed();
+                    return;
+                }
+            }
+        }
+    }
+
+    // ---- local side ------------------------------------------------------
+
+    fn full_scan(&mut self) {
+        let t = Instant::now();
+        let mut paths: BTreeSet<RelPath> =
+            self.index.iter().map(|le| le.entry.path.clone()).collect();
+        self.walk(&self.s.root.clone(), &mut paths);
+        for p in &paths {
+            self.reconcile_local(p);
+        }
+        info!(
+            files = paths.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "scanned folder"
+        );
+    }
+
+    fn walk(&self, dir: &Path, out: &mut BTreeSet<RelPath>) {
+        let state = self.s.root.join(STATE_DIR_NAME);
+        let it = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+        for item in it.filter_entry(|e| e.path() != state) {
+            match item {
+                Ok(e) if e.file_type().is_file() => {
+                    match RelPath::from_local(&self.s.root, e.path()) {
+                        Ok(p) => {
+                            out.insert(p);
+                        }
+                        Err(err) => warn!(path = %e.path().display(), error = %err, "not synced"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot read part of the folder"),
+            }
+        }
+    }
+
+    fn on_fs(&mut self, paths: Vec<PathBuf>) {
+        let state = self.s.root.join(STATE_DIR_NAME);
+        let mut rels = BTreeSet::new();
+        for p in paths {
+            if p.starts_with(&state) {
+                continue;
+            }
+            if p == self.s.root {
+                return self.full_scan();
+            }
+            let Ok(rel) = RelPath::from_local(&self.s.root, &p) else {
+                debug!(path = %p.display(), "ignoring event outside the syncable namespace");
+                continue;
+            };
+            if let Ok(Found::Dir) = fsops::look(&self.s.root, &rel) {
+                self.walk(&p, &mut rels);
+            }
+            rels.extend(self.index.paths_within(&rel));
+            rels.insert(rel);
+        }
+        for rel in rels {
+            self.reconcile_local(&rel);
+        }
+    }
+
+    /// Brings the index in line with what is on disk at `rel`: a new version
+    /// if the content changed or the file went away.
+    fn reconcile_local(&mut self, rel: &RelPath) {
+        let found = match fsops::look(&self.s.root, rel) {
+            Ok(f) => f,
+            Err(e) => return warn!(path = %rel, error = %e, "cannot stat"),
+        };
+        let cur = self.index.get(rel).cloned();
+        match found {
+            Found::File(st) => {
+                if cur.as_ref().is_some_and(|c| c.stat == Some(st)) {
+                    return;
+                }
+                let h = match hashing::hash_file(&self.s.root.join(rel.as_str())) {
+                    Ok(h) => h,
+                    Err(HashError::Unstable) => {
+                        self.unstable.insert(rel.clone());
+                        self.unstable_at
+                            .get_or_insert(Instant::now() + Duration::from_millis(250));
+                        return;
+                    }
+                    Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return self.reconcile_local(rel);
+                    }
+                    Err(HashError::Io(e)) => return warn!(path = %rel, error = %e, "cannot read"),
+                };
+                if let Some(c) = cur
+                    .as_ref()
+                    .filter(|c| !c.entry.deleted && c.entry.sha256 == h.sha256)
+                {
+                    // Same content (touched, or moved aside and back): no new version.
+                    self.index.set_stat(rel, Some(h.stat));
+                    self.servable
+                        .offer(rel.clone(), c.entry.sha256, c.entry.size);
+                    return;
+                }
+                let mut version = cur
+                    .as_ref()
+                    .map(|c| c.entry.version.clone())
+                    .unwrap_or_default();
+                version.bump(&self.s.name);
+                let kind = if cur.as_ref().is_some_and(|c| !c.entry.deleted) {
+                    "modified"
+                } else {
+                    "created"
+                };
+                let entry = FileEntry {
+                    path: rel.clone(),
+                    size: h.stat.size,
+                    mtime_ns: h.stat.mtime_ns,
+                    sha256: h.sha256,
+                    blocks: h.blocks,
+                    version,
+                    deleted: false,
+                    modified_by: self.s.name.clone(),
+                };
+                info!(event = %"local_change", path = %rel, kind = %kind, bytes = entry.size, sha256 = %entry.sha256.short(),
+                      version = %entry.version, "local change");
+                self.servable.offer(rel.clone(), entry.sha256, entry.size);
+                self.index.put(entry.clone(), Some(h.stat));
+                self.outbox.push(entry);
+            }
+            Found::Missing | Found::Dir | Found::Other => {
+                let Some(c) = cur else { return };
+                if c.entry.deleted || c.stat.is_none() {
+                    return;
+                }
+                let mut version = c.entry.version.clone();
+                version.bump(&self.s.name);
+                let entry = tombstone(rel.clone(), version, &self.s.name);
+                info!(event = %"local_change", path = %rel, kind = %"deleted", bytes = 0u64,
+                      version = %entry.version, "local change");
+                self.servable.withdraw(rel);
+                self.index.put(entry.clone(), None);
+                self.outbox.push(entry);
+            }
+        }
+    }
+
+    // ---- remote side -----------------------------------------------------
+
+    /// Applies a remote version of a file, after re-checking the disk.
+    /// Without `fetched` bytes, content that must be downloaded is queued and
+    /// this is called again when it arrives.
+    fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
+        let path = r.path.clone();
+        self.reconcile_local(&path);
+        let local = self.index.get(&path).cloned();
+        let (version, conflict) = match &local {
+            None => (r.version.clone(), false),
+            Some(l) => match l.entry.resolve(&r) {
+                Resolution::Keep => return,
+                Resolution::ConflictLocalWins => {
+                    if fetched.is_none() {
+                        info!(event = %"conflict", path = %path, winner = %l.entry.modified_by,
+                              loser = %r.modified_by, kept = %"local", "concurrent edits; ours wins");
+                    }
+                    return;
+                }
+                Resolution::TakeRemote => (l.entry.version.merged(&r.version), false),
+                Resolution::ConflictRemoteWins => (l.entry.version.merged(&r.version), true),
+            },
+        };
+        let on_disk = local
+            .as_ref()
+            .filter(|l| !l.entry.deleted && l.stat.is_some());
+        let same_bytes = on_disk.is_some_and(|l| !r.deleted && l.entry.sha256 == r.sha256);
+        if !r.deleted && !same_bytes && fetched.is_none() {
+            return self.want(r);
+        }
+        if conflict {
+            if let Some(l) = on_disk {
+                if !self.move_aside(&l.entry, &r) {
+                    return;
+                }
+            }
+        }
+        let target = FileEntry { version, ..r };
+        if target.deleted {
+            if on_disk.is_some() {
+                if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
+                    return warn!(path = %path, error = %e, "cannot delete");
+                }
+            }
+            self.servable.withdraw(&path);
+            if on_disk.is_some() {
+                info!(event = %"deleted", path = %path, from = %target.modified_by, version = %target.version,
+                      "deleted");
+            }
+            self.index.put(target.clone(), None);
+        } else if same_bytes {
+            let stat = on_disk.and_then(|l| l.stat);
+            self.index.put(target.clone(), stat);
+            self.servable
+                .offer(path.clone(), target.sha256, target.size);
+        } else if let Some((f, took)) = fetched {
+            match fsops::install(f.file, &self.s.root, &path) {
+                Ok(stat) => {
+                    info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
+                          ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
+                    self.servable
+                        .offer(path.clone(), target.sha256, target.size);
+                    self.index.put(target.clone(), Some(stat));
+                }
+                Err(e) => {
+                    return warn!(path = %path, error = %e, "cannot put the downloaded file in place")
+                }
+            }
+        }
+        self.wanted.remove(&path);
+        self.retry.remove(&path);
+        self.outbox.push(target);
+    }
+
+    /// Keeps the local (losing) content as a conflict copy. False if it could not.
+    fn move_aside(&mut self, loser: &FileEntry, winner: &FileEntry) -> bool {
+        let path = &loser.path;
+        let copy = match path.conflict_copy(&loser.modified_by, &fsops::stamp(loser.mtime_ns)) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(path = %path, error = %e, "no room for a conflict copy; keeping local version");
+                return false;
+            }
+        };
+        let stat = match fsops::rename(&self.s.root, path, &copy) {
+            Ok(st) => st,
+            Err(e) => {
+                warn!(path = %path, error = %e, "cannot keep conflict copy; keeping local version");
+                return false;
+            }
+        };
+        info!(event = %"conflict", path = %path, copy = %copy, winner = %winner.modified_by,
+              loser = %loser.modified_by, "concurrent edits; losing version kept as a copy");
+        self.index.set_stat(path, None);
+        self.servable.withdraw(path);
+        let mut version = self
+            .index
+            .get(&copy)
+            .map(|c| c.entry.version.clone())
+            .unwrap_or_default();
+        version.bump(&self.s.name);
+        let entry = FileEntry {
+            path: copy.clone(),
+            version,
+            modified_by: self.s.name.clone(),
+            ..loser.clone()
+        };
+        self.servable.offer(copy.clone(), entry.sha256, entry.size);
+        self.index.put(entry.clone(), Some(stat));
+        self.outbox.push(entry);
+        true
+    }
+
+    fn want(&mut self, r: FileEntry) {
+        let path = r.path.clone();
+        if let Some(w) = self.wanted.get(&path) {
+            if w.version == r.version || w.supersedes(&r) {
+                return;
+            }
+        }
+        self.wanted.insert(path.clone(), r);
+        if !self.active.contains_key(&path) && !self.queue.contains(&path) {
+            self.queue.push_back(path);
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while self.active.len() < self.s.workers {
+            let Some(path) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.wanted.get(&path).cloned() else {
+                continue;
+            };
+            if self
+                .retry
+                .get(&path)
+                .is_some_and(|(at, _)| *at > Instant::now())
+            {
+                continue;
+            }
+            self.active.insert(path, entry.version.clone());
+            if self.jobs.send(Job { entry }).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn on_done(&mut self, entry: FileEntry, result: Result<Fetched, FetchError>, took: Duration) {
+        let path = entry.path.clone();
+        self.active.remove(&path);
+        let current = self
+            .wanted
+            .get(&path)
+            .map(|w| w.version.compare(&entry.version));
+        if matches!(current, Some(c) if c != Causality::Equal) {
+            // Something newer is wanted meanwhile: fetch that instead.
+            self.queue.push_back(path);
+            return;
+        }
+        match result {
+            Ok(f) => self.apply_remote(entry, Some((f, took))),
+            Err(e) => {
+                let backoff = self
+                    .retry
+                    .get(&path)
+                    .map_or(Duration::from_secs(1), |(_, b)| {
+                        (*b * 2).min(Duration::from_secs(30))
+                    });
+                warn!(event = %"fetch_failed", path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
+                      "download failed");
+                self.retry
+                    .insert(path.clone(), (Instant::now() + backoff, backoff));
+                if !matches!(e, FetchError::Deleted(_) | FetchError::NotFound(_)) {
+                    self.queue.push_back(path);
+                } else {
+                    self.wanted.remove(&path);
+                }
+            }
+        }
+    }
+}
+
+fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    FileEntry {
+        path,
+        size: 0,
+        mtime_ns: now.as_nanos().min(i64::MAX as u128) as i64,
+        sha256: Hash::EMPTY,
+        blocks: Vec::new(),
+        version,
+        deleted: true,
+        modified_by: by.to_owned(),
+    }
+}
+
+/// Splits entries into batches of at most [`BATCH_BYTES`] (estimated), so no
+/// tracker message comes near the message size limit.
+fn batch(entries: Vec<FileEntry>) -> Vec<Vec<FileEntry>> {
+    let mut out = vec![Vec::new()];
+    let mut size = 0;
+    for e in entries {
+        let est = 128 + e.path.as_str().len() + 34 * e.blocks.len() + 24 * e.version.iter().count();
+        if size + est > BATCH_BYTES && !out.last().is_some_and(Vec::is_empty) {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += est;
+        if let Some(b) = out.last_mut() {
+            b.push(e);
+        }
+    }
+    out
+}

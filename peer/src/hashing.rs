@@ -1,0 +1,123 @@
+//! Hashing local files in one streaming pass: whole-file SHA-256 and one
+//! SHA-256 per [`BLOCK_SIZE`] block, with a single reused buffer.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zync_proto::{Hash, BLOCK_SIZE};
+
+/// What the file system says about a file, enough to notice it changed
+/// without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number (a file replaced by rename has a new one).
+    pub ino: u64,
+}
+
+impl Stat {
+    /// From file metadata.
+    pub fn of(m: &Metadata) -> Stat {
+        Stat {
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// A hashed file.
+#[derive(Clone, Debug)]
+pub struct Hashed {
+    /// The file's stat before and after hashing (they were equal).
+    pub stat: Stat,
+    /// Whole-content hash.
+    pub sha256: Hash,
+    /// Per-block hashes.
+    pub blocks: Vec<Hash>,
+}
+
+/// Why hashing did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The file changed while it was being read; try again later.
+    #[error("file changed while hashing")]
+    Unstable,
+}
+
+/// Hashes the file at `path`, streaming. Fails with [`HashError::Unstable`]
+/// if its size, mtime or inode changed while reading.
+pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
+    let mut f = File::open(path)?;
+    let before = Stat::of(&f.metadata()?);
+    let mut whole = Sha256::new();
+    let mut blocks = Vec::with_capacity(before.size.div_ceil(BLOCK_SIZE).min(1 << 20) as usize);
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    let mut total = 0u64;
+    loop {
+        let n = read_full(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        whole.update(&buf[..n]);
+        blocks.push(Hash::of(&buf[..n]));
+        if n < buf.len() {
+            break;
+        }
+    }
+    let after = Stat::of(&std::fs::metadata(path)?);
+    if after != before || total != before.size {
+        return Err(HashError::Unstable);
+    }
+    Ok(Hashed {
+        stat: before,
+        sha256: whole.into(),
+        blocks,
+    })
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_interesting_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = BLOCK_SIZE as usize;
+        for size in [0, 1, b - 1, b, b + 1, 3 * b + 7] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let p = dir.path().join(format!("f{size}"));
+            std::fs::write(&p, &data).unwrap();
+            let h = hash_file(&p).unwrap();
+            assert_eq!(h.sha256, Hash::of(&data), "size {size}");
+            assert_eq!(h.stat.size, size as u64);
+            let want: Vec<Hash> = data.chunks(b).map(Hash::of).collect();
+            assert_eq!(h.blocks, want, "size {size}");
+        }
+    }
+}

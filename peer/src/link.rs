@@ -1,0 +1,125 @@
+//! The peer's two background links to the tracker, each on its own thread
+//! with its own socket: the subscriber (notifications in) and the heartbeat
+//! (liveness out). Both report to the engine over its input channel.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use tracing::{debug, warn};
+use zync_proto::{decode, ErrorKind, Notification, TrackerRequest};
+
+use crate::net::{self, NetError, TrackerClient};
+
+/// What the links tell the engine.
+pub enum LinkEvent {
+    /// A notification from the tracker's PUB socket.
+    Note(Notification),
+    /// Heartbeats stopped getting answers.
+    TrackerLost,
+    /// The tracker answered but does not know us (it restarted, or dropped us).
+    ForgotUs,
+}
+
+/// Subscribes to whatever endpoint arrives on `endpoints` (switching when a
+/// new one arrives) and forwards every decodable notification.
+pub fn subscriber(
+    ctx: zmq::Context,
+    endpoints: Receiver<String>,
+    out: Sender<LinkEvent>,
+    stop: Arc<AtomicBool>,
+) {
+    let connect = |ep: &str| -> Result<zmq::Socket, zmq::Error> {
+        let s = net::socket(&ctx, zmq::SUB)?;
+        s.set_subscribe(b"")?;
+        s.set_rcvhwm(100_000)?;
+        s.connect(ep)?;
+        Ok(s)
+    };
+    let mut current: Option<(String, zmq::Socket)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        // Until registered there is nothing to read: wait for an endpoint.
+        let next = match current {
+            None => endpoints.recv_timeout(Duration::from_millis(200)).ok(),
+            Some(_) => endpoints.try_iter().last(),
+        };
+        if let Some(ep) = next {
+            if current.as_ref().is_none_or(|(c, _)| *c != ep) {
+                current = match connect(&ep) {
+                    Ok(s) => Some((ep, s)),
+                    Err(e) => {
+                        warn!(error = %e, endpoint = %ep, "cannot subscribe");
+                        None
+                    }
+                };
+            }
+        }
+        let Some((_, sock)) = &current else { continue };
+        match net::wait_readable(sock, Duration::from_millis(200)) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                warn!(error = %e, "subscriber poll failed");
+                continue;
+            }
+        }
+        while let Ok(bytes) = sock.recv_bytes(zmq::DONTWAIT) {
+            match decode::<Notification>(&bytes) {
+                Ok(n) => {
+                    if out.send(LinkEvent::Note(n)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!(error = %e, "ignored undecodable notification"),
+            }
+        }
+    }
+}
+
+/// Heartbeats the tracker every `interval_ms` (which the engine may change)
+/// and reports transitions: lost, or forgotten.
+pub fn heartbeat(
+    ctx: zmq::Context,
+    tracker: String,
+    name: String,
+    device: u64,
+    interval_ms: Arc<AtomicU64>,
+    out: Sender<LinkEvent>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut client = TrackerClient::new(&ctx, &tracker, Duration::from_millis(1000));
+    let mut reachable = true;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(
+            interval_ms.load(Ordering::Relaxed).clamp(50, 60_000),
+        ));
+        let req = TrackerRequest::Heartbeat {
+            name: name.clone(),
+            device,
+        };
+        let event = match client.request(&req) {
+            Ok(_) => {
+                reachable = true;
+                None
+            }
+            Err(NetError::Refused {
+                kind: ErrorKind::UnknownPeer,
+                ..
+            }) => {
+                reachable = true;
+                Some(LinkEvent::ForgotUs)
+            }
+            Err(e) => {
+                debug!(error = %e, "heartbeat failed");
+                let was = std::mem::replace(&mut reachable, false);
+                was.then_some(LinkEvent::TrackerLost)
+            }
+        };
+        if let Some(ev) = event {
+            if out.send(ev).is_err() {
+                return;
+            }
+        }
+    }
+}

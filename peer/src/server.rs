@@ -1,0 +1,181 @@
+//! The block server: answers other peers' [`PeerRequest`]s on this peer's
+//! ROUTER socket, reading blocks straight from the folder.
+//!
+//! It only serves content the engine has published in [`Servable`] (path →
+//! content hash), so it never hands out a file that is half-written, being
+//! pulled, or changed since it was indexed. The receiver verifies every block
+//! against its hash anyway.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tracing::{debug, warn};
+use zync_proto::{
+    block_len, decode, encode, ErrorKind, Hash, PeerReply, PeerRequest, RelPath, BLOCK_SIZE,
+};
+
+use crate::net;
+
+/// What this peer can serve: path → (content hash, size).
+#[derive(Clone, Default)]
+pub struct Servable(Arc<RwLock<HashMap<RelPath, (Hash, u64)>>>);
+
+impl Servable {
+    /// Offer `path` with this content.
+    pub fn offer(&self, path: RelPath, sha256: Hash, size: u64) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(path, (sha256, size));
+        }
+    }
+
+    /// Stop offering `path`.
+    pub fn withdraw(&self, path: &RelPath) {
+        if let Ok(mut m) = self.0.write() {
+            m.remove(path);
+        }
+    }
+
+    fn lookup(&self, path: &RelPath) -> Option<(Hash, u64)> {
+        self.0.read().ok().and_then(|m| m.get(path).copied())
+    }
+}
+
+/// Open files kept between requests for the same file (a transfer asks for
+/// many blocks in a row). Bounded.
+const OPEN_FILES: usize = 16;
+
+/// Serves blocks until `stop` is set.
+pub struct BlockServer {
+    sock: zmq::Socket,
+    root: PathBuf,
+    servable: Servable,
+    open: Vec<(RelPath, Hash, File)>,
+}
+
+impl BlockServer {
+    /// Binds the transfer socket at `endpoint`.
+    pub fn bind(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        root: PathBuf,
+        servable: Servable,
+    ) -> Result<BlockServer, zmq::Error> {
+        let sock = net::socket(ctx, zmq::ROUTER)?;
+        sock.set_sndhwm(1000)?;
+        sock.bind(endpoint)?;
+        Ok(BlockServer {
+            sock,
+            root,
+            servable,
+            open: Vec::new(),
+        })
+    }
+
+    /// The bound endpoint (with the port chosen).
+    pub fn endpoint(&self) -> Result<String, zmq::Error> {
+        net::bound_endpoint(&self.sock)
+    }
+
+    /// Serves until `stop` is set.
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        while !stop.load(Ordering::Relaxed) {
+            match net::wait_readable(&self.sock, Duration::from_millis(200)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!(error = %e, "block server poll failed");
+                    continue;
+                }
+            }
+            while let Ok(mut frames) = self.sock.recv_multipart(zmq::DONTWAIT) {
+                if frames.len() < 2 {
+                    continue;
+                }
+                let body = frames.pop().unwrap_or_default();
+                let reply = self.answer(&body);
+                frames.push(encode(&reply));
+                if let Err(e) = self.sock.send_multipart(frames, 0) {
+                    debug!(error = %e, "could not send reply");
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, body: &[u8]) -> PeerReply {
+        let req = match decode::<PeerRequest>(body) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, bytes = body.len(), "rejected transfer request");
+                return PeerReply::Error {
+                    id: 0,
+                    kind: e.kind(),
+                    message: e.to_string(),
+                };
+            }
+        };
+        match req {
+            PeerRequest::Ping => PeerReply::Pong,
+            PeerRequest::GetBlock {
+                id,
+                path,
+                sha256,
+                index,
+            } => match self.read_block(&path, sha256, index) {
+                Ok(data) => PeerReply::Block { id, index, data },
+                Err((kind, message)) => PeerReply::Error { id, kind, message },
+            },
+        }
+    }
+
+    fn read_block(
+        &mut self,
+        path: &RelPath,
+        sha256: Hash,
+        index: u64,
+    ) -> Result<Vec<u8>, (ErrorKind, String)> {
+        let (have, size) = self
+            .servable
+            .lookup(path)
+            .ok_or_else(|| (ErrorKind::NotFound, format!("{path} is not available here")))?;
+        if have != sha256 {
+            return Err((
+                ErrorKind::NotFound,
+                format!("{path} has other content here ({})", have.short()),
+            ));
+        }
+        let len = block_len(size, index);
+        if len == 0 {
+            return Err((ErrorKind::Invalid, format!("{path} has no block {index}")));
+        }
+        let pos = self
+            .open
+            .iter()
+            .position(|(p, h, _)| p == path && *h == sha256);
+        let pos = match pos {
+            Some(i) => i,
+            None => {
+                let f = File::open(self.root.join(path.as_str()))
+                    .map_err(|e| (ErrorKind::NotFound, format!("{path}: {e}")))?;
+                if self.open.len() >= OPEN_FILES {
+                    self.open.remove(0);
+                }
+                self.open.push((path.clone(), sha256, f));
+                self.open.len() - 1
+            }
+        };
+        let mut buf = vec![0u8; len as usize];
+        let file = &self.open[pos].2;
+        match file.read_exact_at(&mut buf, index * BLOCK_SIZE) {
+            Ok(()) => Ok(buf),
+            Err(e) => {
+                self.open.remove(pos);
+                Err((ErrorKind::Internal, format!("{path}: {e}")))
+            }
+        }
+    }
+}
