@@ -75,6 +75,11 @@ pub struct Setup {
     pub workers: usize,
 }
 
+/// Least time between two index saves. The index is saved as soon as a
+/// batch of changes is applied (so a crash loses at most this much), but
+/// not more often than this.
+const SAVE_EVERY: Duration = Duration::from_millis(50);
+
 /// Largest batch of entries sent in one tracker message (estimated bytes).
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -200,6 +205,9 @@ impl Engine {
         for (at, _) in self.retry.values() {
             t = t.min(*at);
         }
+        if self.index.is_dirty() {
+            t = t.min(self.last_save + SAVE_EVERY);
+        }
         t
     }
 
@@ -231,7 +239,7 @@ impl Engine {
                 self.queue.push_back(p);
             }
         }
-        if now.duration_since(self.last_save) >= Duration::from_secs(1) {
+        if self.index.is_dirty() && now.duration_since(self.last_save) >= SAVE_EVERY {
             self.last_save = now;
             if let Err(e) = self.index.save() {
                 error!(error = %e, "could not save the index");

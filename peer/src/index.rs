@@ -133,6 +133,11 @@ impl LocalIndex {
         Ok(())
     }
 
+    /// True when there are changes not yet saved.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// The entry for `path`.
     pub fn get(&self, path: &RelPath) -> Option<&LocalEntry> {
         self.entries.get(path)

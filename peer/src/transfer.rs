@@ -168,7 +168,7 @@ impl Fetcher {
             }
             let mut last = String::new();
             for h in &holders {
-                match self.from_holder(entry, h, &mut out, progress)? {
+                match self.pull_from(entry, h, &mut out, progress)? {
                     Attempt::Done => {
                         from = h.name.clone();
                         break;
@@ -205,7 +205,7 @@ impl Fetcher {
         })
     }
 
-    fn from_holder(
+    fn pull_from(
         &mut self,
         entry: &FileEntry,
         holder: &PeerInfo,

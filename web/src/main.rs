@@ -1,1 +1,3 @@
+//! `zync-web`: placeholder until the HTTP face lands.
+
 fn main() {}

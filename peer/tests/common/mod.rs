@@ -1,0 +1,343 @@
+//! Test harness: real `zync-tracker` and `zync-peer` processes on loopback
+//! ports, each peer on its own temp folder, logs captured per process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for the cluster to converge before failing.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+pub fn peer_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zync-peer"))
+}
+
+/// The tracker binary, built beside `zync-peer` (built on demand when this
+/// package's tests are run alone).
+pub fn tracker_bin() -> PathBuf {
+    let bin = peer_bin().with_file_name("zync-tracker");
+    if !bin.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "zync-tracker", "--bin", "zync-tracker"]);
+        if bin
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "release")
+        {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("cargo").success(),
+            "building zync-tracker failed"
+        );
+    }
+    bin
+}
+
+/// A free loopback port (for the tracker, which must come back on the same one).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop, with its stderr in a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let f = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        cmd.stdout(Stdio::null())
+            .stderr(f)
+            .env("RUST_LOG", "info,zync_peer=debug");
+        Proc {
+            child: cmd.spawn().expect("spawn"),
+            log,
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} failed");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns how long it took.
+    pub fn terminate(&mut self) -> Duration {
+        let t = Instant::now();
+        self.signal("TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit status {status}");
+        t.elapsed()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Peer {
+    pub name: String,
+    pub dir: PathBuf,
+    pub proc: Proc,
+}
+
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub port: u16,
+    pub tracker: Option<Proc>,
+    pub peers: Vec<Peer>,
+}
+
+impl Cluster {
+    /// A tracker and `n` peers named p1..pn.
+    pub fn start(n: usize) -> Cluster {
+        let mut c = Cluster {
+            tmp: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            tracker: None,
+            peers: Vec::new(),
+        };
+        c.start_tracker();
+        for i in 1..=n {
+            c.add_peer(&format!("p{i}"));
+        }
+        c.wait_peers(n);
+        c
+    }
+
+    pub fn tracker_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_tracker(&mut self) {
+        let mut cmd = Command::new(tracker_bin());
+        cmd.args([
+            "--listen",
+            &self.tracker_addr(),
+            "--publish",
+            "127.0.0.1:0",
+            "--heartbeat-ms",
+            "300",
+        ]);
+        self.tracker = Some(Proc::spawn(cmd, self.tmp.path().join("tracker.log")));
+    }
+
+    pub fn dir_of(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn peer_cmd(&self, name: &str) -> Command {
+        let mut cmd = Command::new(peer_bin());
+        cmd.args([
+            "--tracker",
+            &self.tracker_addr(),
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--dir",
+        ])
+        .arg(self.dir_of(name));
+        cmd
+    }
+
+    pub fn add_peer(&mut self, name: &str) -> usize {
+        let proc = Proc::spawn(
+            self.peer_cmd(name),
+            self.tmp.path().join(format!("{name}.log")),
+        );
+        self.peers.push(Peer {
+            name: name.into(),
+            dir: self.dir_of(name),
+            proc,
+        });
+        self.peers.len() - 1
+    }
+
+    /// Restarts peer `i` (after it was killed).
+    pub fn restart_peer(&mut self, i: usize) {
+        let name = self.peers[i].name.clone();
+        self.peers[i].proc.kill();
+        self.peers[i].proc = Proc::spawn(
+            self.peer_cmd(&name),
+            self.tmp.path().join(format!("{name}.log")),
+        );
+    }
+
+    pub fn dir(&self, i: usize) -> &Path {
+        &self.peers[i].dir
+    }
+
+    /// Runs a one-shot `zync-peer` command against this cluster's tracker.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(peer_bin())
+            .arg("--tracker")
+            .arg(self.tracker_addr())
+            .args(args)
+            .current_dir(self.tmp.path())
+            .output()
+            .unwrap()
+    }
+
+    pub fn wait_peers(&self, n: usize) {
+        wait_for(
+            CONVERGE,
+            || {
+                let out = self.cli(&["peers", "--json"]);
+                out.status.success()
+                    && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                        .ok()
+                        .and_then(|v| v.as_array().map(|a| a.len() == n))
+                        .unwrap_or(false)
+            },
+            &format!("{n} live peers"),
+            self,
+        );
+    }
+
+    /// Every log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Some(t) = &self.tracker {
+            s += &format!("==== tracker\n{}\n", tail(&t.log_text()));
+        }
+        for p in &self.peers {
+            s += &format!("==== {}\n{}\n", p.name, tail(&p.proc.log_text()));
+        }
+        s
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Waits until `cond` holds, or fails the test with the cluster's logs.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool, what: &str, c: &Cluster) {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "timed out after {timeout:?} waiting for {what}\n{}",
+        c.logs()
+    );
+}
+
+/// The synced files under `dir` (state folder left out): path → bytes.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in walk(dir) {
+        let rel = e.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        if let Ok(bytes) = std::fs::read(&e) {
+            out.insert(rel, bytes);
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == ".zync") {
+            continue;
+        }
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk(&p)),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Waits until every peer's folder holds exactly the same files and bytes.
+pub fn wait_identical(c: &Cluster, what: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut last = Default::default();
+    wait_for(
+        CONVERGE,
+        || {
+            let first = snapshot(c.dir(0));
+            let same = (1..c.peers.len()).all(|i| snapshot(c.dir(i)) == first);
+            last = first;
+            same
+        },
+        what,
+        c,
+    );
+    last
+}
+
+/// Waits until file `rel` in every peer holds `bytes`.
+pub fn wait_file_everywhere(c: &Cluster, rel: &str, bytes: &[u8]) {
+    wait_for(
+        CONVERGE,
+        || {
+            (0..c.peers.len())
+                .all(|i| std::fs::read(c.dir(i).join(rel)).ok().as_deref() == Some(bytes))
+        },
+        &format!("{rel} everywhere"),
+        c,
+    );
+}
+
+/// Waits until `rel` is gone from every peer.
+pub fn wait_gone_everywhere(c: &Cluster, rel: &str) {
+    wait_for(
+        CONVERGE,
+        || (0..c.peers.len()).all(|i| !c.dir(i).join(rel).exists()),
+        &format!("{rel} gone"),
+        c,
+    );
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,285 @@
+//! End-to-end sync: a real tracker and real peers on loopback, checked by
+//! the bytes on disk.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn create_modify_rename_delete_nested_empty_unicode_across_three_peers() {
+    let c = Cluster::start(3);
+    let a = c.dir(0);
+    fs::create_dir_all(a.join("deep/er/still")).unwrap();
+    fs::write(a.join("hello.txt"), b"hello").unwrap();
+    fs::write(a.join("deep/er/still/nested.bin"), data(300_000, 1)).unwrap();
+    fs::write(a.join("empty"), b"").unwrap();
+    fs::write(a.join("naïve café ✓ with spaces.md"), "ünïcødé".as_bytes()).unwrap();
+    let snap = wait_identical(&c, "first files everywhere");
+    assert_eq!(snap.len(), 4, "{snap:?}");
+    assert_eq!(snap["hello.txt"], b"hello");
+    assert_eq!(snap["empty"], b"");
+    assert_eq!(snap["deep/er/still/nested.bin"], data(300_000, 1));
+
+    // Modify on another peer.
+    fs::write(c.dir(1).join("hello.txt"), b"hello, modified on p2").unwrap();
+    wait_file_everywhere(&c, "hello.txt", b"hello, modified on p2");
+
+    // Rename on a third.
+    fs::rename(
+        c.dir(2).join("deep/er/still/nested.bin"),
+        c.dir(2).join("renamed.bin"),
+    )
+    .unwrap();
+    wait_file_everywhere(&c, "renamed.bin", &data(300_000, 1));
+    wait_gone_everywhere(&c, "deep/er/still/nested.bin");
+
+    // Delete.
+    fs::remove_file(a.join("naïve café ✓ with spaces.md")).unwrap();
+    wait_gone_everywhere(&c, "naïve café ✓ with spaces.md");
+
+    // Folder renamed as a whole.
+    fs::create_dir_all(a.join("dir1")).unwrap();
+    fs::write(a.join("dir1/x"), b"x").unwrap();
+    wait_file_everywhere(&c, "dir1/x", b"x");
+    fs::rename(a.join("dir1"), a.join("dir2")).unwrap();
+    wait_file_everywhere(&c, "dir2/x", b"x");
+    wait_gone_everywhere(&c, "dir1/x");
+
+    let snap = wait_identical(&c, "final state");
+    let names: Vec<&str> = snap.keys().map(String::as_str).collect();
+    assert_eq!(names, ["dir2/x", "empty", "hello.txt", "renamed.bin"]);
+
+    // The log tells the story with stable fields.
+    let log = c.peers[2].proc.log_text();
+    assert!(log.contains("event=synced path=hello.txt from=p"), "{log}");
+    assert!(log.contains("event=deleted"), "{log}");
+    assert!(c.peers[0]
+        .proc
+        .log_text()
+        .contains("event=local_change path=hello.txt kind=created bytes=5"));
+}
+
+#[test]
+fn large_file_arrives_intact() {
+    let c = Cluster::start(3);
+    let size = 200 * 1024 * 1024 + 12345; // several blocks and a ragged end
+    let bytes = data(size, 7);
+    // Write to a temp name outside, then move in: the file appears at once.
+    let staging = c.tmp.path().join("big.staging");
+    fs::write(&staging, &bytes).unwrap();
+    fs::rename(&staging, c.dir(0).join("big.bin")).unwrap();
+    wait_for(
+        Duration::from_secs(120),
+        || {
+            (1..3).all(|i| {
+                fs::metadata(c.dir(i).join("big.bin")).is_ok_and(|m| m.len() == size as u64)
+            })
+        },
+        "big file everywhere",
+        &c,
+    );
+    for i in 1..3 {
+        assert!(
+            fs::read(c.dir(i).join("big.bin")).unwrap() == bytes,
+            "peer {i} has different bytes"
+        );
+    }
+    // Staging folders are empty afterwards.
+    for i in 0..3 {
+        assert_eq!(fs::read_dir(c.dir(i).join(".zync/tmp")).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn late_joiner_catches_up() {
+    let mut c = Cluster::start(2);
+    fs::write(c.dir(0).join("a.txt"), b"a").unwrap();
+    fs::create_dir_all(c.dir(1).join("sub")).unwrap();
+    fs::write(c.dir(1).join("sub/b.txt"), b"b").unwrap();
+    fs::write(c.dir(0).join("doomed"), b"d").unwrap();
+    wait_file_everywhere(&c, "doomed", b"d");
+    fs::remove_file(c.dir(0).join("doomed")).unwrap();
+    wait_gone_everywhere(&c, "doomed");
+    c.add_peer("p3");
+    let snap = wait_identical(&c, "late joiner caught up");
+    assert_eq!(snap.keys().collect::<Vec<_>>(), ["a.txt", "sub/b.txt"]);
+}
+
+#[test]
+fn restarted_peer_catches_up_both_ways() {
+    let mut c = Cluster::start(3);
+    for (name, body) in [
+        ("keep", "k"),
+        ("edit-elsewhere", "v1"),
+        ("del-elsewhere", "x"),
+        ("edit-here", "v1"),
+        ("del-here", "y"),
+    ] {
+        fs::write(c.dir(0).join(name), body).unwrap();
+    }
+    wait_identical(&c, "initial files");
+    std::thread::sleep(Duration::from_millis(300)); // let p3 persist its index
+    c.peers[2].proc.kill();
+
+    // While p3 is down: changes elsewhere...
+    fs::write(c.dir(0).join("edit-elsewhere"), "v2").unwrap();
+    fs::remove_file(c.dir(1).join("del-elsewhere")).unwrap();
+    fs::write(c.dir(0).join("new-elsewhere"), "n").unwrap();
+    // ...and changes in p3's folder with nobody watching.
+    let d3 = c.dir(2).to_path_buf();
+    fs::write(d3.join("edit-here"), "v2 from p3").unwrap();
+    fs::remove_file(d3.join("del-here")).unwrap();
+    fs::write(d3.join("new-here"), "h").unwrap();
+    wait_gone_everywhere_but(&c, 2, "del-elsewhere");
+
+    c.restart_peer(2);
+    let snap = wait_identical(&c, "restarted peer converged");
+    let want: Vec<(&str, &[u8])> = vec![
+        ("edit-elsewhere", b"v2"),
+        ("edit-here", b"v2 from p3"),
+        ("keep", b"k"),
+        ("new-elsewhere", b"n"),
+        ("new-here", b"h"),
+    ];
+    let got: Vec<(&str, &[u8])> = snap
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+fn wait_gone_everywhere_but(c: &Cluster, skip: usize, rel: &str) {
+    wait_for(
+        CONVERGE,
+        || {
+            (0..c.peers.len())
+                .filter(|i| *i != skip)
+                .all(|i| !c.dir(i).join(rel).exists())
+        },
+        rel,
+        c,
+    );
+}
+
+#[test]
+fn tracker_restart_does_not_stop_the_cluster() {
+    let mut c = Cluster::start(3);
+    fs::write(c.dir(0).join("before"), b"1").unwrap();
+    wait_file_everywhere(&c, "before", b"1");
+    c.tracker.as_mut().unwrap().kill();
+    // A change while there is no tracker at all...
+    fs::write(c.dir(1).join("during"), b"2").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.start_tracker();
+    // ...reaches everyone once it is back, and so do later ones.
+    wait_file_everywhere(&c, "during", b"2");
+    fs::write(c.dir(2).join("after"), b"3").unwrap();
+    wait_file_everywhere(&c, "after", b"3");
+    c.wait_peers(3);
+    for p in &c.peers {
+        assert!(
+            p.proc.log_text().contains("event=tracker_restarted"),
+            "{}",
+            c.logs()
+        );
+    }
+}
+
+#[test]
+fn concurrent_edits_keep_both_versions() {
+    let c = Cluster::start(3);
+    fs::write(c.dir(0).join("doc.txt"), b"base").unwrap();
+    wait_file_everywhere(&c, "doc.txt", b"base");
+
+    // p3 cannot see anything while frozen.
+    c.peers[2].proc.signal("STOP");
+    fs::write(c.dir(2).join("doc.txt"), b"edit made on p3 (older)").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    fs::write(c.dir(0).join("doc.txt"), b"edit made on p1 (newer)").unwrap();
+    wait_for(
+        CONVERGE,
+        || fs::read(c.dir(1).join("doc.txt")).ok().as_deref() == Some(b"edit made on p1 (newer)"),
+        "p1's edit at p2",
+        &c,
+    );
+    c.peers[2].proc.signal("CONT");
+
+    let snap = wait_for_conflict_copy(&c);
+    assert_eq!(
+        snap["doc.txt"], b"edit made on p1 (newer)",
+        "newer mtime wins"
+    );
+    let copies: Vec<_> = snap
+        .iter()
+        .filter(|(k, _)| k.starts_with("doc.conflict-p3-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{:?}", snap.keys());
+    assert!(copies[0].0.ends_with(".txt"));
+    assert_eq!(copies[0].1, b"edit made on p3 (older)", "losing edit kept");
+    assert_eq!(snap.len(), 2, "{:?}", snap.keys());
+    assert!(
+        c.peers[2]
+            .proc
+            .log_text()
+            .contains("event=conflict path=doc.txt"),
+        "{}",
+        c.logs()
+    );
+}
+
+fn wait_for_conflict_copy(c: &Cluster) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut snap = Default::default();
+    wait_for(
+        CONVERGE,
+        || {
+            let s = snapshot(c.dir(0));
+            let ok = s.len() == 2 && (1..3).all(|i| snapshot(c.dir(i)) == s);
+            snap = s;
+            ok
+        },
+        "conflict resolved the same way everywhere",
+        c,
+    );
+    snap
+}
+
+#[test]
+fn local_edit_during_a_pull_is_never_overwritten() {
+    // The edit lands on p2 while p1's newer version is announced: whatever
+    // the interleaving, p2's bytes must survive somewhere in the cluster.
+    let c = Cluster::start(2);
+    fs::write(c.dir(0).join("f"), b"v0").unwrap();
+    wait_file_everywhere(&c, "f", b"v0");
+    c.peers[1].proc.signal("STOP");
+    fs::write(c.dir(0).join("f"), data(5_000_000, 3)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::write(c.dir(1).join("f"), b"precious local edit").unwrap();
+    c.peers[1].proc.signal("CONT");
+    wait_for(
+        CONVERGE,
+        || {
+            let s = snapshot(c.dir(0));
+            s.len() == 2 && snapshot(c.dir(1)) == s
+        },
+        "both versions everywhere",
+        &c,
+    );
+    let snap = snapshot(c.dir(1));
+    assert!(
+        snap.values().any(|v| v == b"precious local edit"),
+        "{:?}",
+        snap.keys()
+    );
+    assert!(snap.values().any(|v| *v == data(5_000_000, 3)));
+}
+
+#[test]
+fn sigterm_stops_a_peer_promptly() {
+    let mut c = Cluster::start(1);
+    let took = c.peers[0].proc.terminate();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(c.tracker.as_mut().unwrap().terminate() < Duration::from_secs(3));
+}
