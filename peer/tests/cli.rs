@@ -1,0 +1,159 @@
+//! The one-shot commands against a real cluster: output shape and every
+//! failure case, each a non-zero exit with a one-line reason.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::*;
+use zync_proto::Hash;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+#[test]
+fn ls_json_lists_every_live_file_with_holders() {
+    let c = Cluster::start(3);
+    fs::create_dir_all(c.dir(0).join("d")).unwrap();
+    fs::write(c.dir(0).join("d/one.txt"), b"one").unwrap();
+    fs::write(c.dir(1).join("two"), b"").unwrap();
+    fs::write(c.dir(1).join("gone"), b"x").unwrap();
+    wait_identical(&c, "files everywhere");
+    fs::remove_file(c.dir(1).join("gone")).unwrap();
+    wait_gone_everywhere(&c, "gone");
+    wait_for(
+        CONVERGE,
+        || {
+            let o = c.cli(&["ls", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            v.as_array().is_some_and(|a| {
+                a.len() == 2
+                    && a.iter()
+                        .all(|f| f["holders"].as_array().map(Vec::len) == Some(3))
+            })
+        },
+        "ls to show 2 files held by 3 peers",
+        &c,
+    );
+    let o = c.cli(&["ls", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let one = &v[0];
+    assert_eq!(one["path"], "d/one.txt");
+    assert_eq!(one["size"], 3);
+    assert_eq!(one["sha256"], Hash::of(b"one").to_hex());
+    assert!(one["mtime"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(one["holders"], serde_json::json!(["p1", "p2", "p3"]));
+    assert_eq!(v[1]["path"], "two");
+    assert_eq!(v[1]["sha256"], Hash::EMPTY.to_hex());
+
+    let table = c.cli(&["ls"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.lines().next().unwrap().starts_with("PATH"));
+    assert!(
+        text.contains("d/one.txt") && text.contains("p1,p2,p3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn peers_json_lists_live_peers() {
+    let c = Cluster::start(2);
+    let o = c.cli(&["peers", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["p1", "p2"]);
+    for p in v.as_array().unwrap() {
+        assert!(p["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp://127.0.0.1:"));
+        assert!(p["last_seen_ms"].as_u64().unwrap() < 5_000);
+    }
+}
+
+#[test]
+fn get_downloads_verified_and_fails_cleanly() {
+    let mut c = Cluster::start(1);
+    let body = data(1_000_000, 5);
+    fs::write(c.dir(0).join("file.bin"), &body).unwrap();
+    wait_for(
+        CONVERGE,
+        || String::from_utf8_lossy(&c.cli(&["ls"]).stdout).contains("file.bin"),
+        "file listed",
+        &c,
+    );
+
+    let out = c.tmp.path().join("out.bin");
+    let o = c.cli(&["get", "file.bin", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), body);
+
+    // Missing path.
+    let o = c.cli(&["get", "nope.txt", "-o", "x"]);
+    assert!(!o.status.success());
+    assert_eq!(stderr(&o).lines().count(), 1);
+    assert!(stderr(&o).contains("no such file"), "{}", stderr(&o));
+
+    // Invalid path.
+    let o = c.cli(&["get", "../../etc/passwd"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid path"), "{}", stderr(&o));
+
+    // Corrupted holder (bit rot that kept size and mtime): verification fails.
+    let p = c.dir(0).join("file.bin");
+    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
+    let mut bad = body.clone();
+    bad[700_000] ^= 0xff;
+    let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &bad[700_000..700_001], 700_000).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let o = c.cli(&[
+        "get",
+        "file.bin",
+        "-o",
+        c.tmp.path().join("bad.bin").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("failed verification"), "{}", stderr(&o));
+    assert!(
+        !c.tmp.path().join("bad.bin").exists(),
+        "nothing half-written"
+    );
+
+    // No live holder.
+    c.peers[0].proc.kill();
+    c.wait_peers(0);
+    let o = c.cli(&["get", "file.bin", "-o", "y"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no live peer holds"), "{}", stderr(&o));
+}
+
+#[test]
+fn one_shot_commands_fail_fast_without_a_tracker() {
+    let port = free_port();
+    for args in [&["ls"][..], &["peers"], &["get", "x"]] {
+        let t = Instant::now();
+        let o = std::process::Command::new(peer_bin())
+            .args(["--tracker", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "{args:?} took {:?}",
+            t.elapsed()
+        );
+        assert!(stderr(&o).contains("did not answer"), "{}", stderr(&o));
+    }
+}
