@@ -1,6 +1,8 @@
 //! The one-shot commands against a real cluster: output shape and every
 //! failure case, each a non-zero exit with a one-line reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 mod common;
 
 use std::fs;

@@ -3,6 +3,8 @@
 //! bad blocks. Every process keeps serving and nothing is written outside
 //! a peer's folder.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 mod common;
 
 use std::fs;

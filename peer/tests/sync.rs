@@ -1,6 +1,8 @@
 //! End-to-end sync: a real tracker and real peers on loopback, checked by
 //! the bytes on disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 mod common;
 
 use std::fs;
