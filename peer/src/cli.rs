@@ -158,6 +158,27 @@ pub fn print_peers(rows: &[PeerRow], json: bool, out: &mut dyn Write) -> io::Res
     Ok(())
 }
 
+/// Checks that the peer whose block server is at `addr` answers a ping.
+pub fn ping(ctx: &zmq::Context, addr: &str) -> Result<(), CliError> {
+    let endpoint = crate::net::tcp(addr);
+    let sock = crate::net::socket(ctx, zmq::REQ).map_err(NetError::from)?;
+    sock.connect(&endpoint).map_err(NetError::from)?;
+    sock.send(zync_proto::encode(&zync_proto::PeerRequest::Ping), 0)
+        .map_err(NetError::from)?;
+    if !crate::net::wait_readable(&sock, TRACKER_TIMEOUT).map_err(NetError::from)? {
+        return Err(NetError::Timeout {
+            endpoint,
+            after: TRACKER_TIMEOUT,
+        }
+        .into());
+    }
+    let reply = sock.recv_bytes(0).map_err(NetError::from)?;
+    match zync_proto::decode::<zync_proto::PeerReply>(&reply) {
+        Ok(zync_proto::PeerReply::Pong) => Ok(()),
+        _ => Err(CliError::Unexpected),
+    }
+}
+
 /// Downloads `path` from the cluster to `output` (default: its file name in
 /// the current folder), verified, with a progress bar on a terminal.
 /// Returns where it was written and from whom.

@@ -108,7 +108,11 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
         .map_err(sock_err(&format!("bind {listen}")))?;
     let bound = srv.endpoint().map_err(sock_err("read bound endpoint"))?;
     let advertise = match &cfg.advertise {
-        Some(a) => net::tcp(a),
+        Some(a) => a
+            .split(',')
+            .map(|e| net::tcp(e.trim()))
+            .collect::<Vec<_>>()
+            .join(","),
         None => net::reachable(&bound, &gethostname::gethostname().to_string_lossy()),
     };
     spawn("zync-server", {

@@ -76,8 +76,18 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Exit 0 if the tracker answers (for container health checks).
-    Health,
+    /// Exit 0 if this machine's peer answers on its block server (for
+    /// container health checks; no shell needed).
+    Health {
+        /// The peer's transfer endpoint.
+        #[arg(
+            long,
+            env = "ZYNC_HEALTH_PEER",
+            default_value = "127.0.0.1:7000",
+            value_name = "HOST:PORT"
+        )]
+        peer: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,9 +156,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Cmd::Health => {
-            zync_peer::cli::peers(&ctx, &cli.tracker)?;
-        }
+        Cmd::Health { peer } => zync_peer::cli::ping(&ctx, &peer)?,
     }
     Ok(())
 }

@@ -77,6 +77,26 @@ pub fn reachable(bound: &str, host: &str) -> String {
     }
 }
 
+/// A peer may advertise several endpoints, comma-separated (say, its name on
+/// a container network and a port published on the host). Picks the first
+/// whose host resolves from here, as a `tcp://` endpoint.
+pub fn pick_endpoint(advertised: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    advertised
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .find_map(|e| {
+            let ep = tcp(e);
+            let hostport = ep.trim_start_matches("tcp://");
+            hostport
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .map(|_| ep.clone())
+        })
+}
+
 /// Creates a socket with Zync's defaults: linger 0 (dropping it never blocks
 /// the context), a bounded incoming message size, TCP keepalive.
 pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> Result<zmq::Socket, zmq::Error> {
@@ -184,6 +204,20 @@ mod tests {
             reachable("tcp://127.0.0.1:9", "tracker"),
             "tcp://127.0.0.1:9"
         );
+    }
+
+    #[test]
+    fn picks_the_first_resolvable_endpoint() {
+        assert_eq!(
+            pick_endpoint("no-such-host.invalid:7001, 127.0.0.1:7001").as_deref(),
+            Some("tcp://127.0.0.1:7001")
+        );
+        assert_eq!(
+            pick_endpoint("tcp://127.0.0.1:9").as_deref(),
+            Some("tcp://127.0.0.1:9")
+        );
+        assert_eq!(pick_endpoint("no-such-host.invalid:1"), None);
+        assert_eq!(pick_endpoint(""), None);
     }
 
     #[test]

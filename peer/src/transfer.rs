@@ -213,9 +213,14 @@ impl Fetcher {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Attempt, FetchError> {
         let total = entry.blocks.len() as u64;
+        let Some(endpoint) = net::pick_endpoint(&holder.endpoint) else {
+            return Ok(Attempt::Failed(format!(
+                "no resolvable endpoint in {:?}",
+                holder.endpoint
+            )));
+        };
         let sock = net::socket(&self.ctx, zmq::DEALER).map_err(NetError::from)?;
-        sock.connect(&net::tcp(&holder.endpoint))
-            .map_err(NetError::from)?;
+        sock.connect(&endpoint).map_err(NetError::from)?;
         // Ids of this attempt start here; replies to an older attempt are ignored.
         let first_id = self.next_id;
         let mut next_req = out.next_write;
