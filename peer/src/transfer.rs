@@ -78,7 +78,7 @@ pub struct Fetched {
     pub from: String,
 }
 
-/// Downloads file versions; owns its sockets (one thread).
+/// Downloads file versions; owns its tracker socket (one thread).
 pub struct Fetcher {
     ctx: zmq::Context,
     tracker: TrackerClient,
@@ -87,12 +87,6 @@ pub struct Fetcher {
     pub window: usize,
     /// How long a holder may stay silent before it is given up.
     pub stall_timeout: Duration,
-    next_id: u64,
-}
-
-enum Attempt {
-    Done,
-    Failed(String),
 }
 
 impl Fetcher {
@@ -105,16 +99,16 @@ impl Fetcher {
             exclude,
             window: 16,
             stall_timeout: Duration::from_secs(5),
-            next_id: 1,
         }
     }
 
     /// The current entry of `path` (tombstones included), from the tracker.
     pub fn lookup(&mut self, path: &RelPath) -> Result<FileEntry, FetchError> {
-        match self.tracker.request(&TrackerRequest::Locate {
+        let req = TrackerRequest::Locate {
             path: path.clone(),
             sha256: Hash::default(),
-        })? {
+        };
+        match self.tracker.request(&req)? {
             TrackerReply::Holders { entry: Some(e), .. } => Ok(e),
             TrackerReply::Holders { entry: None, .. } => Err(FetchError::NotFound(path.clone())),
             _ => Err(NetError::Unexpected(self.tracker.endpoint().to_owned()).into()),
@@ -136,6 +130,51 @@ impl Fetcher {
         }
     }
 
+    /// A stream of `entry`'s verified blocks `first..end` from its live
+    /// holders. Fails with [`FetchError::NoHolder`] if there are none.
+    pub fn stream(
+        &mut self,
+        entry: &FileEntry,
+        first: u64,
+        end: u64,
+    ) -> Result<BlockStream, FetchError> {
+        if entry.deleted {
+            return Err(FetchError::Deleted(entry.path.clone()));
+        }
+        if !entry.is_consistent() {
+            return Err(FetchError::Inconsistent(entry.path.clone()));
+        }
+        let end = end.min(entry.blocks.len() as u64);
+        let holders = if first < end {
+            self.holders(entry)?
+        } else {
+            Vec::new()
+        };
+        if first < end && holders.is_empty() {
+            return Err(FetchError::NoHolder {
+                path: entry.path.clone(),
+                sha256: entry.sha256,
+            });
+        }
+        Ok(BlockStream {
+            ctx: self.ctx.clone(),
+            entry: entry.clone(),
+            holders,
+            current: 0,
+            sock: None,
+            window: self.window.max(1),
+            stall: self.stall_timeout,
+            next_req: first,
+            next_out: first,
+            end,
+            in_flight: 0,
+            next_id: 1,
+            first_id: 1,
+            pending: BTreeMap::new(),
+            last_error: String::new(),
+        })
+    }
+
     /// Downloads `entry` into a new temp file in `staging`, calling
     /// `progress(bytes)` as verified bytes are written.
     pub fn fetch(
@@ -144,50 +183,15 @@ impl Fetcher {
         staging: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Fetched, FetchError> {
-        if entry.deleted {
-            return Err(FetchError::Deleted(entry.path.clone()));
+        let mut stream = self.stream(entry, 0, u64::MAX)?;
+        let mut file = tempfile::NamedTempFile::new_in(staging)?;
+        let mut hasher = Sha256::new();
+        while let Some(block) = stream.next_block()? {
+            file.write_all(&block)?;
+            hasher.update(&block);
+            progress(block.len() as u64);
         }
-        if !entry.is_consistent() {
-            return Err(FetchError::Inconsistent(entry.path.clone()));
-        }
-        let mut out = Assembly {
-            file: tempfile::NamedTempFile::new_in(staging)?,
-            hasher: Sha256::new(),
-            next_write: 0,
-            pending: BTreeMap::new(),
-        };
-        let total = entry.blocks.len() as u64;
-        let mut from = String::new();
-        if total > 0 {
-            let holders = self.holders(entry)?;
-            if holders.is_empty() {
-                return Err(FetchError::NoHolder {
-                    path: entry.path.clone(),
-                    sha256: entry.sha256,
-                });
-            }
-            let mut last = String::new();
-            for h in &holders {
-                match self.pull_from(entry, h, &mut out, progress)? {
-                    Attempt::Done => {
-                        from = h.name.clone();
-                        break;
-                    }
-                    Attempt::Failed(why) => {
-                        warn!(event = %"holder_failed", path = %entry.path, peer = %h.name, reason = %why,
-                              "skipping holder");
-                        last = format!("{}: {why}", h.name);
-                    }
-                }
-            }
-            if out.next_write < total {
-                return Err(FetchError::AllHoldersFailed {
-                    path: entry.path.clone(),
-                    last,
-                });
-            }
-        }
-        let got: Hash = out.hasher.into();
+        let got: Hash = hasher.into();
         if got != entry.sha256 {
             return Err(FetchError::HashMismatch {
                 path: entry.path.clone(),
@@ -195,110 +199,133 @@ impl Fetcher {
                 want: entry.sha256,
             });
         }
-        let file = out.file.as_file();
-        file.sync_data()?;
-        let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
-        file.set_modified(mtime)?;
+        let f = file.as_file();
+        f.sync_data()?;
+        f.set_modified(UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64))?;
         Ok(Fetched {
-            file: out.file.into_temp_path(),
-            from,
+            file: file.into_temp_path(),
+            from: stream.source().to_owned(),
         })
     }
-
-    fn pull_from(
-        &mut self,
-        entry: &FileEntry,
-        holder: &PeerInfo,
-        out: &mut Assembly,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Attempt, FetchError> {
-        let total = entry.blocks.len() as u64;
-        let Some(endpoint) = net::pick_endpoint(&holder.endpoint) else {
-            return Ok(Attempt::Failed(format!(
-                "no resolvable endpoint in {:?}",
-                holder.endpoint
-            )));
-        };
-        let sock = net::socket(&self.ctx, zmq::DEALER).map_err(NetError::from)?;
-        sock.connect(&endpoint).map_err(NetError::from)?;
-        // Ids of this attempt start here; replies to an older attempt are ignored.
-        let first_id = self.next_id;
-        let mut next_req = out.next_write;
-        let mut in_flight = 0usize;
-        while out.next_write < total {
-            while in_flight < self.window && next_req < total {
-                if !out.pending.contains_key(&next_req) {
-                    let req = PeerRequest::GetBlock {
-                        id: self.next_id,
-                        path: entry.path.clone(),
-                        sha256: entry.sha256,
-                        index: next_req,
-                    };
-                    self.next_id += 1;
-                    sock.send_multipart([Vec::new(), encode(&req)], 0)
-                        .map_err(NetError::from)?;
-                    in_flight += 1;
-                }
-                next_req += 1;
-            }
-            if !net::wait_readable(&sock, self.stall_timeout).map_err(NetError::from)? {
-                return Ok(Attempt::Failed(format!(
-                    "silent for {}",
-                    humantime::format_duration(self.stall_timeout)
-                )));
-            }
-            let frames = sock.recv_multipart(0).map_err(NetError::from)?;
-            let Some(body) = frames.last() else { continue };
-            match decode::<PeerReply>(body) {
-                Ok(PeerReply::Block { id, index, data }) if id >= first_id => {
-                    in_flight = in_flight.saturating_sub(1);
-                    let want = entry.blocks.get(index as usize);
-                    if index < out.next_write || out.pending.contains_key(&index) {
-                        debug!(index, "duplicate block ignored");
-                        continue;
-                    }
-                    let len_ok = data.len() as u64 == block_len(entry.size, index);
-                    if want.is_none() || !len_ok || Hash::of(&data) != *want.unwrap_or(&Hash::EMPTY)
-                    {
-                        return Ok(Attempt::Failed(format!(
-                            "block {index} failed verification"
-                        )));
-                    }
-                    progress(out.accept(index, data)?);
-                }
-                Ok(PeerReply::Block { .. }) => {}
-                Ok(PeerReply::Error { kind, message, .. }) => {
-                    return Ok(Attempt::Failed(format!("{message} ({kind:?})")));
-                }
-                Ok(PeerReply::Pong) => {}
-                Err(e) => return Ok(Attempt::Failed(format!("bad reply: {e}"))),
-            }
-        }
-        Ok(Attempt::Done)
-    }
 }
 
-/// The file being assembled: blocks are written strictly in order (so the
-/// whole-file hash is computed on the way), early arrivals wait in `pending`
-/// (at most one window's worth).
-struct Assembly {
-    file: tempfile::NamedTempFile,
-    hasher: Sha256,
-    next_write: u64,
+/// Verified blocks of one file version, in order, pulled from its holders
+/// with up to `window` requests in flight. Early arrivals wait in `pending`
+/// (at most one window's worth), so memory is bounded by the window.
+pub struct BlockStream {
+    ctx: zmq::Context,
+    entry: FileEntry,
+    holders: Vec<PeerInfo>,
+    current: usize,
+    sock: Option<zmq::Socket>,
+    window: usize,
+    stall: Duration,
+    next_req: u64,
+    next_out: u64,
+    end: u64,
+    in_flight: usize,
+    next_id: u64,
+    first_id: u64,
     pending: BTreeMap<u64, Vec<u8>>,
+    last_error: String,
 }
 
-impl Assembly {
-    /// Takes a verified block; returns how many bytes were written.
-    fn accept(&mut self, index: u64, data: Vec<u8>) -> io::Result<u64> {
-        self.pending.insert(index, data);
-        let mut written = 0;
-        while let Some(data) = self.pending.remove(&self.next_write) {
-            self.file.write_all(&data)?;
-            self.hasher.update(&data);
-            written += data.len() as u64;
-            self.next_write += 1;
+impl BlockStream {
+    /// The holder blocks are currently coming from (empty when none was needed).
+    pub fn source(&self) -> &str {
+        self.holders
+            .get(self.current)
+            .map_or("", |h| h.name.as_str())
+    }
+
+    /// The next block (verified against its hash), or `None` at the end.
+    /// A holder that refuses, stalls or sends a bad block is dropped and the
+    /// next one continues from the first block not yet returned.
+    pub fn next_block(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
+        loop {
+            if let Some(b) = self.pending.remove(&self.next_out) {
+                self.next_out += 1;
+                return Ok(Some(b));
+            }
+            if self.next_out >= self.end {
+                return Ok(None);
+            }
+            if let Err(why) = self.pump() {
+                let name = self.source().to_owned();
+                warn!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
+                      "skipping holder");
+                self.last_error = format!("{name}: {why}");
+                self.current += 1;
+                self.sock = None;
+                self.in_flight = 0;
+                self.next_req = self.next_out;
+                self.first_id = self.next_id;
+                if self.current >= self.holders.len() {
+                    return Err(FetchError::AllHoldersFailed {
+                        path: self.entry.path.clone(),
+                        last: self.last_error.clone(),
+                    });
+                }
+            }
         }
-        Ok(written)
+    }
+
+    /// Tops up requests to the current holder and takes one reply.
+    fn pump(&mut self) -> Result<(), String> {
+        if self.sock.is_none() {
+            let h = &self.holders[self.current];
+            let ep = net::pick_endpoint(&h.endpoint)
+                .ok_or_else(|| format!("no resolvable endpoint in {:?}", h.endpoint))?;
+            let s = net::socket(&self.ctx, zmq::DEALER).map_err(|e| e.to_string())?;
+            s.connect(&ep).map_err(|e| e.to_string())?;
+            self.sock = Some(s);
+        }
+        let Some(sock) = self.sock.as_ref() else {
+            return Err("no socket".into());
+        };
+        while self.in_flight < self.window && self.next_req < self.end {
+            if !self.pending.contains_key(&self.next_req) {
+                let req = PeerRequest::GetBlock {
+                    id: self.next_id,
+                    path: self.entry.path.clone(),
+                    sha256: self.entry.sha256,
+                    index: self.next_req,
+                };
+                self.next_id += 1;
+                sock.send_multipart([Vec::new(), encode(&req)], 0)
+                    .map_err(|e| e.to_string())?;
+                self.in_flight += 1;
+            }
+            self.next_req += 1;
+        }
+        if !net::wait_readable(sock, self.stall).map_err(|e| e.to_string())? {
+            return Err(format!(
+                "silent for {}",
+                humantime::format_duration(self.stall)
+            ));
+        }
+        let frames = sock.recv_multipart(0).map_err(|e| e.to_string())?;
+        let Some(body) = frames.last() else {
+            return Ok(());
+        };
+        match decode::<PeerReply>(body) {
+            Ok(PeerReply::Block { id, index, data }) if id >= self.first_id => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if index < self.next_out || index >= self.end || self.pending.contains_key(&index) {
+                    debug!(index, "unrequested or duplicate block ignored");
+                    return Ok(());
+                }
+                let want = self.entry.blocks.get(index as usize);
+                let len_ok = data.len() as u64 == block_len(self.entry.size, index);
+                if !len_ok || want != Some(&Hash::of(&data)) {
+                    return Err(format!("block {index} failed verification"));
+                }
+                self.pending.insert(index, data);
+                Ok(())
+            }
+            Ok(PeerReply::Block { .. }) | Ok(PeerReply::Pong) => Ok(()),
+            Ok(PeerReply::Error { kind, message, .. }) => Err(format!("{message} ({kind:?})")),
+            Err(e) => Err(format!("bad reply: {e}")),
+        }
     }
 }
