@@ -73,6 +73,8 @@ pub struct Setup {
     pub tracker: String,
     /// Concurrent downloads.
     pub workers: usize,
+    /// Gets a copy of every notification applied.
+    pub observer: Option<Sender<Notification>>,
 }
 
 /// Least time between two index saves. The index is saved as soon as a
@@ -405,8 +407,12 @@ impl Engine {
                 );
                 self.need_snapshot = true;
             }
-            event => {
+            _ => {
                 self.seq = n.seq;
+                if let Some(o) = &self.s.observer {
+                    let _ = o.try_send(n.clone());
+                }
+                let event = n.event;
                 match event {
                     Event::FileChanged { file } => self.apply_remote(file.entry, None),
                     Event::PeerJoined { peer } if peer.name != self.s.name => {

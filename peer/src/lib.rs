@@ -52,6 +52,9 @@ pub struct Config {
     pub workers: usize,
     /// Quiet time before a changed file is looked at.
     pub debounce: Duration,
+    /// Receives every cluster notification the peer applies (for dashboards).
+    /// A full channel drops notifications rather than slowing the peer.
+    pub observer: Option<crossbeam_channel::Sender<zync_proto::Notification>>,
 }
 
 /// Errors that stop the peer from starting.
@@ -206,6 +209,7 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
         advertise,
         tracker: net::tcp(&cfg.tracker),
         workers: cfg.workers.max(1),
+        observer: cfg.observer.clone(),
     };
     let engine = Engine::new(setup, index, servable, &ctx, job_tx, ep_tx, heartbeat_ms);
     drop(tx);

@@ -124,6 +124,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 name,
                 workers,
                 debounce: Duration::from_millis(debounce_ms),
+                observer: None,
             };
             let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
             let mut signals = signal_hook::iterator::Signals::new([

@@ -1,1 +1,16 @@
-//! zync-web: static HTTP server and the cluster's HTTP face (in progress).
+//! zync-web: a static HTTP/1.1 server on tiny_http, and the cluster's HTTP face.
+//!
+//! Without a tracker it serves a folder (GET/HEAD, index.html, listings,
+//! validators, conditional and range requests) and nothing else. With one,
+//! it also joins the cluster as a member ([`cluster`]): a dashboard, JSON
+//! APIs, live sync events, verified downloads from the peers and uploads
+//! that every peer syncs. [`server`] owns the connection handling and what
+//! tiny_http leaves to its user (timeouts, bounded threads, accept errors).
+
+pub mod cluster;
+pub mod http;
+pub mod reply;
+pub mod server;
+pub mod statics;
+
+pub use server::{Limits, State};

@@ -1,3 +1,188 @@
-//! `zync-web`: placeholder until the HTTP face lands.
+//! `zync-web`: parse flags, bind, serve until SIGINT/SIGTERM.
 
-fn main() {}
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// zync-web: a static HTTP/1.1 file server, and (with --tracker) the Zync
+/// cluster's web front door: dashboard, downloads from the peers, uploads.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Folder of static files to serve.
+    #[arg(long, env = "ZYNC_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "ZYNC_WEB_LISTEN",
+        default_value = "0.0.0.0:8080",
+        value_name = "HOST:PORT"
+    )]
+    listen: String,
+    /// Join the cluster whose tracker is at HOST:PORT.
+    #[arg(long, env = "ZYNC_TRACKER", value_name = "HOST:PORT")]
+    tracker: Option<String>,
+    /// This node's cluster folder, where uploads land (with --tracker).
+    #[arg(
+        long,
+        env = "ZYNC_DATA",
+        default_value = "zync-web-data",
+        value_name = "DIR"
+    )]
+    data: PathBuf,
+    /// Cluster member name (with --tracker).
+    #[arg(long, env = "ZYNC_NAME", default_value = "web")]
+    name: String,
+    /// Where this node serves blocks to peers (with --tracker).
+    #[arg(
+        long,
+        env = "ZYNC_PEER_LISTEN",
+        default_value = "0.0.0.0:7000",
+        value_name = "HOST:PORT"
+    )]
+    peer_listen: String,
+    /// How peers reach this node's block server [default: host name and port].
+    #[arg(long, env = "ZYNC_PEER_ADVERTISE", value_name = "HOST:PORT")]
+    peer_advertise: Option<String>,
+    /// Answer 404 for folders without index.html instead of listing them.
+    #[arg(long, env = "ZYNC_NO_LISTING")]
+    no_listing: bool,
+    /// Largest upload accepted, in bytes.
+    #[arg(long, env = "ZYNC_MAX_UPLOAD", default_value_t = 1 << 30)]
+    max_upload: u64,
+    /// Request worker threads.
+    #[arg(long, env = "ZYNC_WEB_WORKERS", default_value_t = 16)]
+    workers: usize,
+    /// Most long responses streaming at once.
+    #[arg(long, env = "ZYNC_WEB_MAX_STREAMS", default_value_t = 256)]
+    max_streams: usize,
+    /// Close a connection silent for this long (ms).
+    #[arg(long, env = "ZYNC_WEB_READ_TIMEOUT_MS", default_value_t = 15_000)]
+    read_timeout_ms: u64,
+    /// Drop a client that takes no data for this long (ms).
+    #[arg(long, env = "ZYNC_WEB_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    write_timeout_ms: u64,
+    /// Log format.
+    #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Check that zync-web answers at HOST:PORT and exit 0 if so (for container health checks).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    health: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    if let Some(addr) = &args.health {
+        return health(addr);
+    }
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
+    let root = match &args.root {
+        Some(r) => Some(
+            r.canonicalize()
+                .with_context(|| format!("root {}", r.display()))?,
+        ),
+        None => None,
+    };
+    anyhow::ensure!(
+        root.is_some() || args.tracker.is_some(),
+        "nothing to serve: give --root, --tracker or both"
+    );
+    let limits = zync_web::Limits {
+        workers: args.workers.max(1),
+        max_streams: args.max_streams,
+        read_timeout: Duration::from_millis(args.read_timeout_ms.max(100)),
+        write_timeout: Duration::from_millis(args.write_timeout_ms.max(100)),
+        max_upload: args.max_upload,
+    };
+    let cluster = match &args.tracker {
+        Some(t) => Some(
+            zync_web::cluster::Cluster::start(zync_web::cluster::Join {
+                tracker: t.clone(),
+                data: args.data.clone(),
+                name: args.name.clone(),
+                listen: args.peer_listen.clone(),
+                advertise: args.peer_advertise.clone(),
+            })
+            .context("cannot join the cluster")?,
+        ),
+        None => None,
+    };
+    let addr: SocketAddr = args
+        .listen
+        .to_socket_addrs()
+        .with_context(|| format!("listen address {}", args.listen))?
+        .next()
+        .context("listen address resolves to nothing")?;
+    let listener = zync_web::server::bind(addr, &limits)
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, root = ?root, cluster = args.tracker.is_some(), "zync-web listening");
+    let state = Arc::new(zync_web::State::new(
+        root,
+        !args.no_listing,
+        limits,
+        cluster,
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let current: Arc<Mutex<Option<Arc<tiny_http::Server>>>> = Arc::default();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    {
+        let (stop, current, workers) = (stop.clone(), current.clone(), args.workers);
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                stop.store(true, Ordering::Relaxed);
+                if let Ok(Some(s)) = current.lock().map(|c| c.clone()) {
+                    for _ in 0..workers.max(1) {
+                        s.unblock();
+                    }
+                }
+            }
+        });
+    }
+    zync_web::server::serve(listener, state, stop, current)?;
+    tracing::info!("zync-web stopped");
+    // The cluster member's threads hold sockets; do not wait for them.
+    std::process::exit(0);
+}
+
+fn health(addr: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let sa = addr.to_socket_addrs()?.next().context("no address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"HEAD / HTTP/1.0\r\nHost: health\r\n\r\n")?;
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf)?;
+    let line = String::from_utf8_lossy(&buf[..n]);
+    anyhow::ensure!(
+        line.starts_with("HTTP/1.") && !line[9..].starts_with('5'),
+        "unhealthy: {line}"
+    );
+    Ok(())
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}

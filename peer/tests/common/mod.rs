@@ -11,30 +11,36 @@ use std::time::{Duration, Instant};
 /// How long a test waits for the cluster to converge before failing.
 pub const CONVERGE: Duration = Duration::from_secs(30);
 
-pub fn peer_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_zync-peer"))
-}
-
-/// The tracker binary, built beside `zync-peer` (built on demand when this
-/// package's tests are run alone).
-pub fn tracker_bin() -> PathBuf {
-    let bin = peer_bin().with_file_name("zync-tracker");
-    if !bin.exists() {
+/// A workspace binary (`zync-peer`, `zync-tracker`, `zync-web`) from the
+/// same target folder as this test, built on demand when a package's tests
+/// run alone. Shared by the peer and web test suites.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = dir.join(name);
+    let _guard = BUILD.lock();
+    if !path.exists() {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "zync-tracker", "--bin", "zync-tracker"]);
-        if bin
-            .parent()
-            .and_then(|p| p.file_name())
-            .is_some_and(|n| n == "release")
-        {
+        cmd.args(["build", "-q", "-p", name, "--bin", name]);
+        if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
         assert!(
             cmd.status().expect("cargo").success(),
-            "building zync-tracker failed"
+            "building {name} failed"
         );
     }
-    bin
+    path
+}
+
+pub fn peer_bin() -> PathBuf {
+    bin("zync-peer")
+}
+
+pub fn tracker_bin() -> PathBuf {
+    bin("zync-tracker")
 }
 
 /// A free loopback port (for the tracker, which must come back on the same one).

@@ -1,0 +1,645 @@
+//! The cluster's HTTP face (with `--tracker`).
+//!
+//! zync-web joins the cluster as a member: an embedded peer keeps its data
+//! folder in sync, so an upload written there reaches every peer. Downloads
+//! (`/files/…`, `/objects/…`) are streamed from a live holder over the
+//! cluster's own transfer protocol, each block verified before it is sent.
+//!
+//! Routes: `/` (when the root has no index.html) and `/cluster/`: dashboard;
+//! `/api/files`, `/api/peers`, `/api/hits`, `/api/resolve/<path>`,
+//! `/api/events` (server-sent events); `GET|HEAD|PUT /files/<path>`,
+//! `POST /files` (multipart); `GET|HEAD /objects/<sha256>`.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+use zync_peer::transfer::{BlockStream, FetchError, Fetcher};
+use zync_proto::{
+    Event, FileEntry, Hash, Notification, RelPath, TrackerReply, TrackerRequest, BLOCK_SIZE,
+};
+
+use crate::http::{self, Range, Target};
+use crate::reply::{Body, Reply};
+use crate::server::{Req, State};
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The cluster face's state.
+pub struct Cluster {
+    ctx: zmq::Context,
+    tracker: String,
+    data: PathBuf,
+    uploads: PathBuf,
+    feeds: Mutex<Vec<Sender<String>>>,
+}
+
+/// How zync-web joins the cluster.
+pub struct Join {
+    /// Tracker `HOST:PORT`.
+    pub tracker: String,
+    /// Its own cluster folder.
+    pub data: PathBuf,
+    /// Its member name.
+    pub name: String,
+    /// Where its block server listens.
+    pub listen: String,
+    /// How peers reach it.
+    pub advertise: Option<String>,
+}
+
+impl Cluster {
+    /// Starts the embedded member and the event feed; returns at once.
+    pub fn start(join: Join) -> io::Result<Arc<Cluster>> {
+        std::fs::create_dir_all(&join.data)?;
+        let data = join.data.canonicalize()?;
+        let uploads = data.join(zync_proto::STATE_DIR_NAME).join("uploads");
+        std::fs::create_dir_all(&uploads)?;
+        let (obs_tx, obs_rx) = bounded::<Notification>(1024);
+        let cfg = zync_peer::Config {
+            dir: data.clone(),
+            tracker: join.tracker.clone(),
+            listen: join.listen,
+            advertise: join.advertise,
+            name: join.name,
+            workers: 4,
+            debounce: Duration::from_millis(50),
+            observer: Some(obs_tx),
+        };
+        let (_never_tx, never_rx) = bounded::<()>(1);
+        std::thread::Builder::new()
+            .name("zync-web-member".into())
+            .spawn(move || {
+                let _keep = _never_tx;
+                if let Err(e) = zync_peer::run(cfg, never_rx) {
+                    tracing::error!(error = %e, "cluster member stopped");
+                }
+            })?;
+        let c = Arc::new(Cluster {
+            ctx: zmq::Context::new(),
+            tracker: join.tracker,
+            data,
+            uploads,
+            feeds: Mutex::new(Vec::new()),
+        });
+        let c2 = Arc::clone(&c);
+        std::thread::Builder::new()
+            .name("zync-web-feed".into())
+            .spawn(move || c2.broadcast(obs_rx))?;
+        Ok(c)
+    }
+
+    fn broadcast(&self, rx: Receiver<Notification>) {
+        for n in rx {
+            let line = match &n.event {
+                Event::FileChanged { file } => serde_json::json!({
+                    "event": if file.entry.deleted { "deleted" } else { "changed" },
+                    "path": file.entry.path.as_str(), "size": file.entry.size,
+                    "by": file.entry.modified_by, "sha256": file.entry.sha256.to_hex(),
+                }),
+                Event::PeerJoined { peer } => {
+                    serde_json::json!({"event": "peer_joined", "peer": peer.name})
+                }
+                Event::PeerLeft { name } => serde_json::json!({"event": "peer_left", "peer": name}),
+                Event::Hugz => continue,
+            };
+            let text = line.to_string();
+            if let Ok(mut feeds) = self.feeds.lock() {
+                // A feed that is gone or not keeping up is dropped.
+                feeds.retain(|f| f.try_send(text.clone()).is_ok());
+            }
+        }
+    }
+
+    /// Handles the routes this face owns; `None` means "not mine".
+    pub fn route(
+        &self,
+        state: &State,
+        req: &Req,
+        rq: &mut tiny_http::Request,
+        target: &Target,
+    ) -> Option<Reply> {
+        let comps: Vec<&str> = target
+            .path
+            .as_ref()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        let rest = |n: usize| -> Option<RelPath> { RelPath::new(comps.get(n..)?.join("/")).ok() };
+        let get = req.is_get_or_head();
+        Some(match comps.as_slice() {
+            [] if !root_has_index(state) => self.only_get(req, dashboard),
+            ["cluster"] => self.only_get(req, dashboard),
+            ["api", "files"] => self.only_get(req, || {
+                self.api(zync_peer::cli::files(&self.ctx, &self.tracker))
+            }),
+            ["api", "peers"] => self.only_get(req, || {
+                self.api(zync_peer::cli::peers(&self.ctx, &self.tracker))
+            }),
+            ["api", "hits"] => self.only_get(req, || Reply::json(200, &state.hits())),
+            ["api", "events"] => self.only_get(req, || self.events()),
+            ["api", "resolve", ..] if get => match rest(2) {
+                Some(p) => self.resolve(&p),
+                None => Reply::page(400, "Bad Request", "missing path"),
+            },
+            ["files"] => match req.method {
+                tiny_http::Method::Post => self.upload_multipart(state, req, rq),
+                _ => Reply::page(405, "Method Not Allowed", "POST a multipart form here.")
+                    .header("Allow", "POST"),
+            },
+            ["files", ..] => match (&req.method, rest(1)) {
+                (_, None) => Reply::page(400, "Bad Request", "invalid path"),
+                (tiny_http::Method::Get | tiny_http::Method::Head, Some(p)) => {
+                    self.download(state, req, &p)
+                }
+                (tiny_http::Method::Put, Some(p)) => self.upload_put(state, req, rq, &p),
+                _ => Reply::page(405, "Method Not Allowed", "GET, HEAD or PUT.")
+                    .header("Allow", "GET, HEAD, PUT"),
+            },
+            ["objects", hex] if get => match Hash::from_hex(hex) {
+                Ok(h) => self.object(state, req, h),
+                Err(_) => Reply::page(400, "Bad Request", "not a SHA-256 hex digest"),
+            },
+            ["objects", ..] | ["api", ..] => {
+                Reply::page(405, "Method Not Allowed", "GET or HEAD.").header("Allow", "GET, HEAD")
+            }
+            _ => return None,
+        })
+    }
+
+    fn only_get(&self, req: &Req, f: impl FnOnce() -> Reply) -> Reply {
+        if req.is_get_or_head() {
+            f()
+        } else {
+            Reply::page(405, "Method Not Allowed", "GET or HEAD.").header("Allow", "GET, HEAD")
+        }
+    }
+
+    fn api<T: Serialize>(&self, r: Result<T, zync_peer::cli::CliError>) -> Reply {
+        match r {
+            Ok(v) => Reply::json(200, &v),
+            Err(e) => Reply::json(503, &serde_json::json!({"error": e.to_string()})),
+        }
+    }
+
+    fn events(&self) -> Reply {
+        let (tx, rx) = bounded::<String>(256);
+        if let Ok(mut f) = self.feeds.lock() {
+            f.push(tx);
+        }
+        Reply::new(200, Body::Events(rx))
+    }
+
+    fn fetcher(&self) -> Fetcher {
+        Fetcher::new(&self.ctx, &self.tracker, None)
+    }
+
+    fn resolve(&self, path: &RelPath) -> Reply {
+        let mut f = self.fetcher();
+        let entry = match f.lookup(path) {
+            Ok(e) if !e.deleted => e,
+            Ok(_) | Err(FetchError::NotFound(_)) => {
+                return Reply::json(404, &serde_json::json!({"error": "no such file"}))
+            }
+            Err(e) => return Reply::json(503, &serde_json::json!({"error": e.to_string()})),
+        };
+        let holders = f.holders(&entry).unwrap_or_default();
+        let status = if holders.is_empty() { 503 } else { 200 };
+        Reply::json(
+            status,
+            &serde_json::json!({
+                "path": entry.path.as_str(), "size": entry.size, "sha256": entry.sha256.to_hex(),
+                "mtime": humantime::format_rfc3339_seconds(http::from_ns(entry.mtime_ns)).to_string(),
+                "holders": holders.iter().map(|h| serde_json::json!({"name": h.name, "endpoint": h.endpoint})).collect::<Vec<_>>(),
+                "url": format!("/files/{}", http::encode_path(entry.path.as_str())),
+                "object_url": format!("/objects/{}", entry.sha256.to_hex()),
+            }),
+        )
+    }
+
+    fn download(&self, state: &State, req: &Req, path: &RelPath) -> Reply {
+        let mut f = self.fetcher();
+        match f.lookup(path) {
+            Ok(e) if !e.deleted => self.send_entry(state, req, f, e, false),
+            Ok(_) | Err(FetchError::NotFound(_)) => Reply::page(
+                404,
+                "Not Found",
+                &format!("{path}: no such file in the cluster"),
+            ),
+            Err(e) => Reply::page(503, "Service Unavailable", &e.to_string()),
+        }
+    }
+
+    fn object(&self, state: &State, req: &Req, h: Hash) -> Reply {
+        let mut c =
+            zync_peer::net::TrackerClient::new(&self.ctx, &self.tracker, Duration::from_secs(3));
+        let files = match c.request(&TrackerRequest::List) {
+            Ok(TrackerReply::Snapshot { files, .. }) => files,
+            Ok(_) => return Reply::page(503, "Service Unavailable", "unexpected tracker reply"),
+            Err(e) => return Reply::page(503, "Service Unavailable", &e.to_string()),
+        };
+        match files
+            .into_iter()
+            .map(|f| f.entry)
+            .find(|e| !e.deleted && e.sha256 == h)
+        {
+            Some(e) => self.send_entry(state, req, self.fetcher(), e, true),
+            None => Reply::page(404, "Not Found", "no file in the cluster has this content"),
+        }
+    }
+
+    /// Streams an entry's content (or a range of it) from its holders.
+    fn send_entry(
+        &self,
+        state: &State,
+        req: &Req,
+        mut f: Fetcher,
+        e: FileEntry,
+        immutable: bool,
+    ) -> Reply {
+        let etag = format!("\"{}\"", e.sha256.to_hex());
+        let mtime = http::from_ns(e.mtime_ns);
+        let name = e.path.components().last().unwrap_or("").to_owned();
+        let common = |r: Reply| {
+            let r = r
+                .header("ETag", etag.clone())
+                .header("Last-Modified", http::http_date(mtime))
+                .header("Accept-Ranges", "bytes");
+            if immutable {
+                r.header("Cache-Control", "public, max-age=31536000, immutable")
+            } else {
+                r
+            }
+        };
+        if req
+            .header("If-None-Match")
+            .is_some_and(|v| http::etag_matches(v, &etag))
+        {
+            return common(Reply::new(304, Body::Empty));
+        }
+        let range = match (req.header("Range"), req.header("If-Range")) {
+            (Some(r), None) => http::parse_range(r, e.size),
+            (Some(r), Some(ir)) if http::etag_matches(ir, &etag) => http::parse_range(r, e.size),
+            _ => Range::Full,
+        };
+        let (status, start, len) = match range {
+            Range::Unsatisfiable => {
+                return common(Reply::page(
+                    416,
+                    "Range Not Satisfiable",
+                    "outside the file",
+                ))
+                .header("Content-Range", format!("bytes */{}", e.size))
+            }
+            Range::Full => (200, 0, e.size),
+            Range::Part { start, end } => (206, start, end - start + 1),
+        };
+        let ctype = http::content_type(&name);
+        let finish = |r: Reply| {
+            let r = common(r).header("Content-Type", ctype.clone());
+            if status == 206 {
+                r.header(
+                    "Content-Range",
+                    format!("bytes {}-{}/{}", start, start + len - 1, e.size),
+                )
+            } else {
+                r
+            }
+        };
+        if req.method == tiny_http::Method::Head {
+            return finish(Reply::new(
+                status,
+                Body::Reader(Box::new(io::empty()), Some(len)),
+            ));
+        }
+        let first = start / BLOCK_SIZE;
+        let end = if len == 0 {
+            first
+        } else {
+            (start + len - 1) / BLOCK_SIZE + 1
+        };
+        match f.stream(&e, first, end) {
+            Ok(stream) => {
+                state.hit(&format!("/files/{}", e.path));
+                let reader = StreamReader {
+                    stream,
+                    skip: (start - first * BLOCK_SIZE) as usize,
+                    left: len,
+                    buf: Vec::new(),
+                    pos: 0,
+                };
+                finish(Reply::new(
+                    status,
+                    Body::Reader(Box::new(reader), Some(len)),
+                ))
+            }
+            Err(FetchError::NoHolder { .. }) => Reply::page(
+                503,
+                "Service Unavailable",
+                &format!("{}: no live peer holds this file right now", e.path),
+            )
+            .header("Retry-After", "5"),
+            Err(err) => Reply::page(503, "Service Unavailable", &err.to_string()),
+        }
+    }
+
+    fn upload_put(
+        &self,
+        state: &State,
+        req: &Req,
+        rq: &mut tiny_http::Request,
+        path: &RelPath,
+    ) -> Reply {
+        let max = state.limits.max_upload;
+        if req
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > max)
+        {
+            return too_large(max);
+        }
+        match self
+            .receive(rq.as_reader(), max)
+            .and_then(|(tmp, size, sha)| self.place(tmp, path).map(|_| (size, sha)))
+        {
+            Ok((size, sha)) => {
+                info!(event = %"uploaded", path = %path, bytes = size, sha256 = %sha.short(), "upload joined the cluster");
+                Reply::json(201, &serde_json::json!({"path": path.as_str(), "size": size, "sha256": sha.to_hex()}))
+                    .header("Location", format!("/files/{}", http::encode_path(path.as_str())))
+            }
+            Err(UploadError::TooLarge) => too_large(max),
+            Err(UploadError::Bad(why)) => Reply::page(400, "Bad Request", &why),
+            Err(UploadError::Io(e)) => {
+                warn!(path = %path, error = %e, "upload failed");
+                Reply::page(500, "Internal Server Error", "could not store the upload")
+            }
+        }
+    }
+
+    fn upload_multipart(&self, state: &State, req: &Req, rq: &mut tiny_http::Request) -> Reply {
+        let max = state.limits.max_upload;
+        if req
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > max)
+        {
+            return too_large(max);
+        }
+        let Some(boundary) = req
+            .header("Content-Type")
+            .and_then(|ct| multer::parse_boundary(ct).ok())
+        else {
+            return Reply::page(
+                400,
+                "Bad Request",
+                "expected multipart/form-data with a boundary",
+            );
+        };
+        // multer wants a Send stream and tiny_http's reader is not Send: read
+        // here, parse on a scoped thread, with a small bounded queue between.
+        let result = std::thread::scope(|s| {
+            let (tx, rx) = bounded::<Result<bytes::Bytes, io::Error>>(4);
+            let parser = s.spawn(move || self.parse_multipart(rx, boundary, max));
+            let body = rq.as_reader();
+            for chunk in (ChunkIter { r: body }) {
+                if tx.send(chunk).is_err() {
+                    break; // the parser is done (or gave up)
+                }
+            }
+            drop(tx);
+            parser
+                .join()
+                .unwrap_or_else(|_| Err(UploadError::Bad("multipart parser failed".into())))
+        });
+        let files = match result {
+            Ok(files) if !files.is_empty() => files,
+            Ok(_) => return Reply::page(400, "Bad Request", "no file in the form"),
+            Err(UploadError::TooLarge) => return too_large(max),
+            Err(UploadError::Bad(why)) => return Reply::page(400, "Bad Request", &why),
+            Err(UploadError::Io(e)) => {
+                warn!(error = %e, "upload failed");
+                return Reply::page(500, "Internal Server Error", "could not store the upload");
+            }
+        };
+        let mut done = Vec::new();
+        for (tmp, path, size, sha) in files {
+            if let Err(e) = self.place(tmp, &path) {
+                warn!(path = %path, error = ?e, "upload failed");
+                return Reply::page(500, "Internal Server Error", "could not store the upload");
+            }
+            info!(event = %"uploaded", path = %path, bytes = size, sha256 = %sha.short(), "upload joined the cluster");
+            done.push(
+                serde_json::json!({"path": path.as_str(), "size": size, "sha256": sha.to_hex()}),
+            );
+        }
+        if req
+            .header("Accept")
+            .is_some_and(|a| a.contains("text/html"))
+        {
+            return Reply::page(303, "See Other", "Uploaded.").header("Location", "/cluster/");
+        }
+        Reply::json(201, &done)
+    }
+
+    fn parse_multipart(
+        &self,
+        chunks: Receiver<Result<bytes::Bytes, io::Error>>,
+        boundary: String,
+        max: u64,
+    ) -> Result<Vec<(tempfile::TempPath, RelPath, u64, Hash)>, UploadError> {
+        let stream = futures_util::stream::iter(chunks);
+        let constraints = multer::Constraints::new()
+            .size_limit(multer::SizeLimit::new().whole_stream(max.saturating_add(64 * 1024)));
+        let mut mp = multer::Multipart::with_constraints(stream, boundary, constraints);
+        pollster::block_on(async {
+            let mut dir = String::new();
+            let mut out = Vec::new();
+            while let Some(mut field) = mp.next_field().await.map_err(UploadError::from_multer)? {
+                match (
+                    field.name().map(str::to_owned),
+                    field.file_name().map(str::to_owned),
+                ) {
+                    (Some(n), None) if n == "path" => {
+                        dir = field
+                            .text()
+                            .await
+                            .map_err(UploadError::from_multer)?
+                            .trim()
+                            .trim_matches('/')
+                            .to_owned();
+                    }
+                    (_, Some(fname)) => {
+                        let base = fname.rsplit(['/', '\\']).next().unwrap_or("").to_owned();
+                        let full = if dir.is_empty() {
+                            base
+                        } else {
+                            format!("{dir}/{base}")
+                        };
+                        let path =
+                            RelPath::new(full).map_err(|e| UploadError::Bad(e.to_string()))?;
+                        let mut tmp = tempfile::NamedTempFile::new_in(&self.uploads)?;
+                        let (mut size, mut h) = (0u64, Sha256::new());
+                        while let Some(chunk) =
+                            field.chunk().await.map_err(UploadError::from_multer)?
+                        {
+                            size += chunk.len() as u64;
+                            if size > max {
+                                return Err(UploadError::TooLarge);
+                            }
+                            h.update(&chunk);
+                            tmp.write_all(&chunk)?;
+                        }
+                        tmp.as_file().sync_data()?;
+                        out.push((tmp.into_temp_path(), path, size, Hash::from(h)));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Streams a body into a temp file, hashing it; refuses more than `max` bytes.
+    fn receive(
+        &self,
+        body: &mut dyn Read,
+        max: u64,
+    ) -> Result<(tempfile::TempPath, u64, Hash), UploadError> {
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.uploads)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(UploadError::Bad(format!("body: {e}"))),
+            };
+            size += n as u64;
+            if size > max {
+                return Err(UploadError::TooLarge);
+            }
+            h.update(&buf[..n]);
+            tmp.write_all(&buf[..n])?;
+        }
+        tmp.as_file().sync_data()?;
+        Ok((tmp.into_temp_path(), size, h.into()))
+    }
+
+    /// Renames a finished upload into the data folder, where the member picks it up.
+    fn place(&self, tmp: tempfile::TempPath, path: &RelPath) -> Result<(), UploadError> {
+        zync_peer::fsops::install(tmp, &self.data, path)
+            .map(|_| ())
+            .map_err(UploadError::Io)
+    }
+
+    /// The data folder.
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+}
+
+fn root_has_index(state: &State) -> bool {
+    state
+        .root
+        .as_ref()
+        .is_some_and(|r| r.join("index.html").is_file())
+}
+
+fn dashboard() -> Reply {
+    Reply::new(200, Body::Bytes(DASHBOARD.as_bytes().to_vec()))
+        .header("Content-Type", "text/html; charset=utf-8")
+        .header("Cache-Control", "no-cache")
+}
+
+fn too_large(max: u64) -> Reply {
+    Reply::page(
+        413,
+        "Content Too Large",
+        &format!("Uploads are limited to {max} bytes."),
+    )
+}
+
+#[derive(Debug)]
+enum UploadError {
+    TooLarge,
+    Bad(String),
+    Io(io::Error),
+}
+
+impl From<io::Error> for UploadError {
+    fn from(e: io::Error) -> Self {
+        UploadError::Io(e)
+    }
+}
+
+impl UploadError {
+    fn from_multer(e: multer::Error) -> Self {
+        match e {
+            multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+                UploadError::TooLarge
+            }
+            other => UploadError::Bad(format!("bad multipart body: {other}")),
+        }
+    }
+}
+
+/// A blocking reader as a stream of chunks, for multer.
+struct ChunkIter<'a> {
+    r: &'a mut dyn Read,
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Result<bytes::Bytes, io::Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut buf = vec![0u8; 64 * 1024];
+        match self.r.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some(Ok(bytes::Bytes::from(buf)))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Verified blocks as a `Read`, trimmed to the requested range.
+struct StreamReader {
+    stream: BlockStream,
+    skip: usize,
+    left: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.left == 0 {
+                return Ok(0);
+            }
+            match self.stream.next_block() {
+                Ok(Some(b)) => {
+                    self.buf = b;
+                    self.pos = std::mem::take(&mut self.skip).min(self.buf.len());
+                }
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+        }
+        let n = out
+            .len()
+            .min(self.buf.len() - self.pos)
+            .min(self.left as usize);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,370 @@
+//! The HTTP server around tiny_http, and what tiny_http leaves to its user:
+//!
+//! - **Timeouts.** tiny_http sets none. The listening socket gets
+//!   `SO_RCVTIMEO`/`SO_SNDTIMEO`, which Linux copies to every accepted
+//!   socket: a connection idle (or a client not reading) longer than that is
+//!   closed, so silent connections cannot pile up.
+//! - **Thread growth.** Requests are handled by a fixed pool of workers;
+//!   long responses (large files, cluster streams, event feeds) get a thread
+//!   of their own from a capped budget, so a slow client never holds a
+//!   worker, and past the cap the worker serves it itself (back-pressure).
+//! - **accept() errors.** tiny_http's accept loop ends for good on the first
+//!   error (say, out of file descriptors). The supervisor notices, rebinds
+//!   the same address (retrying while descriptors are short) and carries on.
+//!   The descriptor limit is also raised to the hard limit at start.
+//! - **Chunked encoding.** Disabled for known lengths ([`Reply`]).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::http::{self, TargetError, MAX_URI};
+use crate::reply::{Body, Reply};
+
+/// Knobs with sensible defaults.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request workers.
+    pub workers: usize,
+    /// Most long responses streaming at once (each has a thread).
+    pub max_streams: usize,
+    /// A connection silent this long is closed.
+    pub read_timeout: Duration,
+    /// A client that does not take data for this long is dropped.
+    pub write_timeout: Duration,
+    /// Largest accepted upload, bytes.
+    pub max_upload: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            workers: 16,
+            max_streams: 256,
+            read_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(30),
+            max_upload: 1 << 30,
+        }
+    }
+}
+
+/// Shared server state.
+pub struct State {
+    /// Canonical static root, if any.
+    pub root: Option<PathBuf>,
+    /// Directory listings on.
+    pub listing: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// The cluster face, when joined to a tracker.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    hits: Mutex<HashMap<String, u64>>,
+    streams: AtomicUsize,
+}
+
+impl State {
+    /// New state.
+    pub fn new(
+        root: Option<PathBuf>,
+        listing: bool,
+        limits: Limits,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> State {
+        State {
+            root,
+            listing,
+            limits,
+            cluster,
+            hits: Mutex::new(HashMap::new()),
+            streams: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a hit on `path`; returns the running total.
+    pub fn hit(&self, path: &str) -> u64 {
+        let Ok(mut m) = self.hits.lock() else {
+            return 0;
+        };
+        let n = m.entry(path.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Hits so far, per path.
+    pub fn hits(&self) -> HashMap<String, u64> {
+        self.hits.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// What routes see of a request.
+pub struct Req {
+    /// Method.
+    pub method: tiny_http::Method,
+    /// Raw request target.
+    pub url: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Client address.
+    pub remote: Option<SocketAddr>,
+}
+
+impl Req {
+    fn of(rq: &tiny_http::Request) -> Req {
+        Req {
+            method: rq.method().clone(),
+            url: rq.url().to_owned(),
+            headers: rq
+                .headers()
+                .iter()
+                .map(|h| {
+                    (
+                        h.field.as_str().as_str().to_owned(),
+                        h.value.as_str().to_owned(),
+                    )
+                })
+                .collect(),
+            remote: rq.remote_addr().copied(),
+        }
+    }
+
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// GET or HEAD.
+    pub fn is_get_or_head(&self) -> bool {
+        matches!(
+            self.method,
+            tiny_http::Method::Get | tiny_http::Method::Head
+        )
+    }
+
+    /// The path part of the target, for logs and hit counts.
+    pub fn path_for_log(&self) -> String {
+        self.url.split('?').next().unwrap_or("").to_owned()
+    }
+}
+
+/// Binds `addr` with the socket options every accepted connection inherits.
+pub fn bind(addr: SocketAddr, limits: &Limits) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_read_timeout(Some(limits.read_timeout))?;
+    s.set_write_timeout(Some(limits.write_timeout))?;
+    s.set_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Routes one request.
+fn route(state: &State, req: &Req, rq: &mut tiny_http::Request) -> Reply {
+    if req.url.len() > MAX_URI {
+        return Reply::page(414, "URI Too Long", "The request target is too long.");
+    }
+    if let tiny_http::Method::NonStandard(m) = &req.method {
+        return Reply::page(
+            501,
+            "Not Implemented",
+            &format!("Method {m} is not supported."),
+        );
+    }
+    let target = match http::decode_target(&req.url) {
+        Ok(t) => t,
+        Err(TargetError::Bad(why)) => return Reply::page(400, "Bad Request", why),
+        Err(TargetError::Hidden) => return crate::statics::not_found(),
+    };
+    if let Some(c) = &state.cluster {
+        if let Some(reply) = c.route(state, req, rq, &target) {
+            return reply;
+        }
+    }
+    crate::statics::serve(state, req, &target)
+}
+
+/// Handles one request: route, then respond inline or on a stream thread.
+fn handle(state: &Arc<State>, mut rq: tiny_http::Request) {
+    let t = Instant::now();
+    let req = Req::of(&rq);
+    let reply = route(state, &req, &mut rq);
+    let status = reply.status;
+    let bytes = if req.method == tiny_http::Method::Head {
+        0
+    } else {
+        reply.body_len().unwrap_or(0)
+    };
+    let log = move |ok: bool| {
+        let client = req.remote.map(|a| a.to_string()).unwrap_or_default();
+        info!(target: "zync_web::access", method = %req.method, path = %req.path_for_log(), status, bytes,
+              client = %client, ms = t.elapsed().as_millis() as u64, complete = ok, "request");
+    };
+    if reply.is_long() && state.streams.fetch_add(1, Ordering::AcqRel) < state.limits.max_streams {
+        let state2 = Arc::clone(state);
+        let spawned = std::thread::Builder::new()
+            .name("zync-web-stream".into())
+            .spawn(move || {
+                let ok = match reply.body {
+                    Body::Events(rx) => send_events(rq, rx),
+                    _ => rq.respond(reply.into_response()).is_ok(),
+                };
+                state2.streams.fetch_sub(1, Ordering::AcqRel);
+                log(ok);
+            });
+        if let Err(e) = spawned {
+            state.streams.fetch_sub(1, Ordering::AcqRel);
+            warn!(error = %e, "cannot start a stream thread");
+        }
+        return;
+    }
+    if reply.is_long() {
+        state.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+    let ok = rq.respond(reply.into_response()).is_ok();
+    log(ok);
+}
+
+/// Writes a server-sent event stream on the raw connection, flushing each
+/// event; a comment every 15 s notices a client that went away.
+fn send_events(rq: tiny_http::Request, rx: crossbeam_channel::Receiver<String>) -> bool {
+    use std::io::Write;
+    let mut w = rq.into_writer();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         Connection: close\r\nServer: zync-web/{}\r\nDate: {}\r\n\r\nretry: 2000\n\n",
+        env!("CARGO_PKG_VERSION"),
+        http::http_date(std::time::SystemTime::now())
+    );
+    if w.write_all(head.as_bytes())
+        .and_then(|_| w.flush())
+        .is_err()
+    {
+        return false;
+    }
+    loop {
+        let chunk = match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(line) => format!("data: {line}\n\n"),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => ": keep-alive\n\n".to_owned(),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return true,
+        };
+        if w.write_all(chunk.as_bytes())
+            .and_then(|_| w.flush())
+            .is_err()
+        {
+            return true; // the client left
+        }
+    }
+}
+
+/// Where to connect to reach a listener bound to `addr` (wildcards → loopback).
+fn probe_addr(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
+/// Serves on `listener` until `stop` is set, rebuilding tiny_http's server
+/// whenever its accept loop dies. `current` lets a signal handler unblock it.
+pub fn serve(
+    mut listener: TcpListener,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<Arc<tiny_http::Server>>>>,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    loop {
+        let server = match tiny_http::Server::from_listener(listener, None) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        };
+        if let Ok(mut c) = current.lock() {
+            *c = Some(Arc::clone(&server));
+        }
+        let dead = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..state.limits.workers.max(1))
+            .filter_map(|i| {
+                let (server, state, dead, stop) = (server.clone(), state.clone(), dead.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("zync-web-{i}"))
+                    .spawn(move || {
+                        while !dead.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                            match server.recv() {
+                                Ok(rq) => handle(&state, rq),
+                                Err(e) => {
+                                    if !dead.swap(true, Ordering::AcqRel) {
+                                        error!(error = %e, "accept loop ended; restarting the listener");
+                                    }
+                                }
+                            }
+                        }
+                        // Wake the others so they see the flag.
+                        server.unblock();
+                    })
+                    .ok()
+            })
+            .collect();
+        // tiny_http's accept thread can also die by panicking (it unwraps a
+        // failed try_clone on EMFILE), which closes the listener without a
+        // word. Notice that by connecting to ourselves.
+        let watchdog = {
+            let (server, dead, stop, n) =
+                (server.clone(), dead.clone(), stop.clone(), workers.len());
+            std::thread::Builder::new().name("zync-web-watchdog".into()).spawn(move || {
+                let probe = probe_addr(addr);
+                while !dead.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)) {
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            error!(addr = %addr, "accept loop ended (listener closed); restarting the listener");
+                            dead.store(true, Ordering::Release);
+                            for _ in 0..n {
+                                server.unblock();
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        for w in workers {
+            let _ = w.join();
+        }
+        if let Ok(w) = watchdog {
+            let _ = w.join();
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        drop(server);
+        // The old listener was closed with the accept thread; take the address back.
+        let mut wait = Duration::from_millis(50);
+        listener = loop {
+            match bind(addr, &state.limits) {
+                Ok(l) => break l,
+                Err(e) => {
+                    warn!(error = %e, addr = %addr, retry_in = ?wait, "cannot rebind");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        info!(addr = %addr, "listening again");
+    }
+}

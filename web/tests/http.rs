@@ -1,0 +1,400 @@
+//! zync-web as a static server, against the real binary over raw sockets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::symlink;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+struct Site {
+    _tmp: tempfile::TempDir,
+    web: Web,
+    big: Vec<u8>,
+}
+
+fn site(extra: &[&str]) -> Site {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("site");
+    std::fs::create_dir_all(root.join("docs/empty-dir")).unwrap();
+    std::fs::write(root.join("index.html"), "<h1>home</h1>").unwrap();
+    std::fs::write(root.join("style.css"), "body{}").unwrap();
+    std::fs::write(root.join("docs/a <b> & c.txt"), "text").unwrap();
+    let big = common::data(50 * 1024 * 1024 + 3, 9);
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::fs::write(tmp.path().join("secret.txt"), "TOP-SECRET").unwrap();
+    symlink(tmp.path().join("secret.txt"), root.join("escape-link")).unwrap();
+    symlink(tmp.path(), root.join("escape-dir")).unwrap();
+    symlink(root.join("style.css"), root.join("inside-link.css")).unwrap();
+    let mut args = vec!["--root", root.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let web = Web::start(&args, &tmp.path().join("web.log"));
+    Site {
+        _tmp: tmp,
+        web,
+        big,
+    }
+}
+
+#[test]
+fn get_carries_every_header() {
+    let s = site(&[]);
+    let r = get(&s.web.addr, "/style.css", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("text/css; charset=utf-8"));
+    assert_eq!(r.header("Content-Length"), Some("6"));
+    assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+    assert!(r.header("Server").unwrap().starts_with("zync-web/"));
+    for h in ["Date", "Last-Modified"] {
+        let v = r.header(h).unwrap();
+        assert!(
+            httpdate::parse_http_date(v).is_ok() && v.ends_with(" GMT"),
+            "{h}: {v}"
+        );
+    }
+    let etag = r.header("ETag").unwrap();
+    assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"));
+    assert_eq!(r.body, b"body{}");
+    // A directory serves its index.html.
+    let r = get(&s.web.addr, "/", "");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"<h1>home</h1>"[..]));
+}
+
+#[test]
+fn conditional_requests_give_304() {
+    let s = site(&[]);
+    let r = get(&s.web.addr, "/style.css", "");
+    let etag = r.header("ETag").unwrap().to_owned();
+    let lm = r.header("Last-Modified").unwrap().to_owned();
+    let r = get(
+        &s.web.addr,
+        "/style.css",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("ETag"), Some(etag.as_str()));
+    let r = get(
+        &s.web.addr,
+        "/style.css",
+        &format!("If-Modified-Since: {lm}\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    let r = get(&s.web.addr, "/style.css", "If-None-Match: \"other\"\r\n");
+    assert_eq!(r.status, 200);
+    let r = get(
+        &s.web.addr,
+        "/style.css",
+        "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n",
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn byte_ranges() {
+    let s = site(&[]);
+    let r = get(&s.web.addr, "/big.bin", "Range: bytes=100-199\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("Content-Range"),
+        Some(format!("bytes 100-199/{}", s.big.len()).as_str())
+    );
+    assert_eq!(r.body, &s.big[100..200]);
+    let r = get(&s.web.addr, "/big.bin", "Range: bytes=-10\r\n");
+    assert_eq!(r.body, &s.big[s.big.len() - 10..]);
+    let r = get(
+        &s.web.addr,
+        "/big.bin",
+        &format!("Range: bytes={}-\r\n", s.big.len()),
+    );
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("Content-Range"),
+        Some(format!("bytes */{}", s.big.len()).as_str())
+    );
+    let r = get(&s.web.addr, "/style.css", "Range: bytes=0-1, 3-4\r\n");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 6),
+        "several ranges: the whole file"
+    );
+}
+
+#[test]
+fn keep_alive_close_and_http_1_0() {
+    let s = site(&[]);
+    let c = TcpStream::connect(&s.web.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    for _ in 0..2 {
+        (&c).write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let resp = read_resp(&mut r, false);
+        assert_eq!((resp.status, resp.body.as_slice()), (200, &b"body{}"[..]));
+    }
+    (&c).write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_resp(&mut r, false).status, 200);
+    let mut rest = Vec::new();
+    assert_eq!(
+        r.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed after Connection: close"
+    );
+
+    let resp = request(&s.web.addr, "GET /style.css HTTP/1.0\r\n\r\n");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"body{}"[..]));
+}
+
+#[test]
+fn head_has_headers_and_no_body() {
+    let s = site(&[]);
+    let c = TcpStream::connect(&s.web.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    (&c).write_all(b"HEAD /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let h = read_resp(&mut r, true);
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        h.header("Content-Length"),
+        Some(s.big.len().to_string().as_str())
+    );
+    // The next response on the same connection starts right away: no body was sent.
+    (&c).write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_resp(&mut r, false).body, b"body{}");
+}
+
+#[test]
+fn errors_are_clean() {
+    let s = site(&[]);
+    let r = get(&s.web.addr, "/nope.txt", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert!(String::from_utf8_lossy(&r.body).contains("404"));
+    let r = request(
+        &s.web.addr,
+        "POST /style.css HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, HEAD"));
+    let r = request(
+        &s.web.addr,
+        "BREW /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 501);
+    let r = request(&s.web.addr, "this is not http\r\n\r\n");
+    assert_eq!(r.status, 400);
+    let r = get(&s.web.addr, &format!("/{}", "a".repeat(9000)), "");
+    assert_eq!(r.status, 414);
+    // Listing: names escaped.
+    let r = get(&s.web.addr, "/docs/", "");
+    let html = String::from_utf8_lossy(&r.body);
+    assert!(
+        html.contains("a &lt;b&gt; &amp; c.txt") && html.contains("a%20%3Cb%3E%20%26%20c.txt"),
+        "{html}"
+    );
+    let r = get(&s.web.addr, "/docs", "");
+    assert_eq!((r.status, r.header("Location")), (301, Some("/docs/")));
+    // Still alive after all that.
+    assert_eq!(get(&s.web.addr, "/style.css", "").status, 200);
+}
+
+#[test]
+fn listing_can_be_switched_off() {
+    let s = site(&["--no-listing"]);
+    assert_eq!(get(&s.web.addr, "/docs/", "").status, 404);
+}
+
+#[test]
+fn nothing_outside_the_root_is_ever_served() {
+    let s = site(&[]);
+    let attempts = [
+        "/../secret.txt",
+        "/../../../../etc/passwd",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/..%2fsecret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "/docs/..%2f..%2fsecret.txt",
+        "/..%5csecret.txt",
+        "/%5c..%5csecret.txt",
+        "/secret.txt%00.css",
+        "/docs/%00",
+        "/escape-link",
+        "/escape-dir/secret.txt",
+        "//etc/passwd",
+        "/etc/passwd",
+        "http://evil/../secret.txt",
+        "/.zync/index.msgpack",
+    ];
+    for a in attempts {
+        let r = request(
+            &s.web.addr,
+            &format!("GET {a} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(matches!(r.status, 400 | 404), "{a}: {}", r.status);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("TOP-SECRET"),
+            "{a} leaked"
+        );
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("root:"),
+            "{a} leaked /etc/passwd"
+        );
+    }
+    // A symlink that stays inside the root is fine.
+    assert_eq!(get(&s.web.addr, "/inside-link.css", "").body, b"body{}");
+}
+
+#[test]
+fn large_file_streams_with_content_length() {
+    let s = site(&[]);
+    let r = get(&s.web.addr, "/big.bin", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Length"),
+        Some(s.big.len().to_string().as_str())
+    );
+    assert!(r.header("Transfer-Encoding").is_none());
+    assert!(r.body == s.big);
+}
+
+#[test]
+fn many_concurrent_clients_and_a_slow_one() {
+    let s = site(&[]);
+    // A slow reader of the big file must not hold up anyone.
+    let slow = TcpStream::connect(&s.web.addr).unwrap();
+    (&slow)
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    (&slow).read_exact(&mut buf).unwrap();
+    let t = Instant::now();
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = s.web.addr.clone();
+            std::thread::spawn(move || {
+                (0..20).all(|_| get(&addr, "/style.css", "").body == b"body{}")
+            })
+        })
+        .collect();
+    assert!(handles.into_iter().all(|h| h.join().unwrap()));
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "1000 requests took {:?}",
+        t.elapsed()
+    );
+    drop(slow);
+}
+
+#[test]
+fn slowloris_does_not_exhaust_the_server() {
+    let s = site(&["--read-timeout-ms", "1500"]);
+    // 300 connections that say nothing, 30 that send a header a byte at a time.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&s.web.addr).unwrap())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..30)
+        .map(|_| {
+            let (addr, stop) = (s.web.addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(addr).unwrap();
+                for b in b"GET /style.css HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || c.write_all(&[*b]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = get(&s.web.addr, "/style.css", "");
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "normal request took {:?}",
+        t.elapsed()
+    );
+    // Silent connections are closed by the read timeout.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut closed = 0;
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        if c.read(&mut b).is_ok() {
+            closed += 1; // EOF or a 408: the server let go
+        }
+    }
+    assert!(
+        closed >= 290,
+        "only {closed} of 300 idle connections were closed"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
+    assert_eq!(get(&s.web.addr, "/style.css", "").status, 200);
+}
+
+#[test]
+fn recovers_when_accept_fails_for_lack_of_descriptors() {
+    // Few file descriptors: a burst of connections makes accept() fail with
+    // EMFILE, which ends tiny_http's accept loop; zync-web must come back.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("ok.txt"), "ok").unwrap();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=64:64", "--"])
+        .arg(common::bin("zync-web"));
+    let web = Web::start_with(
+        cmd,
+        &[
+            "--root",
+            tmp.path().to_str().unwrap(),
+            "--read-timeout-ms",
+            "1000",
+        ],
+        &tmp.path().join("web.log"),
+    );
+    let flood: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(&web.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(flood);
+    // Once the flood is gone, a normal request is answered again.
+    let t = Instant::now();
+    loop {
+        let ok = TcpStream::connect(&web.addr).ok().and_then(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            (&s).write_all(b"GET /ok.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let r = read_resp(&mut BufReader::new(s), false);
+            Some(r.status == 200 && r.body == b"ok")
+        });
+        if ok == Some(true) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "never recovered:\n{}",
+            web.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        web.log_text().contains("accept loop ended"),
+        "the failure was not hit:\n{}",
+        web.log_text()
+    );
+}
