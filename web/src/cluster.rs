@@ -322,15 +322,25 @@ impl Cluster {
         } else {
             (start + len - 1) / BLOCK_SIZE + 1
         };
-        match f.stream(&e, first, end) {
-            Ok(stream) => {
+        // Pull the first block before committing to a status: a stale holder
+        // list then gives a clean 503 instead of a 200 with a cut body.
+        let opened = f.stream(&e, first, end).and_then(|mut s| {
+            let head = if first < end {
+                s.next_block()?.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            Ok((s, head))
+        });
+        match opened {
+            Ok((stream, head)) => {
                 state.hit(&format!("/files/{}", e.path));
+                let pos = ((start - first * BLOCK_SIZE) as usize).min(head.len());
                 let reader = StreamReader {
                     stream,
-                    skip: (start - first * BLOCK_SIZE) as usize,
                     left: len,
-                    buf: Vec::new(),
-                    pos: 0,
+                    buf: head,
+                    pos,
                 };
                 finish(Reply::new(
                     status,
@@ -612,7 +622,6 @@ impl Iterator for ChunkIter<'_> {
 /// Verified blocks as a `Read`, trimmed to the requested range.
 struct StreamReader {
     stream: BlockStream,
-    skip: usize,
     left: u64,
     buf: Vec<u8>,
     pos: usize,
@@ -627,7 +636,7 @@ impl Read for StreamReader {
             match self.stream.next_block() {
                 Ok(Some(b)) => {
                     self.buf = b;
-                    self.pos = std::mem::take(&mut self.skip).min(self.buf.len());
+                    self.pos = 0;
                 }
                 Ok(None) => return Ok(0),
                 Err(e) => return Err(io::Error::other(e.to_string())),

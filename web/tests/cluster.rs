@@ -1,0 +1,268 @@
+//! zync-web joined to a real cluster (tracker + two peers) on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::common::{self, wait_for, Cluster, CONVERGE};
+use support::*;
+use zync_proto::Hash;
+
+fn web_for(c: &Cluster, extra: &[&str]) -> Web {
+    let data = c.tmp.path().join("web-data");
+    let mut args = vec![
+        "--tracker",
+        &*Box::leak(c.tracker_addr().into_boxed_str()),
+        "--data",
+        data.to_str().unwrap(),
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--name",
+        "web",
+    ];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Web::start(&refs, &c.tmp.path().join("web.log"))
+}
+
+fn put(addr: &str, path: &str, body: &[u8]) -> Resp {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    (&s).write_all(head.as_bytes()).unwrap();
+    let _ = (&s).write_all(body);
+    read_resp(&mut BufReader::new(s), false)
+}
+
+fn multipart(addr: &str, dir: &str, name: &str, body: &[u8], boundary_ok: bool) -> Resp {
+    let b = "zyncBOUNDARY42";
+    let mut form = Vec::new();
+    write!(
+        form,
+        "--{b}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n{dir}\r\n"
+    )
+    .unwrap();
+    write!(form, "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").unwrap();
+    form.extend_from_slice(body);
+    if boundary_ok {
+        write!(form, "\r\n--{b}--\r\n").unwrap();
+    }
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /files HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        form.len()
+    );
+    (&s).write_all(head.as_bytes()).unwrap();
+    (&s).write_all(&form).unwrap();
+    read_resp(&mut BufReader::new(s), false)
+}
+
+#[test]
+fn cluster_files_are_listed_and_downloadable() {
+    let c = Cluster::start(2);
+    let web = web_for(&c, &[]);
+    let body = common::data(3 * 256 * 1024 + 99, 21);
+    std::fs::create_dir_all(c.dir(0).join("pics")).unwrap();
+    std::fs::write(c.dir(0).join("pics/cat photo.bin"), &body).unwrap();
+    wait_for(
+        CONVERGE,
+        || {
+            String::from_utf8_lossy(&get(&web.addr, "/api/files", "").body)
+                .contains("pics/cat photo.bin")
+        },
+        "file in /api/files",
+        &c,
+    );
+
+    let r = get(&web.addr, "/files/pics/cat%20photo.bin", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert_eq!(
+        r.header("ETag"),
+        Some(format!("\"{}\"", Hash::of(&body).to_hex()).as_str())
+    );
+    assert!(r.body == body);
+
+    let r = request(
+        &web.addr,
+        "HEAD /files/pics/cat%20photo.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.header("Content-Length")),
+        (200, Some(body.len().to_string().as_str()))
+    );
+
+    let r = get(
+        &web.addr,
+        "/files/pics/cat%20photo.bin",
+        "Range: bytes=262140-262150\r\n",
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.body,
+        &body[262140..=262150],
+        "a range across a block boundary"
+    );
+
+    let hex = Hash::of(&body).to_hex();
+    let r = get(&web.addr, &format!("/objects/{hex}"), "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Cache-Control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(r.header("ETag"), Some(format!("\"{hex}\"").as_str()));
+    assert!(r.body == body);
+    assert_eq!(
+        get(
+            &web.addr,
+            &format!("/objects/{}", Hash::of(b"nothing").to_hex()),
+            ""
+        )
+        .status,
+        404
+    );
+
+    let r = get(&web.addr, "/api/resolve/pics/cat%20photo.bin", "");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["url"], "/files/pics/cat%20photo.bin");
+    assert!(v["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["name"] == "p1"));
+
+    let peers: serde_json::Value =
+        serde_json::from_slice(&get(&web.addr, "/api/peers", "").body).unwrap();
+    let names: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["p1", "p2", "web"]);
+
+    assert_eq!(get(&web.addr, "/files/no/such.file", "").status, 404);
+    let dash = get(&web.addr, "/", "");
+    assert!(String::from_utf8_lossy(&dash.body).contains("Zync cluster"));
+    assert_eq!(get(&web.addr, "/cluster/", "").status, 200);
+}
+
+#[test]
+fn uploads_reach_every_peer_verified() {
+    let c = Cluster::start(2);
+    let web = web_for(&c, &["--max-upload", "2000000"]);
+    c.wait_peers(3);
+    let body = common::data(1_500_000, 3);
+    let r = put(&web.addr, "/files/up/loaded.bin", &body);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["sha256"], Hash::of(&body).to_hex());
+    common::wait_file_everywhere(&c, "up/loaded.bin", &body);
+
+    let r = multipart(&web.addr, "forms", "hello wörld.txt", b"from a form", true);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    common::wait_file_everywhere(&c, "forms/hello wörld.txt", b"from a form");
+
+    // Refusals leave nothing behind.
+    assert_eq!(
+        put(&web.addr, "/files/too/big.bin", &common::data(2_500_000, 1)).status,
+        413
+    );
+    assert_eq!(
+        multipart(&web.addr, "", "big.bin", &common::data(2_500_000, 2), true).status,
+        413
+    );
+    assert_eq!(
+        multipart(&web.addr, "", "cut.bin", b"no end boundary", false).status,
+        400
+    );
+    assert_eq!(
+        multipart(&web.addr, "../..", "evil.txt", b"x", true).status,
+        400
+    );
+    // The state folder is not a cluster path.
+    let r = put(&web.addr, "/files/.zync/index.msgpack", b"x");
+    assert_eq!(r.status, 400);
+    let r = put(&web.addr, "/files/../../escape.txt", b"x");
+    assert_eq!(r.status, 400);
+    std::thread::sleep(Duration::from_millis(500));
+    let data = c.tmp.path().join("web-data");
+    let mut names: Vec<String> = common::snapshot(&data).into_keys().collect();
+    names.sort();
+    assert_eq!(names, ["forms/hello wörld.txt", "up/loaded.bin"]);
+    assert_eq!(
+        std::fs::read_dir(data.join(".zync/uploads"))
+            .unwrap()
+            .count(),
+        0,
+        "no temp files left"
+    );
+    assert!(!c.tmp.path().join("escape.txt").exists());
+}
+
+#[test]
+fn no_live_holder_is_a_503() {
+    let mut c = Cluster::start(1);
+    std::fs::write(c.dir(0).join("gone.txt"), b"g").unwrap();
+    wait_for(
+        CONVERGE,
+        || String::from_utf8_lossy(&c.cli(&["ls"]).stdout).contains("gone.txt"),
+        "listed",
+        &c,
+    );
+    c.peers[0].proc.kill();
+    c.wait_peers(0);
+    // zync-web joins after the only holder died: the file is known, nobody has it.
+    let web = web_for(&c, &[]);
+    let r = get(&web.addr, "/files/gone.txt", "");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("no live peer"));
+    assert_eq!(r.header("Retry-After"), Some("5"));
+    let r = get(&web.addr, "/api/resolve/gone.txt", "");
+    assert_eq!(r.status, 503);
+}
+
+#[test]
+fn events_stream_live() {
+    let c = Cluster::start(1);
+    let web = web_for(&c, &[]);
+    c.wait_peers(2);
+    let s = TcpStream::connect(&web.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (&s).write_all(b"GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    std::fs::write(c.dir(0).join("live.txt"), b"now").unwrap();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with("data: ") && line.contains("live.txt") {
+            assert!(line.contains("\"changed\""), "{line}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "no event");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "event took {:?}",
+        t.elapsed()
+    );
+}
