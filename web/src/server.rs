@@ -29,7 +29,8 @@ use crate::reply::{Body, Reply};
 /// Knobs with sensible defaults.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Request workers.
+    /// Request workers (default: twice the cores, at least 4; more only
+    /// adds contention on tiny_http's request queue).
     pub workers: usize,
     /// Most long responses streaming at once (each has a thread).
     pub max_streams: usize,
@@ -44,7 +45,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            workers: 16,
+            workers: std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4)),
             max_streams: 256,
             read_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(30),
@@ -57,6 +58,8 @@ impl Default for Limits {
 pub struct State {
     /// Canonical static root, if any.
     pub root: Option<PathBuf>,
+    /// The root, open as a directory, for `openat2(RESOLVE_BENEATH)`.
+    pub root_fd: Option<std::os::fd::OwnedFd>,
     /// Directory listings on.
     pub listing: bool,
     /// Limits.
@@ -75,8 +78,18 @@ impl State {
         limits: Limits,
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> State {
+        let root_fd = root.as_ref().and_then(|r| {
+            use rustix::fs::{open, Mode, OFlags};
+            open(
+                r,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
         State {
             root,
+            root_fd,
             listing,
             limits,
             cluster,
