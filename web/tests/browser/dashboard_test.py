@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""A real browser against the real cluster.
+
+Starts zync-tracker, one zync-peer and zync-web (debug binaries from
+target/), opens the dashboard in headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium), checks that it shows the live peers
+and the cluster's files, uploads a file through the form, and checks that
+the file reaches the peer's folder, byte for byte. Saves a screenshot to
+target/browser/dashboard.png.
+"""
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+BIN = os.path.join(ROOT, "target", "debug")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(cond, what, timeout=30):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def main():
+    subprocess.run(["cargo", "build", "-q", "-p", "zync-tracker", "-p", "zync-peer", "-p", "zync-web"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="zync-browser-")
+    tracker = f"127.0.0.1:{free_port()}"
+    web_port = free_port()
+    procs = []
+    log = lambda n: open(os.path.join(tmp, f"{n}.log"), "w")
+    try:
+        procs.append(subprocess.Popen([f"{BIN}/zync-tracker", "--listen", tracker, "--publish", "127.0.0.1:0"], stderr=log("tracker")))
+        peer_dir = os.path.join(tmp, "peer1")
+        os.makedirs(peer_dir)
+        with open(os.path.join(peer_dir, "already-there.txt"), "w") as f:
+            f.write("hello from peer1\n")
+        procs.append(subprocess.Popen([f"{BIN}/zync-peer", "--tracker", tracker, "run", "--dir", peer_dir,
+                                       "--listen", "127.0.0.1:0", "--name", "peer1"], stderr=log("peer1")))
+        procs.append(subprocess.Popen([f"{BIN}/zync-web", "--tracker", tracker, "--listen", f"127.0.0.1:{web_port}",
+                                       "--data", os.path.join(tmp, "web"), "--peer-listen", "127.0.0.1:0"], stderr=log("web")))
+
+        opts = webdriver.ChromeOptions()
+        for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"]:
+            opts.add_argument(a)
+        opts.binary_location = "/usr/bin/chromium"
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        try:
+            url = f"http://127.0.0.1:{web_port}/"
+            wait(lambda: socket.create_connection(("127.0.0.1", web_port), timeout=1), "zync-web up")
+            driver.get(url)
+            w = WebDriverWait(driver, 30)
+            w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "peer1"))
+            w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "web"))
+            w.until(EC.text_to_be_present_in_element((By.ID, "files"), "already-there.txt"))
+            link = driver.find_element(By.LINK_TEXT, "already-there.txt")
+            assert link.get_attribute("href").endswith("/files/already-there.txt"), link.get_attribute("href")
+
+            upload = os.path.join(tmp, "from the browser ✓.txt")
+            body = b"uploaded through the dashboard form\n" * 100
+            with open(upload, "wb") as f:
+                f.write(body)
+            driver.find_element(By.ID, "upload-path").send_keys("browser")
+            driver.find_element(By.ID, "upload-file").send_keys(upload)
+            driver.find_element(By.CSS_SELECTOR, "#upload button").click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "upload-status"), "uploaded"))
+
+            target = os.path.join(peer_dir, "browser", "from the browser ✓.txt")
+            wait(lambda: os.path.exists(target) and open(target, "rb").read() == body, "upload in peer1's folder")
+            w.until(EC.text_to_be_present_in_element((By.ID, "files"), "browser/from the browser ✓.txt"))
+            w.until(EC.text_to_be_present_in_element((By.ID, "feed"), "from the browser"))
+
+            shots = os.path.join(ROOT, "target", "browser")
+            os.makedirs(shots, exist_ok=True)
+            shot = os.path.join(shots, "dashboard.png")
+            driver.save_screenshot(shot)
+            print(f"browser test passed; screenshot: {shot}")
+        finally:
+            driver.quit()
+    except Exception:
+        for n in ("tracker", "peer1", "web"):
+            print(f"---- {n}.log", file=sys.stderr)
+            print(open(os.path.join(tmp, f"{n}.log")).read()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
