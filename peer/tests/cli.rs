@@ -159,3 +159,44 @@ fn one_shot_commands_fail_fast_without_a_tracker() {
         assert!(stderr(&o).contains("did not answer"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn json_logs_carry_the_stable_fields() {
+    let c = Cluster::start(1);
+    let log = c.tmp.path().join("pj.log");
+    let mut child = std::process::Command::new(peer_bin())
+        .args([
+            "--tracker",
+            &c.tracker_addr(),
+            "--log-format",
+            "json",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "pj",
+            "--dir",
+        ])
+        .arg(c.tmp.path().join("pj"))
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    c.wait_peers(2);
+    fs::write(c.dir(0).join("j.txt"), b"json").unwrap();
+    let synced = || -> Option<serde_json::Value> {
+        fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+            .find(|v| v["event"] == "synced")
+    };
+    wait_for(CONVERGE, || synced().is_some(), "a synced line", &c);
+    let v = synced().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(v["path"], "j.txt");
+    assert_eq!(v["from"], "p1");
+    assert_eq!(v["bytes"], 4);
+    assert!(v["ms"].is_u64(), "{v}");
+    assert_eq!(v["level"], "INFO");
+}
