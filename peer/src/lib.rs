@@ -16,6 +16,7 @@ pub mod fsops;
 pub mod hashing;
 pub mod index;
 pub mod link;
+pub mod logging;
 pub mod net;
 pub mod server;
 pub mod transfer;

@@ -92,7 +92,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    zync_peer::logging::init(&cli.log_format);
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -160,18 +160,4 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Cmd::Health { peer } => zync_peer::cli::ping(&ctx, &peer)?,
     }
     Ok(())
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        b.json().flatten_event(true).init();
-    } else {
-        b.init();
-    }
 }

@@ -365,11 +365,7 @@ impl Cluster {
         path: &RelPath,
     ) -> Reply {
         let max = state.limits.max_upload;
-        if req
-            .header("Content-Length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > max)
-        {
+        if declared_too_large(req, max) {
             return too_large(max);
         }
         match self
@@ -381,22 +377,13 @@ impl Cluster {
                 Reply::json(201, &serde_json::json!({"path": path.as_str(), "size": size, "sha256": sha.to_hex()}))
                     .header("Location", format!("/files/{}", http::encode_path(path.as_str())))
             }
-            Err(UploadError::TooLarge) => too_large(max),
-            Err(UploadError::Bad(why)) => Reply::page(400, "Bad Request", &why),
-            Err(UploadError::Io(e)) => {
-                warn!(path = %path, error = %e, "upload failed");
-                Reply::page(500, "Internal Server Error", "could not store the upload")
-            }
+            Err(e) => e.reply(max),
         }
     }
 
     fn upload_multipart(&self, state: &State, req: &Req, rq: &mut tiny_http::Request) -> Reply {
         let max = state.limits.max_upload;
-        if req
-            .header("Content-Length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > max)
-        {
+        if declared_too_large(req, max) {
             return too_large(max);
         }
         let Some(boundary) = req
@@ -428,12 +415,7 @@ impl Cluster {
         let files = match result {
             Ok(files) if !files.is_empty() => files,
             Ok(_) => return Reply::page(400, "Bad Request", "no file in the form"),
-            Err(UploadError::TooLarge) => return too_large(max),
-            Err(UploadError::Bad(why)) => return Reply::page(400, "Bad Request", &why),
-            Err(UploadError::Io(e)) => {
-                warn!(error = %e, "upload failed");
-                return Reply::page(500, "Internal Server Error", "could not store the upload");
-            }
+            Err(e) => return e.reply(max),
         };
         let mut done = Vec::new();
         for (tmp, path, size, sha) in files {
@@ -567,6 +549,13 @@ fn dashboard() -> Reply {
         .header("Cache-Control", "no-cache")
 }
 
+/// True when the request announces a body larger than `max`.
+fn declared_too_large(req: &Req, max: u64) -> bool {
+    req.header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > max)
+}
+
 fn too_large(max: u64) -> Reply {
     Reply::page(
         413,
@@ -589,6 +578,18 @@ impl From<io::Error> for UploadError {
 }
 
 impl UploadError {
+    /// The response for a failed upload.
+    fn reply(self, max: u64) -> Reply {
+        match self {
+            UploadError::TooLarge => too_large(max),
+            UploadError::Bad(why) => Reply::page(400, "Bad Request", &why),
+            UploadError::Io(e) => {
+                warn!(error = %e, "upload failed");
+                Reply::page(500, "Internal Server Error", "could not store the upload")
+            }
+        }
+    }
+
     fn from_multer(e: multer::Error) -> Self {
         match e {
             multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {

@@ -78,7 +78,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_format);
+    zync_peer::logging::init(&args.log_format);
     if let Some(addr) = &args.health {
         return health(addr);
     }
@@ -175,18 +175,4 @@ fn health(addr: &str) -> anyhow::Result<()> {
         "unhealthy: {line}"
     );
     Ok(())
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        b.json().flatten_event(true).init();
-    } else {
-        b.init();
-    }
 }
