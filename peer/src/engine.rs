@@ -106,7 +106,11 @@ pub struct Engine {
     wanted: HashMap<RelPath, FileEntry>,
     queue: VecDeque<RelPath>,
     active: HashMap<RelPath, VersionVector>,
-    retry: HashMap<RelPath, (Instant, Duration)>,
+    /// Current backoff of paths whose download failed (doubles per failure).
+    backoff: HashMap<RelPath, Duration>,
+    /// When to try a failed download again. An entry is removed when it
+    /// fires, so no deadline here is ever in the past for long.
+    retry_at: HashMap<RelPath, Instant>,
     // Paths that changed while being hashed: look again shortly.
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
@@ -148,7 +152,8 @@ impl Engine {
             wanted: HashMap::new(),
             queue: VecDeque::new(),
             active: HashMap::new(),
-            retry: HashMap::new(),
+            backoff: HashMap::new(),
+            retry_at: HashMap::new(),
             unstable: BTreeSet::new(),
             unstable_at: None,
             last_save: Instant::now(),
@@ -204,7 +209,7 @@ impl Engine {
         for d in [self.next_register, self.unstable_at].into_iter().flatten() {
             t = t.min(d);
         }
-        for (at, _) in self.retry.values() {
+        for at in self.retry_at.values() {
             t = t.min(*at);
         }
         if self.index.is_dirty() {
@@ -228,12 +233,13 @@ impl Engine {
             }
         }
         let due: Vec<RelPath> = self
-            .retry
+            .retry_at
             .iter()
-            .filter(|(_, (at, _))| *at <= now)
+            .filter(|(_, at)| **at <= now)
             .map(|(p, _)| p.clone())
             .collect();
         for p in due {
+            self.retry_at.remove(&p);
             if self.wanted.contains_key(&p)
                 && !self.active.contains_key(&p)
                 && !self.queue.contains(&p)
@@ -418,7 +424,7 @@ impl Engine {
                     Event::PeerJoined { peer } if peer.name != self.s.name => {
                         info!(event = %"peer_joined", peer = %peer.name, endpoint = %peer.endpoint, "peer joined");
                         // A new source: retry what was waiting for one.
-                        for (at, _) in self.retry.values_mut() {
+                        for at in self.retry_at.values_mut() {
                             *at = Instant::now();
                         }
                     }
@@ -672,7 +678,8 @@ impl Engine {
             }
         }
         self.wanted.remove(&path);
-        self.retry.remove(&path);
+        self.backoff.remove(&path);
+        self.retry_at.remove(&path);
         self.outbox.push(target);
     }
 
@@ -736,13 +743,6 @@ impl Engine {
             let Some(entry) = self.wanted.get(&path).cloned() else {
                 continue;
             };
-            if self
-                .retry
-                .get(&path)
-                .is_some_and(|(at, _)| *at > Instant::now())
-            {
-                continue;
-            }
             self.active.insert(path, entry.version.clone());
             if self.jobs.send(Job { entry }).is_err() {
                 return;
@@ -765,21 +765,20 @@ impl Engine {
         match result {
             Ok(f) => self.apply_remote(entry, Some((f, took))),
             Err(e) => {
-                let backoff = self
-                    .retry
-                    .get(&path)
-                    .map_or(Duration::from_secs(1), |(_, b)| {
-                        (*b * 2).min(Duration::from_secs(30))
-                    });
+                if matches!(e, FetchError::Deleted(_) | FetchError::NotFound(_)) {
+                    // Superseded at the tracker: a notification brings what replaced it.
+                    warn!(event = %"fetch_failed", path = %path, error = %e, "download dropped");
+                    self.wanted.remove(&path);
+                    self.backoff.remove(&path);
+                    return;
+                }
+                let backoff = self.backoff.get(&path).map_or(Duration::from_secs(1), |b| {
+                    (*b * 2).min(Duration::from_secs(30))
+                });
                 warn!(event = %"fetch_failed", path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
                       "download failed");
-                self.retry
-                    .insert(path.clone(), (Instant::now() + backoff, backoff));
-                if !matches!(e, FetchError::Deleted(_) | FetchError::NotFound(_)) {
-                    self.queue.push_back(path);
-                } else {
-                    self.wanted.remove(&path);
-                }
+                self.backoff.insert(path.clone(), backoff);
+                self.retry_at.insert(path, Instant::now() + backoff);
             }
         }
     }
