@@ -334,7 +334,7 @@ impl Cluster {
         });
         match opened {
             Ok((stream, head)) => {
-                state.hit(&format!("/files/{}", e.path));
+                let hits = state.hit(&format!("/files/{}", e.path));
                 let pos = ((start - first * BLOCK_SIZE) as usize).min(head.len());
                 let reader = StreamReader {
                     stream,
@@ -342,10 +342,7 @@ impl Cluster {
                     buf: head,
                     pos,
                 };
-                finish(Reply::new(
-                    status,
-                    Body::Reader(Box::new(reader), Some(len)),
-                ))
+                finish(Reply::new(status, Body::Reader(Box::new(reader), Some(len))).counted(hits))
             }
             Err(FetchError::NoHolder { .. }) => Reply::page(
                 503,

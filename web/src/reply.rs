@@ -25,6 +25,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Body,
+    /// Running hit count of the resource served, for the access log.
+    pub hits: Option<u64>,
 }
 
 impl Reply {
@@ -34,7 +36,14 @@ impl Reply {
             status,
             headers: Vec::new(),
             body,
+            hits: None,
         }
+    }
+
+    /// Records the resource's running hit count (logged with the request).
+    pub fn counted(mut self, hits: u64) -> Reply {
+        self.hits = Some(hits);
+        self
     }
 
     /// Adds a header.

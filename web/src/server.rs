@@ -216,10 +216,11 @@ fn handle(state: &Arc<State>, mut rq: tiny_http::Request) {
     } else {
         reply.body_len().unwrap_or(0)
     };
+    let hits = reply.hits.unwrap_or(0);
     let log = move |ok: bool| {
         let client = req.remote.map(|a| a.to_string()).unwrap_or_default();
         info!(target: "zync_web::access", method = %req.method, path = %req.path_for_log(), status, bytes,
-              client = %client, ms = t.elapsed().as_millis() as u64, complete = ok, "request");
+              client = %client, ms = t.elapsed().as_millis() as u64, hits, complete = ok, "request");
     };
     if reply.is_long() && state.streams.fetch_add(1, Ordering::AcqRel) < state.limits.max_streams {
         let state2 = Arc::clone(state);

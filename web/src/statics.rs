@@ -137,17 +137,19 @@ pub fn send_file(state: &State, req: &Req, mut f: File, path: &Path, meta: &fs::
         ))
         .header("Content-Range", format!("bytes */{size}")),
         Range::Full => {
-            state.hit(&req.path_for_log());
+            let hits = state.hit(&req.path_for_log());
             common(Reply::new(200, Body::Reader(reader(f, size), Some(size))))
                 .header("Content-Type", ctype)
+                .counted(hits)
         }
         Range::Part { start, end } => {
-            state.hit(&req.path_for_log());
+            let hits = state.hit(&req.path_for_log());
             let len = end - start + 1;
             match f.seek(SeekFrom::Start(start)) {
                 Ok(_) => common(Reply::new(206, Body::Reader(reader(f, len), Some(len))))
                     .header("Content-Type", ctype)
-                    .header("Content-Range", format!("bytes {start}-{end}/{size}")),
+                    .header("Content-Range", format!("bytes {start}-{end}/{size}"))
+                    .counted(hits),
                 Err(_) => not_found(),
             }
         }

@@ -398,3 +398,44 @@ fn recovers_when_accept_fails_for_lack_of_descriptors() {
         web.log_text()
     );
 }
+
+#[test]
+fn access_log_has_one_line_per_request_with_a_running_hit_count() {
+    let s = site(&[]);
+    for _ in 0..3 {
+        assert_eq!(get(&s.web.addr, "/style.css", "").status, 200);
+    }
+    assert_eq!(get(&s.web.addr, "/missing", "").status, 404);
+    let t = Instant::now();
+    let lines = || -> Vec<String> {
+        s.web
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("zync_web::access"))
+            .map(str::to_owned)
+            .collect()
+    };
+    while lines().len() < 4 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = lines();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    for (i, l) in lines[..3].iter().enumerate() {
+        for field in [
+            "method=GET",
+            "path=/style.css",
+            "status=200",
+            "bytes=6",
+            "client=127.0.0.1:",
+            "ms=",
+        ] {
+            assert!(l.contains(field), "{field} missing in {l}");
+        }
+        assert!(l.contains(&format!("hits={}", i + 1)), "{l}");
+    }
+    assert!(
+        lines[3].contains("status=404") && lines[3].contains("hits=0"),
+        "{}",
+        lines[3]
+    );
+}
