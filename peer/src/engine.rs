@@ -683,15 +683,41 @@ impl Engine {
         self.outbox.push(target);
     }
 
+    /// A name for keeping `loser` beside its path: `NAME.conflict-<peer>-<stamp>.EXT`,
+    /// the same on every peer that holds the loser (so their copies merge).
+    /// An existing file there with other content is never replaced: the
+    /// stamp gets `-2`, `-3`, ... instead.
+    fn conflict_name(&self, loser: &FileEntry) -> Option<RelPath> {
+        let stamp = fsops::stamp(loser.mtime_ns);
+        for n in 1..=100 {
+            let s = if n == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            let c = loser.path.conflict_copy(&loser.modified_by, &s).ok()?;
+            let same = self.index.get(&c).is_some_and(|e| {
+                !e.entry.deleted && e.stat.is_some() && e.entry.sha256 == loser.sha256
+            });
+            match fsops::look(&self.s.root, &c) {
+                Ok(Found::Missing) => return Some(c),
+                Ok(Found::File(st))
+                    if same && self.index.get(&c).and_then(|e| e.stat) == Some(st) =>
+                {
+                    return Some(c)
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Keeps the local (losing) content as a conflict copy. False if it could not.
     fn move_aside(&mut self, loser: &FileEntry, winner: &FileEntry) -> bool {
         let path = &loser.path;
-        let copy = match path.conflict_copy(&loser.modified_by, &fsops::stamp(loser.mtime_ns)) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(path = %path, error = %e, "no room for a conflict copy; keeping local version");
-                return false;
-            }
+        let Some(copy) = self.conflict_name(loser) else {
+            warn!(path = %path, "no usable conflict-copy name; keeping local version");
+            return false;
         };
         let stat = match fsops::rename(&self.s.root, path, &copy) {
             Ok(st) => st,
