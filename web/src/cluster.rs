@@ -11,7 +11,7 @@
 //! `POST /files` (multipart); `GET|HEAD /objects/<sha256>`.
 
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -525,11 +525,6 @@ impl Cluster {
         zync_peer::fsops::install(tmp, &self.data, path)
             .map(|_| ())
             .map_err(UploadError::Io)
-    }
-
-    /// The data folder.
-    pub fn data(&self) -> &Path {
-        &self.data
     }
 }
 
