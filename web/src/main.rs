@@ -68,6 +68,13 @@ struct Args {
     /// Drop a client that takes no data for this long (ms).
     #[arg(long, env = "ZYNC_WEB_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
     write_timeout_ms: u64,
+    /// A request head (request line and headers) must arrive within this
+    /// long of its first byte, however it trickles in (ms).
+    #[arg(long, env = "ZYNC_WEB_HEAD_TIMEOUT_MS", default_value_t = 20_000)]
+    head_timeout_ms: u64,
+    /// Most client connections at once; past it, new ones get 503.
+    #[arg(long, env = "ZYNC_WEB_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -104,6 +111,8 @@ fn main() -> anyhow::Result<()> {
         max_streams: args.max_streams,
         read_timeout: Duration::from_millis(args.read_timeout_ms.max(100)),
         write_timeout: Duration::from_millis(args.write_timeout_ms.max(100)),
+        head_timeout: Duration::from_millis(args.head_timeout_ms.max(100)),
+        max_connections: args.max_connections.max(1),
         max_upload: args.max_upload,
     };
     let cluster = match &args.tracker {

@@ -3,7 +3,16 @@
 //! - **Timeouts.** tiny_http sets none. The listening socket gets
 //!   `SO_RCVTIMEO`/`SO_SNDTIMEO`, which Linux copies to every accepted
 //!   socket: a connection idle (or a client not reading) longer than that is
-//!   closed, so silent connections cannot pile up.
+//!   closed, so silent connections cannot pile up. A read timeout is reset by
+//!   every byte, so a request head must also arrive whole within
+//!   [`Limits::head_timeout`] of its first byte (slowloris), which the
+//!   vendored, patched tiny_http enforces (`vendor/README.md`).
+//! - **Head size.** tiny_http would buffer an endless header line; the patch
+//!   caps lines at [`MAX_HEAD_LINE`] bytes (`414`/`431`) and fields at
+//!   [`MAX_HEADERS`] (`431`).
+//! - **Connections.** Each connection has a tiny_http thread; at most
+//!   [`Limits::max_connections`] are served, and past that a new connection
+//!   gets `503` and is closed.
 //! - **Thread growth.** Requests are handled by a fixed pool of workers;
 //!   long responses (large files, cluster streams, event feeds) get a thread
 //!   of their own from a capped budget, so a slow client never holds a
@@ -26,6 +35,13 @@ use tracing::{error, info, warn};
 use crate::http::{self, TargetError, MAX_URI};
 use crate::reply::{Body, Reply};
 
+/// Longest request line or header line accepted, in bytes (nginx's
+/// `large_client_header_buffers` is 8 KiB; browsers' cookies can be more).
+pub const MAX_HEAD_LINE: usize = 16 * 1024;
+
+/// Most header fields in one request.
+pub const MAX_HEADERS: usize = 128;
+
 /// Knobs with sensible defaults.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -38,6 +54,10 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// A client that does not take data for this long is dropped.
     pub write_timeout: Duration,
+    /// A request head must arrive whole within this long of its first byte.
+    pub head_timeout: Duration,
+    /// Most connections at once.
+    pub max_connections: usize,
     /// Largest accepted upload, bytes.
     pub max_upload: u64,
 }
@@ -49,6 +69,8 @@ impl Default for Limits {
             max_streams: 256,
             read_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(20),
+            max_connections: 4096,
             max_upload: 1 << 30,
         }
     }
@@ -301,7 +323,13 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     loop {
-        let server = match tiny_http::Server::from_listener(listener, None) {
+        let head = tiny_http::Limits {
+            max_line: MAX_HEAD_LINE,
+            max_headers: MAX_HEADERS,
+            head_timeout: state.limits.head_timeout,
+            max_connections: state.limits.max_connections,
+        };
+        let server = match tiny_http::Server::from_listener_with_limits(listener, None, head) {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(std::io::Error::other(e.to_string())),
         };

@@ -295,25 +295,33 @@ fn many_concurrent_clients_and_a_slow_one() {
 
 #[test]
 fn slowloris_does_not_exhaust_the_server() {
-    let s = site(&["--read-timeout-ms", "1500"]);
-    // 300 connections that say nothing, 30 that send a header a byte at a time.
+    let s = site(&["--read-timeout-ms", "1500", "--head-timeout-ms", "2000"]);
+    // 300 connections that say nothing, 30 that send a header a byte every
+    // 200 ms: each byte resets a read timeout, so only the head deadline
+    // can end those.
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(&s.web.addr).unwrap())
         .collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tricklers: Vec<_> = (0..30)
         .map(|_| {
-            let (addr, stop) = (s.web.addr.clone(), stop.clone());
-            std::thread::spawn(move || {
+            let addr = s.web.addr.clone();
+            std::thread::spawn(move || -> Option<(Duration, String)> {
                 let mut c = TcpStream::connect(addr).unwrap();
+                let t = Instant::now();
                 for b in b"GET /style.css HTTP/1.1\r\nX-Slow: ".iter().cycle() {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed)
-                        || c.write_all(&[*b]).is_err()
-                    {
-                        return;
+                    if t.elapsed() > Duration::from_secs(15) {
+                        return None; // never cut off
+                    }
+                    if c.write_all(&[*b]).is_err() {
+                        break;
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
+                let took = t.elapsed();
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut answer = Vec::new();
+                let _ = c.read_to_end(&mut answer);
+                Some((took, String::from_utf8_lossy(&answer).into_owned()))
             })
         })
         .collect();
@@ -341,11 +349,107 @@ fn slowloris_does_not_exhaust_the_server() {
         closed >= 290,
         "only {closed} of 300 idle connections were closed"
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Tricklers are cut off by the head deadline (2 s from their first
+    // byte), not left hanging, and told why.
     for t in tricklers {
-        t.join().unwrap();
+        let (took, answer) = t.join().unwrap().expect("a trickler was never cut off");
+        assert!(took < Duration::from_secs(6), "cut off only after {took:?}");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "trickler got {answer:?}"
+        );
     }
     assert_eq!(get(&s.web.addr, "/style.css", "").status, 200);
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn endless_header_line_is_refused_without_buffering_it() {
+    // tiny_http 0.12 buffered a header line without limit (upstream #56):
+    // 300 MiB sent, 313 MB resident. The patched copy stops at 16 KiB.
+    let s = site(&[]);
+    let mut c = TcpStream::connect(&s.web.addr).unwrap();
+    c.write_all(b"GET /style.css HTTP/1.1\r\nX-Big: ").unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    while sent < 256 << 20 {
+        if c.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    assert!(
+        sent < 256 << 20,
+        "the server took 256 MiB of one header line"
+    );
+    let hwm = peak_rss_kib(s.web.child.id());
+    assert!(hwm < 64 * 1024, "zync-web grew to {hwm} KiB");
+    assert_eq!(get(&s.web.addr, "/style.css", "").status, 200);
+}
+
+#[test]
+fn oversized_heads_get_414_and_431() {
+    let s = site(&[]);
+    // Exactly one byte over the limit and nothing more, so the server has
+    // read everything sent when it answers (no reset eats the answer).
+    let limit = 16 * 1024;
+    let line = format!("GET /{}", "a".repeat(limit + 1 - 5));
+    let r = request(&s.web.addr, &line);
+    assert_eq!(r.status, 414);
+    let field = format!("GET / HTTP/1.1\r\nX-Big: {}", "b".repeat(limit + 1 - 7));
+    let r = request(&s.web.addr, &field);
+    assert_eq!(r.status, 431);
+    // 128 fields are allowed; the 129th is refused.
+    let many: String = (0..129).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let r = request(&s.web.addr, &format!("GET / HTTP/1.1\r\n{many}"));
+    assert_eq!(r.status, 431);
+    // Big but within limits is fine.
+    let ok = format!(
+        "GET /style.css HTTP/1.1\r\nCookie: {}\r\n\r\n",
+        "c".repeat(12 * 1024)
+    );
+    assert_eq!(request(&s.web.addr, &ok).status, 200);
+}
+
+#[test]
+fn connections_over_the_cap_get_503_and_the_server_recovers() {
+    let s = site(&["--max-connections", "40"]);
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&s.web.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = get(&s.web.addr, "/style.css", "");
+    assert_eq!(r.status, 503, "over the cap");
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "503 took {:?}",
+        t.elapsed()
+    );
+    drop(held);
+    let t = Instant::now();
+    loop {
+        let r = get(&s.web.addr, "/style.css", "");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "still {} after the burst",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

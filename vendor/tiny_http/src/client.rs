@@ -6,11 +6,12 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Instant;
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::Request;
+use crate::{Limits, Request};
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -34,6 +35,9 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // bounds on request heads (zync patch)
+    limits: Limits,
 }
 
 /// Error that can happen when reading a request.
@@ -44,6 +48,19 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// the request line is longer than `Limits::max_line` (zync patch)
+    RequestLineTooLong,
+    /// a header line or the number of fields is over the limits (zync patch)
+    HeadersTooLarge,
+    /// the head did not arrive within `Limits::head_timeout` (zync patch)
+    HeadTimeout,
+}
+
+/// Why a head line could not be read (zync patch).
+enum LineError {
+    Io(IoError),
+    TooLong,
+    Timeout,
 }
 
 impl ClientConnection {
@@ -51,6 +68,7 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,6 +83,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
         }
     }
 
@@ -77,22 +96,43 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// zync patch: at most `Limits::max_line` bytes, and not past `deadline`
+    /// (set here, at the first byte, when it is `None`).
+    fn read_next_line(&mut self, deadline: &mut Option<Instant>) -> Result<AsciiString, LineError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
+        let max_line = self.limits.max_line;
 
         loop {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(LineError::Io)?,
+                None => {
+                    return Err(LineError::Io(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+
+            let now = Instant::now();
+            match *deadline {
+                None => *deadline = Some(now + self.limits.head_timeout),
+                Some(d) if now > d => return Err(LineError::Timeout),
+                Some(_) => {}
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    LineError::Io(IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"))
+                });
+            }
+
+            if buf.len() >= max_line {
+                return Err(LineError::TooLong);
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -104,10 +144,20 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let mut deadline = None;
+        let line_error = |too_long| {
+            move |e| match e {
+                LineError::Io(e) => ReadError::ReadIoError(e),
+                LineError::TooLong => too_long,
+                LineError::Timeout => ReadError::HeadTimeout,
+            }
+        };
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self
+                    .read_next_line(&mut deadline)
+                    .map_err(line_error(ReadError::RequestLineTooLong))?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,11 +168,16 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self
+                        .read_next_line(&mut deadline)
+                        .map_err(line_error(ReadError::HeadersTooLarge))?;
 
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= self.limits.max_headers {
+                        return Err(ReadError::HeadersTooLarge);
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -166,6 +221,18 @@ impl ClientConnection {
 
         // return the request
         Ok(request)
+    }
+}
+
+impl ClientConnection {
+    /// Answers `code` with `Connection: close` (zync patch).
+    fn refuse(&mut self, code: u16) {
+        use crate::{Response, StatusCode};
+        if let Some(writer) = self.sink.next() {
+            Response::new_empty(StatusCode(code))
+                .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                .ok();
+        }
     }
 }
 
@@ -218,6 +285,23 @@ impl Iterator for ClientConnection {
                     let response = Response::new_empty(StatusCode(417));
                     response.raw_print(writer, ver, &[], true, None).ok();
                     return None; // TODO: should be recoverable, but needs handling in case of body
+                }
+
+                // zync patch: heads over the limits or too slow get an answer
+                // and the connection is closed.
+                Err(ReadError::RequestLineTooLong) => {
+                    self.refuse(414);
+                    return None;
+                }
+
+                Err(ReadError::HeadersTooLarge) => {
+                    self.refuse(431);
+                    return None;
+                }
+
+                Err(ReadError::HeadTimeout) => {
+                    self.refuse(408);
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(_)) => return None,

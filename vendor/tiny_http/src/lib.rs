@@ -99,7 +99,7 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -140,6 +140,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // connections being served (zync patch)
+    connections: Arc<AtomicUsize>,
 }
 
 enum Message {
@@ -177,6 +180,37 @@ pub struct ServerConfig {
 
     /// If `Some`, then the server will use SSL to encode the communications.
     pub ssl: Option<SslConfig>,
+}
+
+/// Bounds on what one client can make the server hold (zync patch).
+///
+/// A request head (request line and header fields) must arrive within
+/// `head_timeout` of its first byte and stay within `max_line` bytes per line
+/// and `max_headers` fields; otherwise the client gets `414`, `431` or `408`
+/// and the connection is closed. At most `max_connections` connections are
+/// served at once (each has a thread); past that, a new connection is
+/// answered `503` and closed at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest request line or header line, in bytes.
+    pub max_line: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Longest time from a request's first byte to the end of its head.
+    pub head_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: 16 * 1024,
+            max_headers: 128,
+            head_timeout: Duration::from_secs(20),
+            max_connections: 4096,
+        }
+    }
 }
 
 /// Configuration of the server for SSL.
@@ -243,7 +277,17 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// Like `from_listener`, with explicit [`Limits`] (zync patch).
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let connections = Arc::new(AtomicUsize::new(0));
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -285,6 +329,7 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let inside_connections = connections.clone();
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
@@ -292,6 +337,19 @@ impl Server {
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
+                    Ok((mut sock, _))
+                        if inside_connections.load(Relaxed) >= limits.max_connections =>
+                    {
+                        // Over the cap: say so without waiting on the client, and close.
+                        use std::io::Write;
+                        if sock.set_nonblocking(true).is_ok() {
+                            let _ = sock.write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+                                  Content-Length: 0\r\nConnection: close\r\n\r\n",
+                            );
+                        }
+                        continue;
+                    }
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
@@ -311,7 +369,7 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::new(write_closable, read_closable, limits))
                     }
                     Err(e) => Err(e),
                 };
@@ -320,7 +378,9 @@ impl Server {
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
+                        let mut served = Some(Served::new(&inside_connections));
                         tasks_pool.spawn(Box::new(move || {
+                            let _served = served.take();
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
@@ -353,6 +413,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            connections,
         })
     }
 
@@ -372,8 +433,7 @@ impl Server {
 
     /// Returns the number of clients currently connected to the server.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.connections.load(Relaxed)
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -441,5 +501,21 @@ impl Drop for Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+/// Counts a connection as served until dropped (zync patch).
+struct Served(Arc<AtomicUsize>);
+
+impl Served {
+    fn new(n: &Arc<AtomicUsize>) -> Served {
+        n.fetch_add(1, Relaxed);
+        Served(n.clone())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
