@@ -88,6 +88,8 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// The engine's state.
 pub struct Engine {
     s: Setup,
+    /// This replica's key in version vectors ([`LocalIndex::replica`]).
+    replica: String,
     index: LocalIndex,
     servable: Servable,
     tracker: TrackerClient,
@@ -135,6 +137,7 @@ impl Engine {
             }
         }
         Engine {
+            replica: index.replica(&s.name),
             s,
             index,
             servable,
@@ -162,8 +165,8 @@ impl Engine {
 
     /// Runs until `shutdown` fires (or its sender is dropped).
     pub fn run(mut self, inputs: Receiver<Input>, shutdown: Receiver<()>) {
-        info!(dir = %self.s.root.display(), name = %self.s.name, endpoint = %self.s.advertise,
-              files = self.index.len(), "peer starting");
+        info!(dir = %self.s.root.display(), name = %self.s.name, replica = %self.replica,
+              endpoint = %self.s.advertise, files = self.index.len(), "peer starting");
         self.full_scan();
         loop {
             self.timers();
@@ -568,7 +571,7 @@ impl Engine {
                     .as_ref()
                     .map(|c| c.entry.version.clone())
                     .unwrap_or_default();
-                version.bump(&self.s.name);
+                version.bump(&self.replica);
                 let kind = if cur.as_ref().is_some_and(|c| !c.entry.deleted) {
                     "modified"
                 } else {
@@ -596,7 +599,7 @@ impl Engine {
                     return;
                 }
                 let mut version = c.entry.version.clone();
-                version.bump(&self.s.name);
+                version.bump(&self.replica);
                 let entry = tombstone(rel.clone(), version, &self.s.name);
                 info!(event = %"local_change", path = %rel, kind = %"deleted", bytes = 0u64,
                       version = %entry.version, "local change");
@@ -735,7 +738,7 @@ impl Engine {
             .get(&copy)
             .map(|c| c.entry.version.clone())
             .unwrap_or_default();
-        version.bump(&self.s.name);
+        version.bump(&self.replica);
         let entry = FileEntry {
             path: copy.clone(),
             version,

@@ -2,6 +2,14 @@
 //! and the file's stat when that version was recorded. Persisted in the
 //! state folder so a restart neither re-hashes unchanged files nor forgets
 //! versions (and tombstones).
+//!
+//! Version vectors count changes per *replica* ([`LocalIndex::replica`]: the
+//! peer's name and this index's random device id), not per peer name. An
+//! index that is lost or corrupt is replaced by a new one with a new device
+//! id, so the folder becomes a new replica: what it finds on disk then counts
+//! as concurrent with the cluster's versions, never as older, and a local
+//! edit it cannot place in history is kept (as a conflict copy if it loses)
+//! instead of being overwritten.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -57,6 +65,9 @@ pub enum IndexError {
 pub struct LocalIndex {
     /// This folder's random device id, stable across restarts.
     pub device: u64,
+    /// Set when the saved index was unreadable and a new one was started:
+    /// where the old file was moved and why.
+    pub recovered: Option<(PathBuf, String)>,
     entries: BTreeMap<RelPath, LocalEntry>,
     file: PathBuf,
     dirty: bool,
@@ -64,46 +75,60 @@ pub struct LocalIndex {
 
 impl LocalIndex {
     /// Loads the index from `state_dir`, or starts an empty one with a new
-    /// device id if there is none.
+    /// device id if there is none. An unreadable index is moved aside (to
+    /// `index.msgpack.corrupt`, for inspection) and a new one is started, as
+    /// if it had been lost ([`LocalIndex::recovered`] says so).
     pub fn load(state_dir: &Path) -> Result<LocalIndex, IndexError> {
         let file = state_dir.join(FILE_NAME);
         let io_err = |source| IndexError::Io {
             path: file.clone(),
             source,
         };
-        match std::fs::read(&file) {
-            Ok(bytes) => {
-                let parsed: IndexFile =
-                    rmp_serde::from_slice(&bytes).map_err(|e| IndexError::Corrupt {
-                        path: file.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if parsed.format != FORMAT {
-                    return Err(IndexError::Corrupt {
-                        path: file,
-                        reason: format!("unknown format {}", parsed.format),
-                    });
-                }
-                let entries = parsed
+        let fresh = |file: PathBuf| LocalIndex {
+            device: rand::random::<u64>() | 1,
+            recovered: None,
+            entries: BTreeMap::new(),
+            file,
+            dirty: true,
+        };
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(fresh(file)),
+            Err(e) => return Err(io_err(e)),
+        };
+        let parsed = rmp_serde::from_slice::<IndexFile>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|p| match p.format {
+                FORMAT => Ok(p),
+                other => Err(format!("unknown format {other}")),
+            });
+        match parsed {
+            Ok(parsed) => Ok(LocalIndex {
+                device: parsed.device,
+                recovered: None,
+                entries: parsed
                     .entries
                     .into_iter()
                     .map(|e| (e.entry.path.clone(), e))
-                    .collect();
-                Ok(LocalIndex {
-                    device: parsed.device,
-                    entries,
-                    file,
-                    dirty: false,
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LocalIndex {
-                device: rand::random::<u64>() | 1,
-                entries: BTreeMap::new(),
+                    .collect(),
                 file,
-                dirty: true,
+                dirty: false,
             }),
-            Err(e) => Err(io_err(e)),
+            Err(reason) => {
+                let aside = state_dir.join(format!("{FILE_NAME}.corrupt"));
+                std::fs::rename(&file, &aside).map_err(io_err)?;
+                let mut ix = fresh(file);
+                ix.recovered = Some((aside, reason));
+                Ok(ix)
+            }
         }
+    }
+
+    /// This replica's key in version vectors: `NAME@DEVICE` (the device id's
+    /// low 32 bits in hex), so a folder whose index was lost counts its
+    /// changes afresh instead of reusing counters the cluster has seen.
+    pub fn replica(&self, name: &str) -> String {
+        format!("{name}@{:08x}", self.device as u32)
     }
 
     /// Writes the index atomically (temp file, fsync, rename) if it changed.
@@ -229,12 +254,22 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_index_is_an_error_not_a_panic() {
+    fn corrupt_index_is_moved_aside_and_replaced_by_a_new_replica() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), b"\xc1\xc1 not msgpack").unwrap();
-        assert!(matches!(
-            LocalIndex::load(dir.path()),
-            Err(IndexError::Corrupt { .. })
-        ));
+        let mut old = LocalIndex::load(dir.path()).unwrap();
+        old.save().unwrap();
+        let garbage = b"\xc1\xc1 not msgpack";
+        std::fs::write(dir.path().join(FILE_NAME), garbage).unwrap();
+        let ix = LocalIndex::load(dir.path()).unwrap();
+        let (aside, reason) = ix.recovered.clone().unwrap();
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            garbage,
+            "kept for inspection"
+        );
+        assert!(!reason.is_empty());
+        assert!(ix.is_empty());
+        assert_ne!(ix.replica("p"), old.replica("p"), "a new replica id");
+        assert!(ix.replica("p").starts_with("p@"));
     }
 }

@@ -99,6 +99,10 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(folder_err(&staging))?;
     let index = index::LocalIndex::load(&state)?;
+    if let Some((aside, reason)) = &index.recovered {
+        tracing::warn!(moved_to = %aside.display(), reason = %reason,
+                       "local index unreadable; starting a new one (local files count as concurrent edits)");
+    }
 
     let ctx = zmq::Context::new();
     let stop = Arc::new(AtomicBool::new(false));

@@ -285,3 +285,66 @@ fn sigterm_stops_a_peer_promptly() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert!(c.tracker.as_mut().unwrap().terminate() < Duration::from_secs(3));
 }
+
+/// Waits until every folder holds the same files and one of them has
+/// `content`; returns that snapshot.
+fn wait_converged_with(
+    c: &Cluster,
+    contents: &[&[u8]],
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut snap = Default::default();
+    wait_for(
+        CONVERGE,
+        || {
+            let s = snapshot(c.dir(0));
+            let ok = (1..c.peers.len()).all(|i| snapshot(c.dir(i)) == s)
+                && contents.iter().all(|want| s.values().any(|v| v == want));
+            snap = s;
+            ok
+        },
+        "every edit kept, everywhere",
+        c,
+    );
+    snap
+}
+
+#[test]
+fn lost_or_corrupt_index_never_costs_a_local_edit() {
+    // A peer whose index is gone forgets which versions it had seen. Its
+    // files must then count as concurrent with the cluster's, never as
+    // older: an edit made while it was down survives (as a conflict copy if
+    // it loses), and unchanged files do not grow conflict copies.
+    let mut c = Cluster::start(2);
+    fs::write(c.dir(0).join("doc.txt"), b"base").unwrap();
+    fs::write(c.dir(0).join("same.txt"), b"untouched").unwrap();
+    wait_identical(&c, "initial files");
+    let index = c.dir(1).join(".zync").join("index.msgpack");
+    for (round, damage) in ["lost", "corrupt"].into_iter().enumerate() {
+        wait_for(CONVERGE, || index.exists(), "p2's index saved", &c);
+        std::thread::sleep(Duration::from_millis(300));
+        c.peers[1].proc.kill();
+        let theirs = format!("round {round}: edit on p1 while p2 was down");
+        let ours = format!("round {round}: edit on p2 with its index {damage}");
+        fs::write(c.dir(0).join("doc.txt"), &theirs).unwrap();
+        let want = zync_proto::Hash::of(theirs.as_bytes()).to_hex();
+        wait_for(
+            CONVERGE,
+            || String::from_utf8_lossy(&c.cli(&["ls", "--json"]).stdout).contains(&want),
+            "p1's edit known to the tracker",
+            &c,
+        );
+        fs::write(c.dir(1).join("doc.txt"), &ours).unwrap();
+        match damage {
+            "lost" => fs::remove_file(&index).unwrap(),
+            _ => fs::write(&index, b"\x93garbage, not an index").unwrap(),
+        }
+        c.restart_peer(1);
+        let snap = wait_converged_with(&c, &[theirs.as_bytes(), ours.as_bytes()]);
+        assert_eq!(snap["same.txt"], b"untouched");
+        assert!(
+            !snap.keys().any(|k| k.starts_with("same.conflict")),
+            "an unchanged file got a conflict copy: {:?}",
+            snap.keys()
+        );
+    }
+}
