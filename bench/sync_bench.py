@@ -46,6 +46,25 @@ def peak_rss_mb(pid):
     return float("nan")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def log_event(path, event, rel):
+    """(wall-clock seconds, fields) of the first `event` line for `rel` in a peer's log."""
+    import datetime
+    import re
+    with open(path) as f:
+        for line in f:
+            if f"event={event}" in line and f"path={rel}" in line:
+                ts = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+                return ts, dict(re.findall(r"(\w+)=(\S+)", line))
+    return None, {}
+
+
 def has(path, data_len, digest):
     try:
         if os.path.getsize(path) != data_len:
@@ -120,11 +139,14 @@ def main():
         subprocess.run(["sync"], check=True)
 
         # Move (not copy) into peer 1: the file appears complete at once.
+        cpu0 = [cpu_seconds(p.pid) for p in procs]
+        wall0 = time.time()
         t = time.monotonic()
         os.rename(src, os.path.join(dirs[0], "big.bin"))
         targets = [os.path.join(d, "big.bin") for d in dirs[1:]]
         wait(lambda: all(os.path.exists(p) and os.path.getsize(p) == size for p in targets), 600, "big file")
         zync_s = time.monotonic() - t
+        cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0)]
         for p in targets:
             if not has(p, size, digest):
                 sys.exit(f"{p} differs from the source")
@@ -132,6 +154,15 @@ def main():
         print(f"{args.size_mib} MiB to 2 peers:      {zync_s:7.2f} s  ({2 * mib / zync_s:6.0f} MiB/s delivered)")
         print(f"cp + sync, same disk:    {cp_s:7.2f} s  ({mib / cp_s:6.0f} MiB/s)")
         print(f"ratio zync / (cp+sync):  {zync_s / cp_s:7.2f}x   (target <= 4x)")
+        hashed, _ = log_event(os.path.join(work, "p1.log"), "local_change", "big.bin")
+        if hashed:
+            print(f"  of which p1 hashing:   {hashed - wall0:7.2f} s")
+        for i in (2, 3):
+            _, f = log_event(os.path.join(work, f"p{i}.log"), "synced", "big.bin")
+            print(f"  p{i} download (ms=):    {int(f.get('ms', '0')) / 1000:7.2f} s")
+        names = ["tracker", "p1", "p2", "p3"]
+        print("  CPU-seconds:          " + ", ".join(f"{n} {c:.2f}" for n, c in zip(names, cpu))
+              + f" (sum {sum(cpu):.2f}, {os.cpu_count()} cores)")
         for i, p in enumerate(peers, 1):
             print(f"peak RSS p{i}:             {peak_rss_mb(p.pid):7.1f} MB   (target < 100 MB)")
     finally:
