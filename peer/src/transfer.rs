@@ -4,14 +4,18 @@
 //! [`Fetcher::window`] block requests are in flight to one holder, each block
 //! is checked against its SHA-256 as it arrives, blocks are written in order
 //! into a temp file in the staging folder while the whole-file hash is
-//! computed, and the finished file is checked against the entry's SHA-256,
-//! fsynced, and given the entry's modification time. Memory is bounded by the
+//! computed (on a second thread, so receiving and verifying overlap with
+//! writing and whole-file hashing), and the finished file is checked against
+//! the entry's SHA-256, fsynced, and given the entry's modification time.
+//! The temp file is written with `O_DIRECT` where the file system takes it
+//! ([`BlockWriter`]): the file is fsynced before it is installed anyway, so
+//! the page cache would only add a copy of every byte. Memory is bounded by the
 //! window, whatever the file size. A holder that times out, refuses, or sends
 //! a bad block is dropped and the next one continues from the first block
 //! not yet verified.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -185,13 +189,38 @@ impl Fetcher {
     ) -> Result<Fetched, FetchError> {
         let mut stream = self.stream(entry, 0, u64::MAX)?;
         let mut file = tempfile::NamedTempFile::new_in(staging)?;
-        let mut hasher = Sha256::new();
-        while let Some(block) = stream.next_block()? {
-            file.write_all(&block)?;
-            hasher.update(&block);
-            progress(block.len() as u64);
-        }
-        let got: Hash = hasher.into();
+        // Verified blocks go to a writer thread that also computes the
+        // whole-file hash; a few blocks queue between them (bounded memory).
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+        let path = file.path().to_owned();
+        let mut out = BlockWriter::new(&path, file.as_file_mut());
+        let got = std::thread::scope(|s| -> Result<Hash, FetchError> {
+            let writer = s.spawn(move || -> io::Result<Hash> {
+                let mut hasher = Sha256::new();
+                for block in rx {
+                    out.write(&block)?;
+                    hasher.update(&block);
+                }
+                out.finish()?;
+                Ok(hasher.into())
+            });
+            let streamed = (|| {
+                while let Some(block) = stream.next_block()? {
+                    let n = block.len() as u64;
+                    if tx.send(block).is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                    progress(n);
+                }
+                Ok::<(), FetchError>(())
+            })();
+            drop(tx);
+            let written = writer
+                .join()
+                .map_err(|_| io::Error::other("writer thread panicked"))?;
+            streamed?;
+            Ok(written?)
+        })?;
         if got != entry.sha256 {
             return Err(FetchError::HashMismatch {
                 path: entry.path.clone(),
@@ -206,6 +235,103 @@ impl Fetcher {
             file: file.into_temp_path(),
             from: stream.source().to_owned(),
         })
+    }
+}
+
+/// Alignment `O_DIRECT` needs for offsets, lengths and memory (the largest
+/// logical block size in common use).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Appends blocks to a new file, through `O_DIRECT` when the file system
+/// supports it (Linux; not tmpfs, say), else through the page cache. Every
+/// block but the last is [`zync_proto::BLOCK_SIZE`] long, so offsets stay
+/// aligned; the last is padded with zeros and the file cut back to size.
+pub struct BlockWriter<'a> {
+    file: &'a mut std::fs::File,
+    direct: Option<std::fs::File>,
+    buf: Vec<u8>,
+    len: u64,
+}
+
+impl<'a> BlockWriter<'a> {
+    /// A writer for `file` (empty), which lives at `path`.
+    pub fn new(path: &Path, file: &'a mut std::fs::File) -> BlockWriter<'a> {
+        BlockWriter {
+            file,
+            direct: open_direct(path),
+            buf: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// True while writes bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Appends `block`.
+    pub fn write(&mut self, block: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Some(d) = &self.direct {
+            let padded = block.len().next_multiple_of(DIRECT_ALIGN);
+            if self.buf.len() < padded + DIRECT_ALIGN {
+                self.buf = vec![0u8; padded.max(zync_proto::BLOCK_SIZE as usize) + DIRECT_ALIGN];
+            }
+            let at = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
+            let window = &mut self.buf[at..at + padded];
+            window[..block.len()].copy_from_slice(block);
+            window[block.len()..].fill(0);
+            match d.write_all_at(window, self.len) {
+                Ok(()) => {
+                    self.len += block.len() as u64;
+                    return Ok(());
+                }
+                // Some file systems refuse O_DIRECT only at the first write.
+                Err(e)
+                    if self.len == 0
+                        && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                {
+                    debug!(error = %e, "O_DIRECT refused; writing through the page cache");
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.write_all_at(block, self.len)?;
+        self.len += block.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts off the last block's padding.
+    pub fn finish(self) -> io::Result<()> {
+        if self.direct.is_some() {
+            self.file.set_len(self.len)?;
+        }
+        Ok(())
+    }
+}
+
+/// A second, `O_DIRECT` handle on `path`, if the platform and file system allow.
+fn open_direct(path: &Path) -> Option<std::fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{open, Mode, OFlags};
+        match open(
+            path,
+            OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Some(std::fs::File::from(fd)),
+            Err(e) => {
+                debug!(error = %e, "no O_DIRECT here; writing through the page cache");
+                None
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -326,6 +452,42 @@ impl BlockStream {
             Ok(PeerReply::Block { .. }) | Ok(PeerReply::Pong) => Ok(()),
             Ok(PeerReply::Error { kind, message, .. }) => Err(format!("{message} ({kind:?})")),
             Err(e) => Err(format!("bad reply: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zync_proto::BLOCK_SIZE;
+
+    fn write_blocks(dir: &Path, size: usize) -> (Vec<u8>, bool) {
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).unwrap();
+        let path = tmp.path().to_owned();
+        let mut w = BlockWriter::new(&path, tmp.as_file_mut());
+        for block in data.chunks(BLOCK_SIZE as usize) {
+            w.write(block).unwrap();
+        }
+        let direct = w.is_direct();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data, "size {size}");
+        (data, direct)
+    }
+
+    #[test]
+    fn block_writer_writes_interesting_sizes_exactly() {
+        let b = BLOCK_SIZE as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let mut dirs = vec![dir.path().to_owned()];
+        // tmpfs refuses O_DIRECT: the fallback must give the same bytes.
+        if Path::new("/dev/shm").is_dir() {
+            dirs.push("/dev/shm".into());
+        }
+        for d in &dirs {
+            for size in [0, 1, 4095, 4096, 4097, b - 1, b, b + 1, 3 * b + 7] {
+                write_blocks(d, size);
+            }
         }
     }
 }
