@@ -17,10 +17,13 @@
 //!   long responses (large files, cluster streams, event feeds) get a thread
 //!   of their own from a capped budget, so a slow client never holds a
 //!   worker, and past the cap the worker serves it itself (back-pressure).
-//! - **accept() errors.** tiny_http's accept loop ends for good on the first
-//!   error (say, out of file descriptors). The supervisor notices, rebinds
-//!   the same address (retrying while descriptors are short) and carries on.
-//!   The descriptor limit is also raised to the hard limit at start.
+//! - **accept() errors.** tiny_http 0.12's accept loop ends for good on the
+//!   first error (say, out of file descriptors), and panics if it cannot
+//!   clone a new connection's descriptor. The patched copy backs off and
+//!   retries instead (10 ms doubling to 1 s), ending only if the listener
+//!   itself is unusable; then the supervisor here rebinds the same address
+//!   and carries on. The descriptor limit is also raised to the hard limit
+//!   at start.
 //! - **Chunked encoding.** Disabled for known lengths ([`Reply`]).
 
 use std::collections::HashMap;
@@ -301,20 +304,8 @@ fn send_events(rq: tiny_http::Request, rx: crossbeam_channel::Receiver<String>) 
     }
 }
 
-/// Where to connect to reach a listener bound to `addr` (wildcards → loopback).
-fn probe_addr(addr: SocketAddr) -> SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    a
-}
-
 /// Serves on `listener` until `stop` is set, rebuilding tiny_http's server
-/// whenever its accept loop dies. `current` lets a signal handler unblock it.
+/// if its accept loop ends. `current` lets a signal handler unblock it.
 pub fn serve(
     mut listener: TcpListener,
     state: Arc<State>,
@@ -359,33 +350,7 @@ pub fn serve(
                     .ok()
             })
             .collect();
-        // tiny_http's accept thread can also die by panicking (it unwraps a
-        // failed try_clone on EMFILE), which closes the listener without a
-        // word. Notice that by connecting to ourselves.
-        let watchdog = {
-            let (server, dead, stop, n) =
-                (server.clone(), dead.clone(), stop.clone(), workers.len());
-            std::thread::Builder::new().name("zync-web-watchdog".into()).spawn(move || {
-                let probe = probe_addr(addr);
-                while !dead.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(500));
-                    match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)) {
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                            error!(addr = %addr, "accept loop ended (listener closed); restarting the listener");
-                            dead.store(true, Ordering::Release);
-                            for _ in 0..n {
-                                server.unblock();
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            })
-        };
         for w in workers {
-            let _ = w.join();
-        }
-        if let Ok(w) = watchdog {
             let _ = w.join();
         }
         if stop.load(Ordering::Relaxed) {

@@ -335,6 +335,11 @@ impl Server {
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
+            // zync patch: a failed accept() (or a failed descriptor clone) is
+            // retried after a pause that doubles up to 1 s, as nginx does,
+            // instead of ending the loop (or panicking) for good. Only an
+            // error that means the listener itself is unusable ends it.
+            let mut pause = Duration::from_millis(10);
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((mut sock, _))
@@ -353,7 +358,17 @@ impl Server {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
+                            None => match RefinedTcpStream::try_new(sock) {
+                                Ok(pair) => pair,
+                                Err(e) => {
+                                    // Out of descriptors for the clone: drop
+                                    // this client and breathe (zync patch).
+                                    log::warn!("Cannot take a new client: {}", e);
+                                    thread::sleep(pause);
+                                    pause = (pause * 2).min(Duration::from_secs(1));
+                                    continue;
+                                }
+                            },
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
                                 // trying to apply SSL over the connection
@@ -376,6 +391,7 @@ impl Server {
 
                 match new_client {
                     Ok(client) => {
+                        pause = Duration::from_millis(10);
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
                         let mut served = Some(Served::new(&inside_connections));
@@ -396,6 +412,13 @@ impl Server {
                                 }
                             }
                         }));
+                    }
+
+                    Err(e) if !listener_is_unusable(&e) => {
+                        log::warn!("Error accepting new client (retrying): {}", e);
+                        thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                        continue;
                     }
 
                     Err(e) => {
@@ -518,4 +541,15 @@ impl Drop for Served {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
     }
+}
+
+/// True for accept() errors that mean the listening socket itself is broken
+/// (closed, not a socket, not listening), as opposed to a shortage of
+/// descriptors or memory or a client that went away, which pass (zync patch).
+fn listener_is_unusable(e: &IoError) -> bool {
+    // EBADF, EINVAL, ENOTSOCK, EOPNOTSUPP on Linux.
+    #[cfg(target_os = "linux")]
+    return matches!(e.raw_os_error(), Some(9 | 22 | 88 | 95));
+    #[cfg(not(target_os = "linux"))]
+    return matches!(e.kind(), IoErrorKind::InvalidInput | IoErrorKind::Unsupported);
 }
