@@ -348,3 +348,40 @@ fn lost_or_corrupt_index_never_costs_a_local_edit() {
         );
     }
 }
+
+#[test]
+fn conflict_copy_never_replaces_a_file_already_at_its_name() {
+    // The losing edit's copy is named after its peer and mtime; a different
+    // file already at that name must survive, and the copy takes `-2`.
+    let c = Cluster::start(3);
+    fs::write(c.dir(0).join("doc.txt"), b"base").unwrap();
+    let squatter = "doc.conflict-p3-20200102-030405.txt";
+    fs::write(c.dir(0).join(squatter), b"a file that merely has that name").unwrap();
+    wait_identical(&c, "base and squatter everywhere");
+
+    c.peers[2].proc.signal("STOP");
+    let p3_doc = c.dir(2).join("doc.txt");
+    fs::write(&p3_doc, b"p3's losing edit").unwrap();
+    let old = filetime::FileTime::from_unix_time(1_577_934_245, 0); // 2020-01-02 03:04:05 UTC
+    filetime::set_file_mtime(&p3_doc, old).unwrap();
+    fs::write(c.dir(0).join("doc.txt"), b"p1's winning edit").unwrap();
+    wait_for(
+        CONVERGE,
+        || fs::read(c.dir(1).join("doc.txt")).ok().as_deref() == Some(b"p1's winning edit"),
+        "p1's edit at p2",
+        &c,
+    );
+    c.peers[2].proc.signal("CONT");
+
+    let snap = wait_converged_with(&c, &[b"p3's losing edit"]);
+    assert_eq!(snap["doc.txt"], b"p1's winning edit");
+    assert_eq!(snap[squatter], b"a file that merely has that name");
+    assert_eq!(
+        snap.get("doc.conflict-p3-20200102-030405-2.txt")
+            .map(Vec::as_slice),
+        Some(&b"p3's losing edit"[..]),
+        "{:?}",
+        snap.keys()
+    );
+    assert_eq!(snap.len(), 3, "{:?}", snap.keys());
+}
