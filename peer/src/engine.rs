@@ -82,6 +82,17 @@ pub struct Setup {
 /// not more often than this.
 const SAVE_EVERY: Duration = Duration::from_millis(50);
 
+/// The index file is rewritten whole, so for a large index the pause after
+/// a save grows with what the save cost: saving takes at most 1/`SAVE_SHARE`
+/// of the engine's time, and the pause never exceeds [`SAVE_AT_MOST_EVERY`].
+/// Losing the last unsaved changes in a crash is harmless: a file installed
+/// but not recorded is re-hashed and, having the cluster's content, merges
+/// with its version; a local edit not recorded is found by the next scan.
+const SAVE_SHARE: u32 = 20;
+
+/// Longest pause between saves of a dirty index.
+const SAVE_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+
 /// Largest batch of entries sent in one tracker message (estimated bytes).
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -117,6 +128,8 @@ pub struct Engine {
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
     last_save: Instant,
+    /// Pause after a save before the next ([`SAVE_SHARE`]).
+    save_every: Duration,
 }
 
 impl Engine {
@@ -160,6 +173,7 @@ impl Engine {
             unstable: BTreeSet::new(),
             unstable_at: None,
             last_save: Instant::now(),
+            save_every: SAVE_EVERY,
         }
     }
 
@@ -216,7 +230,7 @@ impl Engine {
             t = t.min(*at);
         }
         if self.index.is_dirty() {
-            t = t.min(self.last_save + SAVE_EVERY);
+            t = t.min(self.last_save + self.save_every);
         }
         t
     }
@@ -250,11 +264,15 @@ impl Engine {
                 self.queue.push_back(p);
             }
         }
-        if self.index.is_dirty() && now.duration_since(self.last_save) >= SAVE_EVERY {
-            self.last_save = now;
+        if self.index.is_dirty() && now.duration_since(self.last_save) >= self.save_every {
             if let Err(e) = self.index.save() {
                 error!(error = %e, "could not save the index");
             }
+            self.last_save = Instant::now();
+            let took = self.last_save.duration_since(now);
+            self.save_every = (took * SAVE_SHARE).clamp(SAVE_EVERY, SAVE_AT_MOST_EVERY);
+            debug!(entries = self.index.len(), ms = took.as_millis() as u64,
+                   next_in_ms = self.save_every.as_millis() as u64, "index saved");
         }
     }
 
