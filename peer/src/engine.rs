@@ -271,8 +271,12 @@ impl Engine {
             self.last_save = Instant::now();
             let took = self.last_save.duration_since(now);
             self.save_every = (took * SAVE_SHARE).clamp(SAVE_EVERY, SAVE_AT_MOST_EVERY);
-            debug!(entries = self.index.len(), ms = took.as_millis() as u64,
-                   next_in_ms = self.save_every.as_millis() as u64, "index saved");
+            debug!(
+                entries = self.index.len(),
+                ms = took.as_millis() as u64,
+                next_in_ms = self.save_every.as_millis() as u64,
+                "index saved"
+            );
         }
     }
 

@@ -34,6 +34,9 @@ pub enum FetchError {
     /// The tracker knows no such path.
     #[error("{0}: no such file in the cluster")]
     NotFound(RelPath),
+    /// No current file in the cluster has this content.
+    #[error("no file in the cluster has content {0}")]
+    NoSuchContent(Hash),
     /// The path exists only as a deletion.
     #[error("{0}: deleted")]
     Deleted(RelPath),
@@ -115,6 +118,16 @@ impl Fetcher {
         match self.tracker.request(&req)? {
             TrackerReply::Holders { entry: Some(e), .. } => Ok(e),
             TrackerReply::Holders { entry: None, .. } => Err(FetchError::NotFound(path.clone())),
+            _ => Err(NetError::Unexpected(self.tracker.endpoint().to_owned()).into()),
+        }
+    }
+
+    /// A current entry with content `sha256` (one with live holders if there
+    /// is one), from the tracker.
+    pub fn find(&mut self, sha256: Hash) -> Result<FileEntry, FetchError> {
+        match self.tracker.request(&TrackerRequest::Find { sha256 })? {
+            TrackerReply::Holders { entry: Some(e), .. } => Ok(e),
+            TrackerReply::Holders { entry: None, .. } => Err(FetchError::NoSuchContent(sha256)),
             _ => Err(NetError::Unexpected(self.tracker.endpoint().to_owned()).into()),
         }
     }

@@ -164,6 +164,7 @@ mod tests {
                 sha256: e.sha256,
             }),
             encode(&TrackerRequest::Peers),
+            encode(&TrackerRequest::Find { sha256: e.sha256 }),
             encode(&TrackerReply::Registered {
                 epoch: 1,
                 publish: "tcp://*:5556".into(),
@@ -232,26 +233,26 @@ mod tests {
     fn every_message_round_trips() {
         let msgs = all_messages();
         // Decode each with its own type and re-encode: identical bytes.
-        let reenc: Vec<Vec<u8>> = msgs[..7]
+        let reenc: Vec<Vec<u8>> = msgs[..8]
             .iter()
             .map(|b| encode(&decode::<TrackerRequest>(b).unwrap()))
             .chain(
-                msgs[7..13]
+                msgs[8..14]
                     .iter()
                     .map(|b| encode(&decode::<TrackerReply>(b).unwrap())),
             )
             .chain(
-                msgs[13..17]
+                msgs[14..18]
                     .iter()
                     .map(|b| encode(&decode::<Notification>(b).unwrap())),
             )
             .chain(
-                msgs[17..19]
+                msgs[18..20]
                     .iter()
                     .map(|b| encode(&decode::<PeerRequest>(b).unwrap())),
             )
             .chain(
-                msgs[19..]
+                msgs[20..]
                     .iter()
                     .map(|b| encode(&decode::<PeerReply>(b).unwrap())),
             )
@@ -271,6 +272,13 @@ mod tests {
         );
         // [1, "List"]
         assert_eq!(hex::encode(encode(&TrackerRequest::List)), "9201a44c697374");
+        // [1, {"Find": {"sha256": bin 32}}]
+        assert_eq!(
+            hex::encode(encode(&TrackerRequest::Find {
+                sha256: Hash::from_hex(&"ab".repeat(32)).unwrap()
+            })),
+            format!("9201 81a446696e64 81a6736861323536 c420{}", "ab".repeat(32)).replace(' ', "")
+        );
         // Block data travels as a MessagePack bin, not an array of integers.
         let b = encode(&PeerReply::Block {
             id: 1,

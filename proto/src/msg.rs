@@ -56,6 +56,12 @@ pub enum TrackerRequest {
     },
     /// The live peers.
     Peers,
+    /// A current file with content `sha256`, preferring one with live
+    /// holders, and its live holders (content-addressed lookup).
+    Find {
+        /// The content hash.
+        sha256: Hash,
+    },
 }
 
 /// The tracker's answer to a [`TrackerRequest`].
@@ -84,8 +90,8 @@ pub enum TrackerReply {
         /// Live peers.
         peers: Vec<PeerInfo>,
     },
-    /// Answer to `Locate`: the current entry, if any, and live holders of
-    /// the requested content.
+    /// Answer to `Locate` and `Find`: the current entry, if any, and live
+    /// holders of the requested content.
     Holders {
         /// Current entry of the path (may differ from the requested content).
         entry: Option<FileEntry>,

@@ -14,15 +14,15 @@
 //!
 //! Peers silent for three heartbeat intervals are dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use zync_proto::{
-    decode, encode, ClusterFile, ErrorKind, Event, FileEntry, Notification, PeerInfo, RelPath,
-    TrackerReply, TrackerRequest, MAX_MESSAGE_SIZE,
+    decode, encode, ClusterFile, ErrorKind, Event, FileEntry, Hash, Notification, PeerInfo,
+    RelPath, TrackerReply, TrackerRequest, MAX_MESSAGE_SIZE,
 };
 
 /// Errors that stop the tracker.
@@ -72,6 +72,9 @@ struct Index {
     seq: u64,
     peers: BTreeMap<String, Peer>,
     current: BTreeMap<RelPath, FileEntry>,
+    /// Paths whose current entry has this content (not tombstones), for
+    /// `Find`. Kept in step with `current`, its only writer being `absorb`.
+    by_content: HashMap<Hash, BTreeSet<RelPath>>,
 }
 
 impl Index {
@@ -131,7 +134,20 @@ impl Index {
             if announce {
                 info!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
                       deleted = e.deleted, "new current version");
-                self.current.insert(e.path.clone(), e.clone());
+                if let Some(old) = self.current.insert(e.path.clone(), e.clone()) {
+                    if let Some(paths) = self.by_content.get_mut(&old.sha256) {
+                        paths.remove(&old.path);
+                        if paths.is_empty() {
+                            self.by_content.remove(&old.sha256);
+                        }
+                    }
+                }
+                if !e.deleted {
+                    self.by_content
+                        .entry(e.sha256)
+                        .or_default()
+                        .insert(e.path.clone());
+                }
                 let holders = self.holders(&e);
                 let n = self.next(Event::FileChanged {
                     file: ClusterFile { entry: e, holders },
@@ -270,24 +286,46 @@ impl Index {
                     .collect(),
                 peers: self.peer_list(now),
             },
-            TrackerRequest::Locate { path, sha256 } => {
-                let entry = self.current.get(&path).cloned();
-                let holders = self
-                    .peers
-                    .iter()
-                    .filter(|(_, p)| {
-                        p.files
-                            .get(&path)
-                            .is_some_and(|e| !e.deleted && e.sha256 == sha256)
-                    })
-                    .map(|(n, p)| Self::peer_info(n, p, now))
-                    .collect();
-                TrackerReply::Holders { entry, holders }
-            }
+            TrackerRequest::Locate { path, sha256 } => TrackerReply::Holders {
+                entry: self.current.get(&path).cloned(),
+                holders: self.locate(&path, sha256, now),
+            },
             TrackerRequest::Peers => TrackerReply::Peers {
                 peers: self.peer_list(now),
             },
+            TrackerRequest::Find { sha256 } => {
+                let paths = self.by_content.get(&sha256);
+                let held = |path: &RelPath| self.locate(path, sha256, now);
+                let mut first = None;
+                for path in paths.into_iter().flatten() {
+                    let holders = held(path);
+                    if !holders.is_empty() {
+                        return TrackerReply::Holders {
+                            entry: self.current.get(path).cloned(),
+                            holders,
+                        };
+                    }
+                    first.get_or_insert(path);
+                }
+                TrackerReply::Holders {
+                    entry: first.and_then(|p| self.current.get(p).cloned()),
+                    holders: Vec::new(),
+                }
+            }
         }
+    }
+
+    /// Live peers holding `path` with content `sha256`.
+    fn locate(&self, path: &RelPath, sha256: Hash, now: Instant) -> Vec<PeerInfo> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                p.files
+                    .get(path)
+                    .is_some_and(|e| !e.deleted && e.sha256 == sha256)
+            })
+            .map(|(n, p)| Self::peer_info(n, p, now))
+            .collect()
     }
 
     fn peer_list(&self, now: Instant) -> Vec<PeerInfo> {
@@ -373,6 +411,7 @@ impl Tracker {
                 seq: 0,
                 peers: BTreeMap::new(),
                 current: BTreeMap::new(),
+                by_content: HashMap::new(),
             },
         })
     }
@@ -502,6 +541,7 @@ mod tests {
             seq: 0,
             peers: BTreeMap::new(),
             current: BTreeMap::new(),
+            by_content: HashMap::new(),
         }
     }
 
@@ -565,6 +605,42 @@ mod tests {
         let cf = ix.cluster_file(&v1.path).unwrap();
         assert_eq!(cf.entry, v2);
         assert_eq!(cf.holders, vec!["b"]);
+    }
+
+    fn find(ix: &mut Index, content: &[u8]) -> (Option<FileEntry>, Vec<String>) {
+        let req = TrackerRequest::Find {
+            sha256: Hash::of(content),
+        };
+        match ix.handle(req, Instant::now(), &Config::default(), "", &mut Vec::new()) {
+            TrackerReply::Holders { entry, holders } => {
+                (entry, holders.into_iter().map(|h| h.name).collect())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn find_follows_current_content() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let f1 = entry("f", "a", &["a"], b"same");
+        let g1 = entry("g", "b", &["b"], b"same");
+        register(&mut ix, "a", vec![f1.clone()], &mut out);
+        register(&mut ix, "b", vec![g1.clone()], &mut out);
+        let (e, holders) = find(&mut ix, b"same");
+        assert!(e == Some(f1.clone()) || e == Some(g1.clone()));
+        assert_eq!(holders.len(), 1);
+        assert_eq!(find(&mut ix, b"other"), (None, vec![]));
+        // f changes content: only g still has "same"; the new content is found.
+        let f2 = entry("f", "a", &["a", "a"], b"new");
+        register(&mut ix, "a", vec![f2.clone()], &mut out);
+        assert_eq!(find(&mut ix, b"same"), (Some(g1.clone()), vec!["b".into()]));
+        assert_eq!(find(&mut ix, b"new"), (Some(f2), vec!["a".into()]));
+        // g is deleted: "same" is gone from the cluster.
+        let mut g2 = entry("g", "b", &["b", "b"], b"");
+        g2.deleted = true;
+        register(&mut ix, "b", vec![g2], &mut out);
+        assert_eq!(find(&mut ix, b"same"), (None, vec![]));
     }
 
     #[test]

@@ -20,9 +20,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use zync_peer::transfer::{BlockStream, FetchError, Fetcher};
-use zync_proto::{
-    Event, FileEntry, Hash, Notification, RelPath, TrackerReply, TrackerRequest, BLOCK_SIZE,
-};
+use zync_proto::{Event, FileEntry, Hash, Notification, RelPath, BLOCK_SIZE};
 
 use crate::http::{self, Range, Target};
 use crate::reply::{Body, Reply};
@@ -235,20 +233,13 @@ impl Cluster {
     }
 
     fn object(&self, state: &State, req: &Req, h: Hash) -> Reply {
-        let mut c =
-            zync_peer::net::TrackerClient::new(&self.ctx, &self.tracker, Duration::from_secs(3));
-        let files = match c.request(&TrackerRequest::List) {
-            Ok(TrackerReply::Snapshot { files, .. }) => files,
-            Ok(_) => return Reply::page(503, "Service Unavailable", "unexpected tracker reply"),
-            Err(e) => return Reply::page(503, "Service Unavailable", &e.to_string()),
-        };
-        match files
-            .into_iter()
-            .map(|f| f.entry)
-            .find(|e| !e.deleted && e.sha256 == h)
-        {
-            Some(e) => self.send_entry(state, req, self.fetcher(), e, true),
-            None => Reply::page(404, "Not Found", "no file in the cluster has this content"),
+        let mut f = self.fetcher();
+        match f.find(h) {
+            Ok(e) => self.send_entry(state, req, f, e, true),
+            Err(FetchError::NoSuchContent(_)) => {
+                Reply::page(404, "Not Found", "no file in the cluster has this content")
+            }
+            Err(e) => Reply::page(503, "Service Unavailable", &e.to_string()),
         }
     }
 
