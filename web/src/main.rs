@@ -56,12 +56,6 @@ struct Args {
     /// Largest upload accepted, in bytes.
     #[arg(long, env = "ZYNC_MAX_UPLOAD", default_value_t = 1 << 30)]
     max_upload: u64,
-    /// Request worker threads [default: twice the cores, at least 4].
-    #[arg(long, env = "ZYNC_WEB_WORKERS")]
-    workers: Option<usize>,
-    /// Most long responses streaming at once.
-    #[arg(long, env = "ZYNC_WEB_MAX_STREAMS", default_value_t = 256)]
-    max_streams: usize,
     /// Close a connection silent for this long (ms).
     #[arg(long, env = "ZYNC_WEB_READ_TIMEOUT_MS", default_value_t = 15_000)]
     read_timeout_ms: u64,
@@ -104,11 +98,6 @@ fn main() -> anyhow::Result<()> {
         "nothing to serve: give --root, --tracker or both"
     );
     let limits = zync_web::Limits {
-        workers: args
-            .workers
-            .unwrap_or(zync_web::Limits::default().workers)
-            .max(1),
-        max_streams: args.max_streams,
         read_timeout: Duration::from_millis(args.read_timeout_ms.max(100)),
         write_timeout: Duration::from_millis(args.write_timeout_ms.max(100)),
         head_timeout: Duration::from_millis(args.head_timeout_ms.max(100)),
@@ -137,7 +126,6 @@ fn main() -> anyhow::Result<()> {
     let listener = zync_web::server::bind(addr, &limits)
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, root = ?root, cluster = args.tracker.is_some(), "zync-web listening");
-    let n_workers = limits.workers;
     let state = Arc::new(zync_web::State::new(
         root,
         !args.no_listing,
@@ -152,14 +140,12 @@ fn main() -> anyhow::Result<()> {
         signal_hook::consts::SIGINT,
     ])?;
     {
-        let (stop, current, workers) = (stop.clone(), current.clone(), n_workers);
+        let (stop, current) = (stop.clone(), current.clone());
         std::thread::spawn(move || {
             if signals.forever().next().is_some() {
                 stop.store(true, Ordering::Relaxed);
                 if let Ok(Some(s)) = current.lock().map(|c| c.clone()) {
-                    for _ in 0..workers.max(1) {
-                        s.unblock();
-                    }
+                    s.unblock();
                 }
             }
         });

@@ -10,13 +10,13 @@
 //! - **Head size.** tiny_http would buffer an endless header line; the patch
 //!   caps lines at [`MAX_HEAD_LINE`] bytes (`414`/`431`) and fields at
 //!   [`MAX_HEADERS`] (`431`).
-//! - **Connections.** Each connection has a tiny_http thread; at most
-//!   [`Limits::max_connections`] are served, and past that a new connection
-//!   gets `503` and is closed.
-//! - **Thread growth.** Requests are handled by a fixed pool of workers;
-//!   long responses (large files, cluster streams, event feeds) get a thread
-//!   of their own from a capped budget, so a slow client never holds a
-//!   worker, and past the cap the worker serves it itself (back-pressure).
+//! - **Thread growth.** tiny_http gives each connection a thread from a pool
+//!   that grows without bound. At most [`Limits::max_connections`]
+//!   connections are served (past that a new one gets `503` and is closed),
+//!   which bounds the threads. Each request is answered on its connection's
+//!   own thread (the patch's handler mode), not handed to a worker through
+//!   tiny_http's queue: no thread switch per request, and a slow client
+//!   (a big download, an event feed) holds only its own thread.
 //! - **accept() errors.** tiny_http 0.12's accept loop ends for good on the
 //!   first error (say, out of file descriptors), and panics if it cannot
 //!   clone a new connection's descriptor. The patched copy backs off and
@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,11 +48,6 @@ pub const MAX_HEADERS: usize = 128;
 /// Knobs with sensible defaults.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Request workers (default: twice the cores, at least 4; more only
-    /// adds contention on tiny_http's request queue).
-    pub workers: usize,
-    /// Most long responses streaming at once (each has a thread).
-    pub max_streams: usize,
     /// A connection silent this long is closed.
     pub read_timeout: Duration,
     /// A client that does not take data for this long is dropped.
@@ -68,8 +63,6 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            workers: std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4)),
-            max_streams: 256,
             read_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(30),
             head_timeout: Duration::from_secs(20),
@@ -92,7 +85,6 @@ pub struct State {
     /// The cluster face, when joined to a tracker.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     hits: Mutex<HashMap<String, u64>>,
-    streams: AtomicUsize,
 }
 
 impl State {
@@ -119,7 +111,6 @@ impl State {
             limits,
             cluster,
             hits: Mutex::new(HashMap::new()),
-            streams: AtomicUsize::new(0),
         }
     }
 
@@ -230,8 +221,8 @@ fn route(state: &State, req: &Req, rq: &mut tiny_http::Request) -> Reply {
     crate::statics::serve(state, req, &target)
 }
 
-/// Handles one request: route, then respond inline or on a stream thread.
-fn handle(state: &Arc<State>, mut rq: tiny_http::Request) {
+/// Handles one request on its connection's thread: route, respond, log.
+fn handle(state: &State, mut rq: tiny_http::Request) {
     let t = Instant::now();
     let req = Req::of(&rq);
     let reply = route(state, &req, &mut rq);
@@ -242,34 +233,13 @@ fn handle(state: &Arc<State>, mut rq: tiny_http::Request) {
         reply.body_len().unwrap_or(0)
     };
     let hits = reply.hits.unwrap_or(0);
-    let log = move |ok: bool| {
-        let client = req.remote.map(|a| a.to_string()).unwrap_or_default();
-        info!(target: "zync_web::access", method = %req.method, path = %req.path_for_log(), status, bytes,
-              client = %client, ms = t.elapsed().as_millis() as u64, hits, complete = ok, "request");
+    let ok = match reply.body {
+        Body::Events(rx) => send_events(rq, rx),
+        _ => rq.respond(reply.into_response()).is_ok(),
     };
-    if reply.is_long() && state.streams.fetch_add(1, Ordering::AcqRel) < state.limits.max_streams {
-        let state2 = Arc::clone(state);
-        let spawned = std::thread::Builder::new()
-            .name("zync-web-stream".into())
-            .spawn(move || {
-                let ok = match reply.body {
-                    Body::Events(rx) => send_events(rq, rx),
-                    _ => rq.respond(reply.into_response()).is_ok(),
-                };
-                state2.streams.fetch_sub(1, Ordering::AcqRel);
-                log(ok);
-            });
-        if let Err(e) = spawned {
-            state.streams.fetch_sub(1, Ordering::AcqRel);
-            warn!(error = %e, "cannot start a stream thread");
-        }
-        return;
-    }
-    if reply.is_long() {
-        state.streams.fetch_sub(1, Ordering::AcqRel);
-    }
-    let ok = rq.respond(reply.into_response()).is_ok();
-    log(ok);
+    let client = req.remote.map(|a| a.to_string()).unwrap_or_default();
+    info!(target: "zync_web::access", method = %req.method, path = %req.path_for_log(), status, bytes,
+          client = %client, ms = t.elapsed().as_millis() as u64, hits, complete = ok, "request");
 }
 
 /// Writes a server-sent event stream on the raw connection, flushing each
@@ -320,41 +290,27 @@ pub fn serve(
             head_timeout: state.limits.head_timeout,
             max_connections: state.limits.max_connections,
         };
-        let server = match tiny_http::Server::from_listener_with_limits(listener, None, head) {
+        let st = Arc::clone(&state);
+        let handler: tiny_http::Handler = Arc::new(move |rq| handle(&st, rq));
+        let server = match tiny_http::Server::from_listener_with_handler(listener, head, handler) {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(std::io::Error::other(e.to_string())),
         };
         if let Ok(mut c) = current.lock() {
             *c = Some(Arc::clone(&server));
         }
-        let dead = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..state.limits.workers.max(1))
-            .filter_map(|i| {
-                let (server, state, dead, stop) = (server.clone(), state.clone(), dead.clone(), stop.clone());
-                std::thread::Builder::new()
-                    .name(format!("zync-web-{i}"))
-                    .spawn(move || {
-                        while !dead.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                            match server.recv() {
-                                Ok(rq) => handle(&state, rq),
-                                Err(e) => {
-                                    if !dead.swap(true, Ordering::AcqRel) {
-                                        error!(error = %e, "accept loop ended; restarting the listener");
-                                    }
-                                }
-                            }
-                        }
-                        // Wake the others so they see the flag.
-                        server.unblock();
-                    })
-                    .ok()
-            })
-            .collect();
-        for w in workers {
-            let _ = w.join();
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
+        // Requests are answered on their connections' threads. This thread
+        // only waits for the accept loop to end, or for `unblock()` from the
+        // signal handler (which sets `stop` first).
+        loop {
+            match server.recv() {
+                Ok(rq) => handle(&state, rq), // not in handler mode; harmless
+                Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
+                Err(e) => {
+                    error!(error = %e, "accept loop ended; restarting the listener");
+                    break;
+                }
+            }
         }
         drop(server);
         // The old listener was closed with the accept thread; take the address back.

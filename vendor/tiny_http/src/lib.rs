@@ -182,6 +182,9 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
+/// A request handler run on the connection's thread (zync patch).
+pub type Handler = Arc<dyn Fn(Request) + Send + Sync>;
+
 /// Bounds on what one client can make the server hold (zync patch).
 ///
 /// A request head (request line and header fields) must arrive within
@@ -286,7 +289,29 @@ impl Server {
         ssl_config: Option<SslConfig>,
         limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
+        Server::build(listener.into(), ssl_config, limits, None)
+    }
+
+    /// A plain-HTTP server that calls `handler` for each request on the
+    /// thread that read it (the connection's own thread), instead of queueing
+    /// requests for `recv()` (zync patch). A request is answered before the
+    /// next one on the same connection is read, so no hand-off between
+    /// threads happens per request. `recv()` then only reports the accept
+    /// loop's end (an error) or `unblock()`.
+    pub fn from_listener_with_handler<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        handler: Handler,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::build(listener.into(), None, limits, Some(handler))
+    }
+
+    fn build(
+        listener: Listener,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+        handler: Option<Handler>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let connections = Arc::new(AtomicUsize::new(0));
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -395,11 +420,17 @@ impl Server {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
                         let mut served = Some(Served::new(&inside_connections));
+                        let handler = handler.clone();
                         tasks_pool.spawn(Box::new(move || {
                             let _served = served.take();
                             if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
+                                if let Some(handler) = &handler {
+                                    // zync patch: answer on this thread.
+                                    for rq in client {
+                                        handler(rq);
+                                    }
+                                } else if client.secure() {
+                                    // Synchronization is needed for HTTPS requests to avoid a deadlock
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
