@@ -95,6 +95,16 @@ fn main() -> ExitCode {
     zync_peer::logging::init(&cli.log_format);
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`zync-peer ls | head`): not an error, as for
+        // any Unix filter.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("zync-peer: {e:#}");
             ExitCode::FAILURE
@@ -104,7 +114,8 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
-    let mut stdout = std::io::stdout().lock();
+    // Buffered: a listing leaves in a few large writes, not one per line.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     match cli.cmd {
         Cmd::Run {
             dir,
@@ -159,5 +170,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Health { peer } => zync_peer::cli::ping(&ctx, &peer)?,
     }
+    std::io::Write::flush(&mut stdout)?;
     Ok(())
 }

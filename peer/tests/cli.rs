@@ -200,3 +200,36 @@ fn json_logs_carry_the_stable_fields() {
     assert!(v["ms"].is_u64(), "{v}");
     assert_eq!(v["level"], "INFO");
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    // `zync-peer ls | grep -q x` or `| head`: when the reader quits early,
+    // the listing stops quietly with status 0, like any Unix filter.
+    let c = Cluster::start(1);
+    fs::write(c.dir(0).join("f.txt"), b"x").unwrap();
+    wait_for(
+        CONVERGE,
+        || String::from_utf8_lossy(&c.cli(&["ls"]).stdout).contains("f.txt"),
+        "f.txt listed",
+        &c,
+    );
+    for args in [&["ls", "--json"][..], &["ls"], &["peers", "--json"]] {
+        let mut child = std::process::Command::new(peer_bin())
+            .arg("--tracker")
+            .arg(c.tracker_addr())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before a byte is written
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
