@@ -196,18 +196,12 @@ fn concurrent_edits_keep_both_versions() {
     fs::write(c.dir(0).join("doc.txt"), b"base").unwrap();
     wait_file_everywhere(&c, "doc.txt", b"base");
 
-    // p3 cannot see anything while frozen.
-    c.peers[2].proc.signal("STOP");
-    fs::write(c.dir(2).join("doc.txt"), b"edit made on p3 (older)").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    fs::write(c.dir(0).join("doc.txt"), b"edit made on p1 (newer)").unwrap();
-    wait_for(
-        CONVERGE,
-        || fs::read(c.dir(1).join("doc.txt")).ok().as_deref() == Some(b"edit made on p1 (newer)"),
-        "p1's edit at p2",
+    edit_doc_while_p3_is_frozen(
         &c,
+        b"edit made on p3 (older)",
+        None,
+        b"edit made on p1 (newer)",
     );
-    c.peers[2].proc.signal("CONT");
 
     let snap = wait_for_conflict_copy(&c);
     assert_eq!(
@@ -230,6 +224,32 @@ fn concurrent_edits_keep_both_versions() {
         "{}",
         c.logs()
     );
+}
+
+/// p3, frozen with SIGSTOP so it sees nothing, writes `p3_edit` to doc.txt
+/// (with mtime `p3_mtime` if given); then p1 writes `p1_edit` (a newer
+/// mtime); p3 resumes once p2 holds p1's edit.
+fn edit_doc_while_p3_is_frozen(
+    c: &Cluster,
+    p3_edit: &[u8],
+    p3_mtime: Option<filetime::FileTime>,
+    p1_edit: &[u8],
+) {
+    c.peers[2].proc.signal("STOP");
+    let p3_doc = c.dir(2).join("doc.txt");
+    fs::write(&p3_doc, p3_edit).unwrap();
+    match p3_mtime {
+        Some(t) => filetime::set_file_mtime(&p3_doc, t).unwrap(),
+        None => std::thread::sleep(Duration::from_millis(50)),
+    }
+    fs::write(c.dir(0).join("doc.txt"), p1_edit).unwrap();
+    wait_for(
+        CONVERGE,
+        || fs::read(c.dir(1).join("doc.txt")).ok().as_deref() == Some(p1_edit),
+        "p1's edit at p2",
+        c,
+    );
+    c.peers[2].proc.signal("CONT");
 }
 
 fn wait_for_conflict_copy(c: &Cluster) -> std::collections::BTreeMap<String, Vec<u8>> {
@@ -359,19 +379,8 @@ fn conflict_copy_never_replaces_a_file_already_at_its_name() {
     fs::write(c.dir(0).join(squatter), b"a file that merely has that name").unwrap();
     wait_identical(&c, "base and squatter everywhere");
 
-    c.peers[2].proc.signal("STOP");
-    let p3_doc = c.dir(2).join("doc.txt");
-    fs::write(&p3_doc, b"p3's losing edit").unwrap();
     let old = filetime::FileTime::from_unix_time(1_577_934_245, 0); // 2020-01-02 03:04:05 UTC
-    filetime::set_file_mtime(&p3_doc, old).unwrap();
-    fs::write(c.dir(0).join("doc.txt"), b"p1's winning edit").unwrap();
-    wait_for(
-        CONVERGE,
-        || fs::read(c.dir(1).join("doc.txt")).ok().as_deref() == Some(b"p1's winning edit"),
-        "p1's edit at p2",
-        &c,
-    );
-    c.peers[2].proc.signal("CONT");
+    edit_doc_while_p3_is_frozen(&c, b"p3's losing edit", Some(old), b"p1's winning edit");
 
     let snap = wait_converged_with(&c, &[b"p3's losing edit"]);
     assert_eq!(snap["doc.txt"], b"p1's winning edit");
