@@ -32,6 +32,9 @@ pub enum CliError {
     /// The tracker sent something unexpected.
     #[error("unexpected reply from the tracker")]
     Unexpected,
+    /// The tracker restarted while the listing was being read; try again.
+    #[error("the tracker restarted during the listing; try again")]
+    TrackerRestarted,
 }
 
 /// One file in `ls --json`.
@@ -74,12 +77,31 @@ fn rfc3339(ns: i64) -> String {
 /// The cluster's live files (tombstones left out), sorted by path.
 pub fn files(ctx: &zmq::Context, tracker: &str) -> Result<Vec<FileRow>, CliError> {
     let mut c = TrackerClient::new(ctx, tracker, TRACKER_TIMEOUT);
-    let TrackerReply::Snapshot { files, .. } = c.request(&TrackerRequest::List)? else {
-        return Err(CliError::Unexpected);
-    };
+    let mut files = Vec::new();
+    let mut after = None;
+    let mut epoch = None;
+    loop {
+        let TrackerReply::Snapshot {
+            epoch: e,
+            files: page,
+            next,
+            ..
+        } = c.request(&TrackerRequest::List { after })?
+        else {
+            return Err(CliError::Unexpected);
+        };
+        if epoch.is_some_and(|was| was != e) {
+            return Err(CliError::TrackerRestarted);
+        }
+        epoch = Some(e);
+        files.extend(page.into_iter().filter(|f| !f.entry.deleted));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
     Ok(files
         .into_iter()
-        .filter(|f| !f.entry.deleted)
         .map(|f| FileRow {
             path: f.entry.path.to_string(),
             size: f.entry.size,

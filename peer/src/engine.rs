@@ -23,7 +23,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use tracing::{debug, error, info, warn};
 use zync_proto::{
     Causality, Event, FileEntry, Hash, Notification, RelPath, Resolution, TrackerReply,
-    TrackerRequest, VersionVector, STATE_DIR_NAME,
+    TrackerRequest, VersionVector, PAGE_BYTES, STATE_DIR_NAME,
 };
 
 use crate::fsops::{self, Found};
@@ -92,9 +92,6 @@ const SAVE_SHARE: u32 = 20;
 
 /// Longest pause between saves of a dirty index.
 const SAVE_AT_MOST_EVERY: Duration = Duration::from_secs(5);
-
-/// Largest batch of entries sent in one tracker message (estimated bytes).
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// The engine's state.
 pub struct Engine {
@@ -383,29 +380,53 @@ impl Engine {
         self.next_register = Some(Instant::now() + wait);
     }
 
+    /// Fetches the cluster index page by page and applies each page as it
+    /// comes (memory stays at one page). The snapshot counts as of the first
+    /// page's `seq`: what changes while paging is also published, and the
+    /// notifications after that `seq` are applied next (twice is harmless).
     fn snapshot(&mut self) {
         self.need_snapshot = false;
-        match self.tracker.request(&TrackerRequest::List) {
-            Ok(TrackerReply::Snapshot {
-                epoch, seq, files, ..
-            }) => {
-                if self.epoch != Some(epoch) {
-                    // A tracker other than the one we registered with: start over.
-                    self.registered = false;
-                    self.schedule_register(true);
-                    return;
+        let mut after = None;
+        let mut first_seq = None;
+        loop {
+            match self.tracker.request(&TrackerRequest::List { after }) {
+                Ok(TrackerReply::Snapshot {
+                    epoch,
+                    seq,
+                    files,
+                    next,
+                    ..
+                }) => {
+                    if self.epoch != Some(epoch) {
+                        // A tracker other than the one we registered with: start over.
+                        self.registered = false;
+                        self.schedule_register(true);
+                        return;
+                    }
+                    debug!(
+                        seq,
+                        files = files.len(),
+                        more = next.is_some(),
+                        "applying snapshot page"
+                    );
+                    first_seq.get_or_insert(seq);
+                    for f in files {
+                        self.apply_remote(f.entry, None);
+                    }
+                    match next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
                 }
-                debug!(seq, files = files.len(), "applying snapshot");
-                self.seq = seq;
-                for f in files {
-                    self.apply_remote(f.entry, None);
+                Ok(_) => return self.need_snapshot = true,
+                Err(e) => {
+                    warn!(error = %e, "cannot fetch the cluster index");
+                    return self.tracker_failed();
                 }
             }
-            Ok(_) => self.need_snapshot = true,
-            Err(e) => {
-                warn!(error = %e, "cannot fetch the cluster index");
-                self.tracker_failed();
-            }
+        }
+        if let Some(seq) = first_seq {
+            self.seq = seq;
         }
     }
 
@@ -857,8 +878,8 @@ fn batch(entries: Vec<FileEntry>) -> Vec<Vec<FileEntry>> {
     let mut out = vec![Vec::new()];
     let mut size = 0;
     for e in entries {
-        let est = 128 + e.path.as_str().len() + 34 * e.blocks.len() + 24 * e.version.iter().count();
-        if size + est > BATCH_BYTES && !out.last().is_some_and(Vec::is_empty) {
+        let est = e.size_hint();
+        if size + est > PAGE_BYTES && !out.last().is_some_and(Vec::is_empty) {
             out.push(Vec::new());
             size = 0;
         }

@@ -158,7 +158,10 @@ mod tests {
                 name: "p1".into(),
                 device: 9,
             }),
-            encode(&TrackerRequest::List),
+            encode(&TrackerRequest::List { after: None }),
+            encode(&TrackerRequest::List {
+                after: Some(e.path.clone()),
+            }),
             encode(&TrackerRequest::Locate {
                 path: e.path.clone(),
                 sha256: e.sha256,
@@ -176,6 +179,7 @@ mod tests {
                 seq: 2,
                 files: vec![cf.clone()],
                 peers: vec![peer.clone()],
+                next: Some(e.path.clone()),
             }),
             encode(&TrackerReply::Holders {
                 entry: Some(e.clone()),
@@ -233,26 +237,26 @@ mod tests {
     fn every_message_round_trips() {
         let msgs = all_messages();
         // Decode each with its own type and re-encode: identical bytes.
-        let reenc: Vec<Vec<u8>> = msgs[..8]
+        let reenc: Vec<Vec<u8>> = msgs[..9]
             .iter()
             .map(|b| encode(&decode::<TrackerRequest>(b).unwrap()))
             .chain(
-                msgs[8..14]
+                msgs[9..15]
                     .iter()
                     .map(|b| encode(&decode::<TrackerReply>(b).unwrap())),
             )
             .chain(
-                msgs[14..18]
+                msgs[15..19]
                     .iter()
                     .map(|b| encode(&decode::<Notification>(b).unwrap())),
             )
             .chain(
-                msgs[18..20]
+                msgs[19..21]
                     .iter()
                     .map(|b| encode(&decode::<PeerRequest>(b).unwrap())),
             )
             .chain(
-                msgs[20..]
+                msgs[21..]
                     .iter()
                     .map(|b| encode(&decode::<PeerReply>(b).unwrap())),
             )
@@ -271,7 +275,11 @@ mod tests {
             "9201 81a9486561727462656174 82a46e616d65a27031a6646576696365 09".replace(' ', "")
         );
         // [1, "List"]
-        assert_eq!(hex::encode(encode(&TrackerRequest::List)), "9201a44c697374");
+        // [1, {"List": {"after": nil}}]
+        assert_eq!(
+            hex::encode(encode(&TrackerRequest::List { after: None })),
+            "9201 81a44c697374 81a56166746572 c0".replace(' ', "")
+        );
         // [1, {"Find": {"sha256": bin 32}}]
         assert_eq!(
             hex::encode(encode(&TrackerRequest::Find {
@@ -330,7 +338,7 @@ mod tests {
 
     #[test]
     fn rejects_wrong_version_before_looking_at_the_body() {
-        let msg = rmp_serde::to_vec_named(&(2u16, TrackerRequest::List)).unwrap();
+        let msg = rmp_serde::to_vec_named(&(2u16, TrackerRequest::List { after: None })).unwrap();
         assert!(matches!(
             decode::<TrackerRequest>(&msg),
             Err(DecodeError::BadVersion { got: 2 })

@@ -84,6 +84,19 @@ impl FileEntry {
         }
     }
 
+    /// About how many bytes this entry takes on the wire (an upper-side
+    /// estimate), for cutting lists into messages of [`crate::PAGE_BYTES`].
+    pub fn size_hint(&self) -> usize {
+        128 + self.path.as_str().len()
+            + self.modified_by.len()
+            + 34 * self.blocks.len()
+            + self
+                .version
+                .iter()
+                .map(|(k, _)| k.len() + 10)
+                .sum::<usize>()
+    }
+
     /// What the holder of `self` should do on hearing of `remote`.
     pub fn resolve(&self, remote: &FileEntry) -> Resolution {
         match remote.version.compare(&self.version) {

@@ -43,6 +43,11 @@ pub const BLOCK_SIZE: u64 = 256 * 1024;
 /// `ZMQ_MAXMSGSIZE` on every receiving socket and checked again by [`decode`].
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
+/// Most bytes of entries in one message that lists files (a registration or
+/// update batch, a page of the cluster index), by [`FileEntry::size_hint`]:
+/// an eighth of [`MAX_MESSAGE_SIZE`], so no index is too large to send.
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Name of the per-folder state directory (index, staging area). Reserved:
 /// no path whose first component is this name is valid on the wire.
 pub const STATE_DIR_NAME: &str = ".zync";

@@ -45,8 +45,13 @@ pub enum TrackerRequest {
         /// Device id given at registration.
         device: u64,
     },
-    /// The cluster's current index (a snapshot for the Clone pattern).
-    List,
+    /// One page of the cluster's current index (a snapshot for the Clone
+    /// pattern): the paths after `after`, in order, up to
+    /// [`crate::PAGE_BYTES`]; the reply's `next` says where to go on.
+    List {
+        /// Start after this path (`None`: from the first).
+        after: Option<RelPath>,
+    },
     /// Which live peers hold `path` with content `sha256`.
     Locate {
         /// The file.
@@ -85,10 +90,16 @@ pub enum TrackerReply {
         epoch: u64,
         /// Sequence number of the last notification reflected here.
         seq: u64,
-        /// Every path's current version (tombstones included) and its holders.
+        /// Current versions (tombstones included) and their holders, for
+        /// the paths of this page.
         files: Vec<ClusterFile>,
         /// Live peers.
         peers: Vec<PeerInfo>,
+        /// More paths follow: ask `List { after: next }`. A paged snapshot
+        /// counts as of the *first* page's `seq`: changes made while paging
+        /// are published too, and applying one twice is harmless.
+        #[serde(default)]
+        next: Option<RelPath>,
     },
     /// Answer to `Locate` and `Find`: the current entry, if any, and live
     /// holders of the requested content.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zync_proto::{
     decode, encode, ClusterFile, ErrorKind, Event, FileEntry, Hash, Notification, PeerInfo,
-    RelPath, TrackerReply, TrackerRequest, MAX_MESSAGE_SIZE,
+    RelPath, TrackerReply, TrackerRequest, MAX_MESSAGE_SIZE, PAGE_BYTES,
 };
 
 /// Errors that stop the tracker.
@@ -273,19 +273,16 @@ impl Index {
                 self.remove_peer(&name, "unregistered", out);
                 TrackerReply::Ok
             }
-            TrackerRequest::List => TrackerReply::Snapshot {
-                epoch: self.epoch,
-                seq: self.seq,
-                files: self
-                    .current
-                    .values()
-                    .map(|e| ClusterFile {
-                        entry: e.clone(),
-                        holders: self.holders(e),
-                    })
-                    .collect(),
-                peers: self.peer_list(now),
-            },
+            TrackerRequest::List { after } => {
+                let (files, next) = self.page(after.as_ref());
+                TrackerReply::Snapshot {
+                    epoch: self.epoch,
+                    seq: self.seq,
+                    files,
+                    peers: self.peer_list(now),
+                    next,
+                }
+            }
             TrackerRequest::Locate { path, sha256 } => TrackerReply::Holders {
                 entry: self.current.get(&path).cloned(),
                 holders: self.locate(&path, sha256, now),
@@ -313,6 +310,27 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// The current entries after `after`, in path order, up to
+    /// [`PAGE_BYTES`] (at least one), and the last path if more follow.
+    fn page(&self, after: Option<&RelPath>) -> (Vec<ClusterFile>, Option<RelPath>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, Excluded);
+        let mut files: Vec<ClusterFile> = Vec::new();
+        let mut bytes = 0;
+        for e in self.current.range((start, Unbounded)).map(|(_, e)| e) {
+            if let Some(last) = files.last().filter(|_| bytes + e.size_hint() > PAGE_BYTES) {
+                let next = last.entry.path.clone();
+                return (files, Some(next));
+            }
+            bytes += e.size_hint();
+            files.push(ClusterFile {
+                entry: e.clone(),
+                holders: self.holders(e),
+            });
+        }
+        (files, None)
     }
 
     /// Live peers holding `path` with content `sha256`.
@@ -617,6 +635,45 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn list_pages_cover_the_index_once_within_the_page_size() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        // 40 entries of ~1 MiB of block hashes each: about five pages.
+        let files: Vec<FileEntry> = (0..40)
+            .map(|i| {
+                let mut e = entry(&format!("f{i:02}"), "a", &["a"], b"x");
+                e.blocks = vec![Hash::of(b"x"); 32 * 1024];
+                e.size = 32 * 1024 * zync_proto::BLOCK_SIZE;
+                e
+            })
+            .collect();
+        register(&mut ix, "a", files.clone(), &mut out);
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let req = TrackerRequest::List { after };
+            let TrackerReply::Snapshot { files, next, .. } =
+                ix.handle(req, Instant::now(), &Config::default(), "", &mut out)
+            else {
+                panic!("not a snapshot")
+            };
+            let bytes: usize = files.iter().map(|f| f.entry.size_hint()).sum();
+            assert!(bytes <= PAGE_BYTES, "page of {bytes} bytes");
+            assert!(zync_proto::encode(&files).len() <= PAGE_BYTES + 4096);
+            seen.extend(files.into_iter().map(|f| f.entry.path));
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert!(pages >= 4, "{pages} pages");
+        let want: Vec<RelPath> = files.into_iter().map(|e| e.path).collect();
+        assert_eq!(seen, want, "every path once, in order");
     }
 
     #[test]
