@@ -614,7 +614,7 @@ impl Engine {
                     .as_ref()
                     .map(|c| c.entry.version.clone())
                     .unwrap_or_default();
-                version.bump(&self.replica);
+                version.bump_at(&self.replica, unix_now());
                 let kind = if cur.as_ref().is_some_and(|c| !c.entry.deleted) {
                     "modified"
                 } else {
@@ -642,7 +642,7 @@ impl Engine {
                     return;
                 }
                 let mut version = c.entry.version.clone();
-                version.bump(&self.replica);
+                version.bump_at(&self.replica, unix_now());
                 let entry = tombstone(rel.clone(), version, &self.s.name);
                 info!(event = %"local_change", path = %rel, kind = %"deleted", bytes = 0u64,
                       version = %entry.version, "local change");
@@ -781,7 +781,7 @@ impl Engine {
             .get(&copy)
             .map(|c| c.entry.version.clone())
             .unwrap_or_default();
-        version.bump(&self.replica);
+        version.bump_at(&self.replica, unix_now());
         let entry = FileEntry {
             path: copy.clone(),
             version,
@@ -854,6 +854,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// The clock local changes are stamped with in version vectors
+/// ([`VersionVector::bump_at`]): Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {

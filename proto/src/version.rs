@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 ///
 /// A local change bumps the local peer's counter on top of everything it had
 /// seen, so the new version dominates all of them whatever the wall clocks say.
+///
+/// Peers bump with [`VersionVector::bump_at`] and the current Unix time, as
+/// Syncthing does: the counter becomes `max(old + 1, now)`. Dominance still
+/// rests on the `+ 1` alone, but a replica whose own counters went back in
+/// time (its index restored from a backup) still makes versions newer than
+/// the ones the cluster saw from it since, instead of older ones that would
+/// lose to them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct VersionVector(BTreeMap<String, u64>);
@@ -37,8 +44,14 @@ impl VersionVector {
 
     /// Records a new change by `peer` on top of this version.
     pub fn bump(&mut self, peer: &str) {
+        self.bump_at(peer, 0);
+    }
+
+    /// Records a new change by `peer` at `clock` (Unix seconds): its counter
+    /// becomes `max(old + 1, clock)`.
+    pub fn bump_at(&mut self, peer: &str, clock: u64) {
         let c = self.0.entry(peer.to_owned()).or_insert(0);
-        *c = c.saturating_add(1);
+        *c = c.saturating_add(1).max(clock);
     }
 
     /// The least version that dominates or equals both.
@@ -126,5 +139,21 @@ mod tests {
         assert_eq!(m.compare(&a), Causality::Dominates);
         assert_eq!(m.compare(&b), Causality::Dominates);
         assert_eq!(m.to_string(), "{a:1,b:3}");
+    }
+
+    #[test]
+    fn a_stale_counter_bumped_by_the_clock_overtakes_newer_ones() {
+        // The cluster saw a:1000 from this replica; its restored index says a:3.
+        let seen = vv(&[("a", 1000)]);
+        let mut restored = vv(&[("a", 3)]);
+        restored.bump_at("a", 2000);
+        assert_eq!(restored.compare(&seen), Causality::Dominates);
+        // A clock behind the counter never stops it from growing.
+        let mut v = vv(&[("a", 5000)]);
+        v.bump_at("a", 2000);
+        assert_eq!(v.get("a"), 5001);
+        v.bump_at("a", u64::MAX);
+        v.bump_at("a", u64::MAX);
+        assert_eq!(v.get("a"), u64::MAX, "saturates");
     }
 }
