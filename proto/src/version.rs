@@ -1,7 +1,8 @@
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A version vector: one counter per peer that ever changed the file.
 ///
@@ -14,9 +15,13 @@ use serde::{Deserialize, Serialize};
 /// time (its index restored from a backup) still makes versions newer than
 /// the ones the cluster saw from it since, instead of older ones that would
 /// lose to them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct VersionVector(BTreeMap<String, u64>);
+///
+/// On the wire it is a map, replica → counter. In memory it is a vector
+/// sorted by replica: every file has one, most have one or two counters, and
+/// a map node would cost a few hundred bytes per file where this costs a few
+/// dozen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionVector(Vec<(String, u64)>);
 
 /// How two versions relate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +44,11 @@ impl VersionVector {
 
     /// This peer's counter.
     pub fn get(&self, peer: &str) -> u64 {
-        self.0.get(peer).copied().unwrap_or(0)
+        self.find(peer).map_or(0, |i| self.0[i].1)
+    }
+
+    fn find(&self, peer: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(peer))
     }
 
     /// Records a new change by `peer` on top of this version.
@@ -50,16 +59,34 @@ impl VersionVector {
     /// Records a new change by `peer` at `clock` (Unix seconds): its counter
     /// becomes `max(old + 1, clock)`.
     pub fn bump_at(&mut self, peer: &str, clock: u64) {
-        let c = self.0.entry(peer.to_owned()).or_insert(0);
+        let i = self.find(peer).unwrap_or_else(|i| {
+            self.0.insert(i, (peer.to_owned(), 0));
+            i
+        });
+        let c = &mut self.0[i].1;
         *c = c.saturating_add(1).max(clock);
     }
 
     /// The least version that dominates or equals both.
     pub fn merged(&self, other: &VersionVector) -> VersionVector {
-        let mut out = self.0.clone();
-        for (k, v) in &other.0 {
-            let e = out.entry(k.clone()).or_insert(0);
-            *e = (*e).max(*v);
+        let mut out = Vec::with_capacity(self.0.len().max(other.0.len()));
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                    Ordering::Less => a.next().cloned(),
+                    Ordering::Greater => b.next().cloned(),
+                    Ordering::Equal => {
+                        let v = x.1.max(y.1);
+                        b.next();
+                        a.next().map(|(k, _)| (k.clone(), v))
+                    }
+                },
+                (Some(_), None) => a.next().cloned(),
+                (None, Some(_)) => b.next().cloned(),
+                (None, None) => break,
+            };
+            out.extend(next);
         }
         VersionVector(out)
     }
@@ -67,7 +94,7 @@ impl VersionVector {
     /// Compares two versions causally.
     pub fn compare(&self, other: &VersionVector) -> Causality {
         let mut ord = Ordering::Equal;
-        let keys = self.0.keys().chain(other.0.keys());
+        let keys = self.0.iter().chain(&other.0).map(|(k, _)| k.as_str());
         for k in keys {
             match (self.get(k).cmp(&other.get(k)), ord) {
                 (Ordering::Equal, _) => {}
@@ -89,6 +116,41 @@ impl VersionVector {
     }
 }
 
+impl Serialize for VersionVector {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Counters;
+        impl<'de> Visitor<'de> for Counters {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of replica to counter")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<VersionVector, A::Error> {
+                // The size hint comes from the sender: cap what it may reserve.
+                let mut v: Vec<(String, u64)> =
+                    Vec::with_capacity(m.size_hint().unwrap_or(0).min(16));
+                while let Some(pair) = m.next_entry()? {
+                    v.push(pair);
+                }
+                v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                if let Some(w) = v.windows(2).find(|w| w[0].0 == w[1].0) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "replica {:?} counted twice in a version vector",
+                        w[0].0
+                    )));
+                }
+                Ok(VersionVector(v))
+            }
+        }
+        d.deserialize_map(Counters)
+    }
+}
+
 impl std::fmt::Display for VersionVector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("{")?;
@@ -107,7 +169,9 @@ mod tests {
     use super::*;
 
     fn vv(pairs: &[(&str, u64)]) -> VersionVector {
-        VersionVector(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+        let mut v: Vec<(String, u64)> = pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        v.sort();
+        VersionVector(v)
     }
 
     #[test]
@@ -139,6 +203,29 @@ mod tests {
         assert_eq!(m.compare(&a), Causality::Dominates);
         assert_eq!(m.compare(&b), Causality::Dominates);
         assert_eq!(m.to_string(), "{a:1,b:3}");
+    }
+
+    #[test]
+    fn merge_walks_both_in_replica_order() {
+        let a = vv(&[("a", 5), ("c", 1), ("e", 2)]);
+        let b = vv(&[("b", 1), ("c", 3), ("d", 4)]);
+        let m = a.merged(&b);
+        assert_eq!(m.to_string(), "{a:5,b:1,c:3,d:4,e:2}");
+        assert_eq!(m, b.merged(&a));
+        assert_eq!(m.compare(&a), Causality::Dominates);
+        assert_eq!(a.compare(&b), Causality::Concurrent);
+    }
+
+    #[test]
+    fn wire_form_is_a_map_and_decoding_sorts_and_rejects_duplicates() {
+        let v = vv(&[("b", 2), ("a", 1)]);
+        let bytes = rmp_serde::to_vec(&v).unwrap();
+        assert_eq!(bytes, b"\x82\xa1a\x01\xa1b\x02", "a map, in replica order");
+        let unsorted: VersionVector = rmp_serde::from_slice(b"\x82\xa1b\x02\xa1a\x01").unwrap();
+        assert_eq!(unsorted, v);
+        assert_eq!(unsorted.get("a"), 1);
+        let twice = rmp_serde::from_slice::<VersionVector>(b"\x82\xa1a\x01\xa1a\x02");
+        assert!(twice.unwrap_err().to_string().contains("counted twice"));
     }
 
     #[test]

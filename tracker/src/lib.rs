@@ -63,7 +63,11 @@ struct Peer {
     device: u64,
     endpoint: String,
     last_seen: Instant,
-    files: HashMap<RelPath, FileEntry>,
+    /// What the peer holds at each path it reported: the content's hash, or
+    /// `None` for a deletion. The full entries (versions, block lists) live
+    /// once, in `Index::current`; a copy per peer would multiply the
+    /// tracker's memory by the number of peers.
+    files: HashMap<RelPath, Option<Hash>>,
 }
 
 /// The tracker's state, without sockets: what `handle` decides is testable alone.
@@ -84,11 +88,7 @@ impl Index {
         }
         self.peers
             .iter()
-            .filter(|(_, p)| {
-                p.files
-                    .get(&entry.path)
-                    .is_some_and(|e| e.same_content(entry))
-            })
+            .filter(|(_, p)| p.files.get(&entry.path) == Some(&Some(entry.sha256)))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -114,7 +114,8 @@ impl Index {
     fn absorb(&mut self, name: &str, files: Vec<FileEntry>, out: &mut Vec<Notification>) {
         for e in files {
             if let Some(p) = self.peers.get_mut(name) {
-                p.files.insert(e.path.clone(), e.clone());
+                p.files
+                    .insert(e.path.clone(), (!e.deleted).then_some(e.sha256));
             }
             let announce = match self.current.get(&e.path) {
                 None => true,
@@ -337,11 +338,7 @@ impl Index {
     fn locate(&self, path: &RelPath, sha256: Hash, now: Instant) -> Vec<PeerInfo> {
         self.peers
             .iter()
-            .filter(|(_, p)| {
-                p.files
-                    .get(path)
-                    .is_some_and(|e| !e.deleted && e.sha256 == sha256)
-            })
+            .filter(|(_, p)| p.files.get(path) == Some(&Some(sha256)))
             .map(|(n, p)| Self::peer_info(n, p, now))
             .collect()
     }
