@@ -483,6 +483,15 @@ impl Engine {
         }
     }
 
+    /// Queues a new local version for the tracker. Until the peer is
+    /// registered there is nothing to queue: registering sends the whole
+    /// index (and a first scan of a large folder would queue all of it).
+    fn report(&mut self, entry: FileEntry) {
+        if self.registered {
+            self.outbox.push(entry);
+        }
+    }
+
     fn flush_outbox(&mut self) {
         if self.outbox.is_empty() || !self.registered {
             return;
@@ -634,7 +643,7 @@ impl Engine {
                       version = %entry.version, "local change");
                 self.servable.offer(rel.clone(), entry.sha256, entry.size);
                 self.index.put(entry.clone(), Some(h.stat));
-                self.outbox.push(entry);
+                self.report(entry);
             }
             Found::Missing | Found::Dir | Found::Other => {
                 let Some(c) = cur else { return };
@@ -648,7 +657,7 @@ impl Engine {
                       version = %entry.version, "local change");
                 self.servable.withdraw(rel);
                 self.index.put(entry.clone(), None);
-                self.outbox.push(entry);
+                self.report(entry);
             }
         }
     }
@@ -726,7 +735,7 @@ impl Engine {
         self.wanted.remove(&path);
         self.backoff.remove(&path);
         self.retry_at.remove(&path);
-        self.outbox.push(target);
+        self.report(target);
     }
 
     /// A name for keeping `loser` beside its path: `NAME.conflict-<peer>-<stamp>.EXT`,
@@ -790,7 +799,7 @@ impl Engine {
         };
         self.servable.offer(copy.clone(), entry.sha256, entry.size);
         self.index.put(entry.clone(), Some(stat));
-        self.outbox.push(entry);
+        self.report(entry);
         true
     }
 
