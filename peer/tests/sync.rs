@@ -111,6 +111,45 @@ fn late_joiner_catches_up() {
 }
 
 #[test]
+fn an_index_larger_than_one_message_travels_in_pages() {
+    // Registration, `ls` and a late joiner's snapshot each cut the index into
+    // messages of PAGE_BYTES. Long paths make 2,300 files span two of them.
+    let deep: String = (0..15)
+        .map(|d| format!("{d:02}{}/", "d".repeat(248)))
+        .collect();
+    let files = 2300;
+    assert!(
+        files * deep.len() > zync_proto::PAGE_BYTES,
+        "the index must not fit one page"
+    );
+    let mut c = Cluster::start(0);
+    let dir = c.dir_of("p1").join(&deep);
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..files {
+        fs::write(dir.join(format!("f{i:04}")), i.to_string()).unwrap();
+    }
+    c.add_peer("p1");
+    wait_for(
+        CONVERGE,
+        || {
+            let out = c.cli(&["ls", "--json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v.as_array().map(|a| a.len() == files))
+                .unwrap_or(false)
+        },
+        "`ls` lists every file p1 registered",
+        &c,
+    );
+    c.add_peer("p2");
+    c.add_peer("p3");
+    let snap = wait_identical(&c, "late joiners hold every page's files");
+    assert_eq!(snap.len(), files);
+    let last = format!("{deep}f{:04}", files - 1);
+    assert_eq!(snap[&last], (files - 1).to_string().as_bytes());
+}
+
+#[test]
 fn restarted_peer_catches_up_both_ways() {
     let mut c = Cluster::start(3);
     for (name, body) in [
