@@ -43,6 +43,12 @@ fn zerr(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
     move |source| Error::Zmq { what, source }
 }
 
+/// New versions from one message logged one line each at info level; a
+/// peer registering a large folder (or re-registering after a tracker
+/// restart) gets one summary line for the rest, since each peer logs its own
+/// changes and syncs anyway.
+const LOGGED_PER_BATCH: usize = 16;
+
 /// Tracker settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -112,6 +118,7 @@ impl Index {
 
     /// Records entries a peer now holds; returns the notifications to publish.
     fn absorb(&mut self, name: &str, files: Vec<FileEntry>, out: &mut Vec<Notification>) {
+        let mut announced = 0;
         for e in files {
             if let Some(p) = self.peers.get_mut(name) {
                 p.files
@@ -133,8 +140,14 @@ impl Index {
                 }
             };
             if announce {
-                info!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
-                      deleted = e.deleted, "new current version");
+                announced += 1;
+                if announced <= LOGGED_PER_BATCH {
+                    info!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
+                          deleted = e.deleted, "new current version");
+                } else {
+                    debug!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
+                           deleted = e.deleted, "new current version");
+                }
                 if let Some(old) = self.current.insert(e.path.clone(), e.clone()) {
                     if let Some(paths) = self.by_content.get_mut(&old.sha256) {
                         paths.remove(&old.path);
@@ -155,6 +168,10 @@ impl Index {
                 });
                 out.push(n);
             }
+        }
+        if announced > LOGGED_PER_BATCH {
+            info!(peer = %name, more = announced - LOGGED_PER_BATCH,
+                  "further new versions in this batch logged at debug level");
         }
     }
 
