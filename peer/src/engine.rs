@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +29,7 @@ use zync_proto::{
 use crate::fsops::{self, Found};
 use crate::hashing::{self, HashError};
 use crate::index::LocalIndex;
-use crate::link::LinkEvent;
+use crate::link::{LinkEvent, Registration};
 use crate::net::{self, NetError, TrackerClient};
 use crate::server::Servable;
 use crate::transfer::{FetchError, Fetched};
@@ -103,7 +103,7 @@ pub struct Engine {
     tracker: TrackerClient,
     jobs: Sender<Job>,
     sub_endpoints: Sender<String>,
-    heartbeat_ms: Arc<AtomicU64>,
+    registration: Arc<Registration>,
     // Tracker session.
     registered: bool,
     next_register: Option<Instant>,
@@ -138,7 +138,7 @@ impl Engine {
         ctx: &zmq::Context,
         jobs: Sender<Job>,
         sub_endpoints: Sender<String>,
-        heartbeat_ms: Arc<AtomicU64>,
+        registration: Arc<Registration>,
     ) -> Engine {
         let tracker = TrackerClient::new(ctx, &s.tracker, Duration::from_secs(2));
         for le in index.iter() {
@@ -154,7 +154,7 @@ impl Engine {
             tracker,
             jobs,
             sub_endpoints,
-            heartbeat_ms,
+            registration,
             registered: false,
             next_register: Some(Instant::now()),
             register_backoff: Duration::from_millis(250),
@@ -282,15 +282,15 @@ impl Engine {
             Input::Fs(paths) => self.on_fs(paths),
             Input::Rescan => self.full_scan(),
             Input::Link(LinkEvent::Note(n)) => self.on_note(n),
-            Input::Link(LinkEvent::TrackerLost) => {
-                if self.registered {
+            Input::Link(LinkEvent::TrackerLost { generation }) => {
+                if self.registered && self.is_current(generation) {
                     warn!(event = %"tracker_lost", tracker = %self.s.tracker, "tracker stopped answering heartbeats");
                     self.registered = false;
                     self.schedule_register(false);
                 }
             }
-            Input::Link(LinkEvent::ForgotUs) => {
-                if self.registered {
+            Input::Link(LinkEvent::ForgotUs { generation }) => {
+                if self.registered && self.is_current(generation) {
                     info!(tracker = %self.s.tracker, "tracker does not know us any more; registering again");
                     self.registered = false;
                     self.schedule_register(true);
@@ -324,6 +324,12 @@ impl Engine {
 
     fn batches(&self) -> Vec<Vec<FileEntry>> {
         batch(self.index.iter().map(|le| le.entry.clone()).collect())
+    }
+
+    /// True if a heartbeat sent under `generation` was sent after the latest
+    /// registration (else what it found out is already out of date).
+    fn is_current(&self, generation: u64) -> bool {
+        generation == self.registration.generation.load(Ordering::Acquire)
     }
 
     fn register(&mut self) {
@@ -361,7 +367,10 @@ impl Engine {
                 self.epoch = Some(epoch);
                 self.registered = true;
                 self.register_backoff = Duration::from_millis(250);
-                self.heartbeat_ms.store(heartbeat_ms, Ordering::Relaxed);
+                self.registration
+                    .heartbeat_ms
+                    .store(heartbeat_ms, Ordering::Relaxed);
+                self.registration.generation.fetch_add(1, Ordering::Release);
                 let host = net::host_of(&self.s.tracker).to_owned();
                 let _ = self.sub_endpoints.send(net::reachable(&publish, &host));
                 self.outbox.clear();

@@ -22,7 +22,7 @@ pub mod server;
 pub mod transfer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,15 +162,15 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
     // Tracker links.
     let (ep_tx, ep_rx) = unbounded::<String>();
     let (link_tx, link_rx) = bounded::<LinkEvent>(1024);
-    let heartbeat_ms = Arc::new(AtomicU64::new(1000));
+    let registration = Arc::new(link::Registration::default());
     spawn("zync-subscriber", {
         let (ctx, tx, stop) = (ctx.clone(), link_tx.clone(), stop.clone());
         move || link::subscriber(ctx, ep_rx, tx, stop)
     });
     spawn("zync-heartbeat", {
-        let (ctx, tx, stop, hb) = (ctx.clone(), link_tx, stop.clone(), heartbeat_ms.clone());
+        let (ctx, tx, stop, reg) = (ctx.clone(), link_tx, stop.clone(), registration.clone());
         let (tracker, name, device) = (cfg.tracker.clone(), cfg.name.clone(), index.device);
-        move || link::heartbeat(ctx, tracker, name, device, hb, tx, stop)
+        move || link::heartbeat(ctx, tracker, name, device, reg, tx, stop)
     });
     spawn("zync-links", {
         let tx = tx.clone();
@@ -216,7 +216,7 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
         workers: cfg.workers.max(1),
         observer: cfg.observer.clone(),
     };
-    let engine = Engine::new(setup, index, servable, &ctx, job_tx, ep_tx, heartbeat_ms);
+    let engine = Engine::new(setup, index, servable, &ctx, job_tx, ep_tx, registration);
     drop(tx);
     engine.run(rx, shutdown);
     stop.store(true, Ordering::Relaxed);

@@ -16,10 +16,39 @@ use crate::net::{self, NetError, TrackerClient};
 pub enum LinkEvent {
     /// A notification from the tracker's PUB socket.
     Note(Notification),
-    /// Heartbeats stopped getting answers.
-    TrackerLost,
+    /// Heartbeats stopped getting answers. `generation` is the
+    /// [`Registration::generation`] the failing heartbeat was sent under.
+    TrackerLost {
+        /// Registration the heartbeat belonged to.
+        generation: u64,
+    },
     /// The tracker answered but does not know us (it restarted, or dropped us).
-    ForgotUs,
+    ForgotUs {
+        /// Registration the heartbeat belonged to.
+        generation: u64,
+    },
+}
+
+/// What the engine shares with the heartbeat thread.
+#[derive(Debug)]
+pub struct Registration {
+    /// The heartbeat interval the tracker asked for.
+    pub heartbeat_ms: AtomicU64,
+    /// Counts successful registrations. A heartbeat answered "unknown peer"
+    /// (or not at all) that was sent before the latest registration says
+    /// nothing about it: the engine drops such events instead of registering
+    /// again (a peer whose first scan takes longer than a heartbeat would
+    /// otherwise register twice at every start).
+    pub generation: AtomicU64,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            heartbeat_ms: AtomicU64::new(1000),
+            generation: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Subscribes to whatever endpoint arrives on `endpoints` (switching when a
@@ -77,14 +106,14 @@ pub fn subscriber(
     }
 }
 
-/// Heartbeats the tracker every `interval_ms` (which the engine may change)
+/// Heartbeats the tracker every `registration.heartbeat_ms` (which the engine may change)
 /// and reports transitions: lost, or forgotten.
 pub fn heartbeat(
     ctx: zmq::Context,
     tracker: String,
     name: String,
     device: u64,
-    interval_ms: Arc<AtomicU64>,
+    registration: Arc<Registration>,
     out: Sender<LinkEvent>,
     stop: Arc<AtomicBool>,
 ) {
@@ -92,8 +121,12 @@ pub fn heartbeat(
     let mut reachable = true;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(
-            interval_ms.load(Ordering::Relaxed).clamp(50, 60_000),
+            registration
+                .heartbeat_ms
+                .load(Ordering::Relaxed)
+                .clamp(50, 60_000),
         ));
+        let generation = registration.generation.load(Ordering::Acquire);
         let req = TrackerRequest::Heartbeat {
             name: name.clone(),
             device,
@@ -108,12 +141,12 @@ pub fn heartbeat(
                 ..
             }) => {
                 reachable = true;
-                Some(LinkEvent::ForgotUs)
+                Some(LinkEvent::ForgotUs { generation })
             }
             Err(e) => {
                 debug!(error = %e, "heartbeat failed");
                 let was = std::mem::replace(&mut reachable, false);
-                was.then_some(LinkEvent::TrackerLost)
+                was.then_some(LinkEvent::TrackerLost { generation })
             }
         };
         if let Some(ev) = event {
