@@ -125,6 +125,17 @@ pub fn wait_readable(s: &zmq::Socket, timeout: Duration) -> Result<bool, zmq::Er
     }
 }
 
+/// Receives one whole message and returns its last frame (the body, after
+/// any envelope), left in libzmq's buffer rather than copied out: a block
+/// reply is 256 KiB, and every copy of a 1 GiB transfer costs a pass over it.
+pub fn recv_body(s: &zmq::Socket) -> Result<zmq::Message, zmq::Error> {
+    let mut msg = s.recv_msg(0)?;
+    while msg.get_more() {
+        msg = s.recv_msg(0)?;
+    }
+    Ok(msg)
+}
+
 /// A request-reply client for the tracker that never hangs: each request
 /// gets a reply or a [`NetError::Timeout`], after which a fresh socket is used.
 pub struct TrackerClient {

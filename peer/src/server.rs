@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -168,10 +168,20 @@ impl BlockServer {
                 self.open.len() - 1
             }
         };
-        let mut buf = vec![0u8; len as usize];
-        let file = &self.open[pos].2;
-        match file.read_exact_at(&mut buf, index * BLOCK_SIZE) {
-            Ok(()) => Ok(buf),
+        // Read into spare capacity: a zero-filled buffer would cost a pass
+        // over every byte served.
+        let mut buf = Vec::with_capacity(len as usize);
+        let mut file = &self.open[pos].2;
+        let read = file
+            .seek(SeekFrom::Start(index * BLOCK_SIZE))
+            .and_then(|_| file.take(len).read_to_end(&mut buf));
+        match read {
+            Ok(n) if n as u64 == len => Ok(buf),
+            Ok(n) => {
+                self.open.remove(pos);
+                let why = format!("{path}: short read ({n} of {len} bytes); changed on disk?");
+                Err((ErrorKind::Internal, why))
+            }
             Err(e) => {
                 self.open.remove(pos);
                 Err((ErrorKind::Internal, format!("{path}: {e}")))

@@ -443,11 +443,8 @@ impl BlockStream {
                 humantime::format_duration(self.stall)
             ));
         }
-        let frames = sock.recv_multipart(0).map_err(|e| e.to_string())?;
-        let Some(body) = frames.last() else {
-            return Ok(());
-        };
-        match decode::<PeerReply>(body) {
+        let body = net::recv_body(sock).map_err(|e| e.to_string())?;
+        match decode::<PeerReply>(&body) {
             Ok(PeerReply::Block { id, index, data }) if id >= self.first_id => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if index < self.next_out || index >= self.end || self.pending.contains_key(&index) {
