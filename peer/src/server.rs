@@ -106,7 +106,7 @@ impl BlockServer {
         }
     }
 
-    fn answer(&mut self, body: &[u8]) -> PeerReply {
+    fn answer(&mut self, body: &[u8]) -> PeerReply<'static> {
         let req = match decode::<PeerRequest>(body) {
             Ok(r) => r,
             Err(e) => {
@@ -126,7 +126,11 @@ impl BlockServer {
                 sha256,
                 index,
             } => match self.read_block(&path, sha256, index) {
-                Ok(data) => PeerReply::Block { id, index, data },
+                Ok(data) => PeerReply::Block {
+                    id,
+                    index,
+                    data: data.into(),
+                },
                 Err((kind, message)) => PeerReply::Error { id, kind, message },
             },
         }

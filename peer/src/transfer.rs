@@ -204,7 +204,7 @@ impl Fetcher {
         let mut file = tempfile::NamedTempFile::new_in(staging)?;
         // Verified blocks go to a writer thread that also computes the
         // whole-file hash; a few blocks queue between them (bounded memory).
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+        let (tx, rx) = crossbeam_channel::bounded::<Block>(4);
         let path = file.path().to_owned();
         let mut out = BlockWriter::new(&path, file.as_file_mut());
         let got = std::thread::scope(|s| -> Result<Hash, FetchError> {
@@ -212,7 +212,7 @@ impl Fetcher {
                 let mut hasher = Sha256::new();
                 for block in rx {
                     out.write(&block)?;
-                    hasher.update(&block);
+                    hasher.update(&block[..]);
                 }
                 out.finish()?;
                 Ok(hasher.into())
@@ -365,7 +365,7 @@ pub struct BlockStream {
     in_flight: usize,
     next_id: u64,
     first_id: u64,
-    pending: BTreeMap<u64, Vec<u8>>,
+    pending: BTreeMap<u64, Block>,
     last_error: String,
 }
 
@@ -380,7 +380,7 @@ impl BlockStream {
     /// The next block (verified against its hash), or `None` at the end.
     /// A holder that refuses, stalls or sends a bad block is dropped and the
     /// next one continues from the first block not yet returned.
-    pub fn next_block(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
+    pub fn next_block(&mut self) -> Result<Option<Block>, FetchError> {
         loop {
             if let Some(b) = self.pending.remove(&self.next_out) {
                 self.next_out += 1;
@@ -444,7 +444,7 @@ impl BlockStream {
             ));
         }
         let body = net::recv_body(sock).map_err(|e| e.to_string())?;
-        match decode::<PeerReply>(&body) {
+        let (index, at) = match decode::<PeerReply>(&body) {
             Ok(PeerReply::Block { id, index, data }) if id >= self.first_id => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if index < self.next_out || index >= self.end || self.pending.contains_key(&index) {
@@ -456,13 +456,75 @@ impl BlockStream {
                 if !len_ok || want != Some(&Hash::of(&data)) {
                     return Err(format!("block {index} failed verification"));
                 }
-                self.pending.insert(index, data);
-                Ok(())
+                (index, Block::locate(&body, data))
             }
-            Ok(PeerReply::Block { .. }) | Ok(PeerReply::Pong) => Ok(()),
-            Ok(PeerReply::Error { kind, message, .. }) => Err(format!("{message} ({kind:?})")),
-            Err(e) => Err(format!("bad reply: {e}")),
+            Ok(PeerReply::Block { .. }) | Ok(PeerReply::Pong) => return Ok(()),
+            Ok(PeerReply::Error { kind, message, .. }) => {
+                return Err(format!("{message} ({kind:?})"))
+            }
+            Err(e) => return Err(format!("bad reply: {e}")),
+        };
+        self.pending.insert(index, Block::new(body, at));
+        Ok(())
+    }
+}
+
+/// One verified block, left in the message it arrived in: receiving,
+/// verifying and writing it copy nothing but into the writer's aligned
+/// buffer.
+pub struct Block {
+    msg: zmq::Message,
+    range: std::ops::Range<usize>,
+}
+
+/// Where a block's bytes are: inside the message, or (if the decoder ever
+/// hands them over copied) on their own.
+enum At {
+    Range(std::ops::Range<usize>),
+    Copied(Vec<u8>),
+}
+
+impl Block {
+    fn locate(body: &[u8], data: std::borrow::Cow<'_, [u8]>) -> At {
+        if let std::borrow::Cow::Borrowed(d) = &data {
+            let start = (d.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+            if start <= body.len() && d.len() <= body.len() - start {
+                return At::Range(start..start + d.len());
+            }
         }
+        At::Copied(data.into_owned())
+    }
+
+    fn new(body: zmq::Message, at: At) -> Block {
+        match at {
+            At::Range(range) => Block { msg: body, range },
+            At::Copied(v) => Block {
+                range: 0..v.len(),
+                msg: zmq::Message::from(v),
+            },
+        }
+    }
+}
+
+impl Default for Block {
+    fn default() -> Block {
+        Block {
+            msg: zmq::Message::new(),
+            range: 0..0,
+        }
+    }
+}
+
+impl std::ops::Deref for Block {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.msg.get(self.range.clone()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Block({} bytes)", self.len())
     }
 }
 
@@ -483,6 +545,29 @@ mod tests {
         w.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data, "size {size}");
         (data, direct)
+    }
+
+    #[test]
+    fn a_decoded_block_stays_in_its_message_and_reads_back_exactly() {
+        use zync_proto::{decode, encode, PeerReply};
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let wire = encode(&PeerReply::Block {
+            id: 7,
+            index: 3,
+            data: data.as_slice().into(),
+        });
+        let msg = zmq::Message::from(&wire[..]);
+        let at = match decode::<PeerReply>(&msg).unwrap() {
+            PeerReply::Block { data, .. } => Block::locate(&msg, data),
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(at, At::Range(_)), "the bytes were copied");
+        assert_eq!(&Block::new(msg, at)[..], &data[..]);
+        // Bytes from anywhere else are kept as they are, not misread.
+        let elsewhere = Block::locate(b"unrelated", data.as_slice().into());
+        assert!(matches!(elsewhere, At::Copied(_)));
+        assert_eq!(&Block::new(zmq::Message::new(), elsewhere)[..], &data[..]);
+        assert!(Block::default().is_empty());
     }
 
     #[test]

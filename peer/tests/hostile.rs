@@ -298,7 +298,11 @@ impl FakeHolder {
                 if let Ok(PeerRequest::GetBlock { id, index, .. }) = decode::<PeerRequest>(&body) {
                     asked2.fetch_add(1, Ordering::Relaxed);
                     if let Some(data) = answer(size, index) {
-                        frames.push(encode(&PeerReply::Block { id, index, data }));
+                        frames.push(encode(&PeerReply::Block {
+                            id,
+                            index,
+                            data: data.into(),
+                        }));
                         router.send_multipart(frames, 0).unwrap();
                     }
                 }

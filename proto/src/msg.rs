@@ -2,6 +2,8 @@
 //! variant never changes another's encoding; new fields are added with
 //! `#[serde(default)]` so older messages still decode.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{FileEntry, Hash, RelPath};
@@ -216,9 +218,10 @@ pub enum PeerRequest {
     Ping,
 }
 
-/// A peer's answer to a [`PeerRequest`].
+/// A peer's answer to a [`PeerRequest`]. Decoded, a block's bytes borrow
+/// from the received message instead of being copied out of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum PeerReply {
+pub enum PeerReply<'a> {
     /// The requested block's bytes.
     Block {
         /// Echo of the request id.
@@ -226,8 +229,8 @@ pub enum PeerReply {
         /// Block number.
         index: u64,
         /// The bytes (to be checked against the block hash by the receiver).
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        #[serde(borrow, with = "serde_bytes")]
+        data: Cow<'a, [u8]>,
     },
     /// Answer to `Ping`.
     Pong,

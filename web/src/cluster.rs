@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
-use zync_peer::transfer::{BlockStream, FetchError, Fetcher};
+use zync_peer::transfer::{Block, BlockStream, FetchError, Fetcher};
 use zync_proto::{Event, FileEntry, Hash, Notification, RelPath, BLOCK_SIZE};
 
 use crate::http::{self, Range, Target};
@@ -319,7 +319,7 @@ impl Cluster {
             let head = if first < end {
                 s.next_block()?.unwrap_or_default()
             } else {
-                Vec::new()
+                Block::default()
             };
             Ok((s, head))
         });
@@ -607,7 +607,7 @@ impl Iterator for ChunkIter<'_> {
 struct StreamReader {
     stream: BlockStream,
     left: u64,
-    buf: Vec<u8>,
+    buf: Block,
     pos: usize,
 }
 
