@@ -13,13 +13,14 @@
 //! disk holds then. A local edit made while a pull was running is indexed
 //! first, becomes a version of its own, and is never overwritten silently.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver, Sender};
+use hashlink::LinkedHashSet;
 use tracing::{debug, error, info, warn};
 use zync_proto::{
     Causality, Event, FileEntry, Hash, Notification, RelPath, Resolution, TrackerReply,
@@ -114,7 +115,10 @@ pub struct Engine {
     outbox: Vec<FileEntry>,
     // Downloads.
     wanted: HashMap<RelPath, FileEntry>,
-    queue: VecDeque<RelPath>,
+    /// Paths waiting for a worker, in arrival order, each once (a hash set
+    /// with an order: a full folder's worth of paths can wait here, and
+    /// asking a `VecDeque` whether it holds one was quadratic).
+    queue: LinkedHashSet<RelPath>,
     active: HashMap<RelPath, VersionVector>,
     /// Current backoff of paths whose download failed (doubles per failure).
     backoff: HashMap<RelPath, Duration>,
@@ -163,7 +167,7 @@ impl Engine {
             need_snapshot: false,
             outbox: Vec::new(),
             wanted: HashMap::new(),
-            queue: VecDeque::new(),
+            queue: LinkedHashSet::new(),
             active: HashMap::new(),
             backoff: HashMap::new(),
             retry_at: HashMap::new(),
@@ -258,7 +262,7 @@ impl Engine {
                 && !self.active.contains_key(&p)
                 && !self.queue.contains(&p)
             {
-                self.queue.push_back(p);
+                self.queue.insert(p);
             }
         }
         if self.index.is_dirty() && now.duration_since(self.last_save) >= self.save_every {
@@ -821,7 +825,7 @@ impl Engine {
         }
         self.wanted.insert(path.clone(), r);
         if !self.active.contains_key(&path) && !self.queue.contains(&path) {
-            self.queue.push_back(path);
+            self.queue.insert(path);
         }
     }
 
@@ -849,7 +853,7 @@ impl Engine {
             .map(|w| w.version.compare(&entry.version));
         if matches!(current, Some(c) if c != Causality::Equal) {
             // Something newer is wanted meanwhile: fetch that instead.
-            self.queue.push_back(path);
+            self.queue.insert(path);
             return;
         }
         match result {
