@@ -85,11 +85,21 @@ pub struct Fetched {
     pub from: String,
 }
 
+/// Connections to holders kept between downloads, per fetcher. Bounded.
+const IDLE_SOCKETS: usize = 8;
+
 /// Downloads file versions; owns its tracker socket (one thread).
 pub struct Fetcher {
     ctx: zmq::Context,
     tracker: TrackerClient,
     exclude: Option<String>,
+    /// Holder connections left clean by finished downloads (no request in
+    /// flight), by endpoint: a folder of small files would otherwise cost a
+    /// TCP and ZMTP handshake per file on both sides.
+    idle: Vec<(String, zmq::Socket)>,
+    /// Request ids go on across downloads, so no reply can be taken for
+    /// another download's on a reused connection.
+    next_id: u64,
     /// Block requests in flight per holder.
     pub window: usize,
     /// How long a holder may stay silent before it is given up.
@@ -104,6 +114,8 @@ impl Fetcher {
             ctx: ctx.clone(),
             tracker: TrackerClient::new(ctx, tracker, Duration::from_secs(3)),
             exclude,
+            idle: Vec::new(),
+            next_id: 1,
             window: 16,
             stall_timeout: Duration::from_secs(5),
         }
@@ -173,23 +185,44 @@ impl Fetcher {
                 sha256: entry.sha256,
             });
         }
+        let sock = holders
+            .first()
+            .and_then(|h| net::pick_endpoint(&h.endpoint))
+            .and_then(|ep| {
+                let i = self.idle.iter().position(|(e, _)| *e == ep)?;
+                Some(self.idle.swap_remove(i))
+            });
         Ok(BlockStream {
             ctx: self.ctx.clone(),
             entry: entry.clone(),
             holders,
             current: 0,
-            sock: None,
+            sock,
             window: self.window.max(1),
             stall: self.stall_timeout,
             next_req: first,
             next_out: first,
             end,
             in_flight: 0,
-            next_id: 1,
-            first_id: 1,
+            next_id: self.next_id,
+            first_id: self.next_id,
             pending: BTreeMap::new(),
             last_error: String::new(),
         })
+    }
+
+    /// Takes back a finished stream's connection if it is clean, and its
+    /// request ids.
+    fn reclaim(&mut self, stream: BlockStream) {
+        self.next_id = self.next_id.max(stream.next_id);
+        if stream.in_flight == 0 {
+            if let Some(conn) = stream.sock {
+                if self.idle.len() >= IDLE_SOCKETS {
+                    self.idle.remove(0);
+                }
+                self.idle.push(conn);
+            }
+        }
     }
 
     /// Downloads `entry` into a new temp file in `staging`, calling
@@ -233,7 +266,10 @@ impl Fetcher {
                 .map_err(|_| io::Error::other("writer thread panicked"))?;
             streamed?;
             Ok(written?)
-        })?;
+        });
+        let from = stream.source().to_owned();
+        self.reclaim(stream);
+        let got = got?;
         if got != entry.sha256 {
             return Err(FetchError::HashMismatch {
                 path: entry.path.clone(),
@@ -246,7 +282,7 @@ impl Fetcher {
         f.set_modified(UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64))?;
         Ok(Fetched {
             file: file.into_temp_path(),
-            from: stream.source().to_owned(),
+            from,
         })
     }
 }
@@ -356,7 +392,8 @@ pub struct BlockStream {
     entry: FileEntry,
     holders: Vec<PeerInfo>,
     current: usize,
-    sock: Option<zmq::Socket>,
+    /// The connection to the current holder, with the endpoint it went to.
+    sock: Option<(String, zmq::Socket)>,
     window: usize,
     stall: Duration,
     next_req: u64,
@@ -417,9 +454,9 @@ impl BlockStream {
                 .ok_or_else(|| format!("no resolvable endpoint in {:?}", h.endpoint))?;
             let s = net::socket(&self.ctx, zmq::DEALER).map_err(|e| e.to_string())?;
             s.connect(&ep).map_err(|e| e.to_string())?;
-            self.sock = Some(s);
+            self.sock = Some((ep, s));
         }
-        let Some(sock) = self.sock.as_ref() else {
+        let Some((_, sock)) = self.sock.as_ref() else {
             return Err("no socket".into());
         };
         while self.in_flight < self.window && self.next_req < self.end {

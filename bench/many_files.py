@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Zync at scale: a folder of many small files, one run, figures printed.
+
+1. Peer 1 starts on a folder of N small files (default 20,000 of 100 bytes,
+   100 per folder): time until the tracker lists them all (scan, hash,
+   register in pages).
+2. Peer 2 joins with an empty folder: time until it holds every file
+   (snapshot in pages, one verified download per file).
+3. Peak resident memory (VmHWM) and CPU-seconds of the tracker and both peers.
+
+Release binaries on loopback, folders under a scratch directory.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sync_bench import ROOT, cpu_seconds, free_port, peak_rss_mb, wait  # noqa: E402
+
+
+def count_files(folder):
+    n = 0
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != ".zync"]
+        n += len(files)
+    return n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=20_000, help="number of files (default 20000)")
+    ap.add_argument("--bytes", type=int, default=100, help="size of each file (default 100)")
+    ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench"), help="scratch folder")
+    args = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "zync-tracker", "-p", "zync-peer"], cwd=ROOT, check=True)
+    bin_dir = os.path.join(ROOT, "target", "release")
+    os.makedirs(args.scratch, exist_ok=True)
+    work = tempfile.mkdtemp(dir=args.scratch)
+    procs = {}
+    try:
+        p1_dir, p2_dir = os.path.join(work, "p1"), os.path.join(work, "p2")
+        for i in range(args.files):
+            d = os.path.join(p1_dir, f"dir{i // 100:04d}")
+            os.makedirs(d, exist_ok=True)
+            body = f"file {i} ".encode().ljust(args.bytes, b".")[: args.bytes]
+            with open(os.path.join(d, f"file-{i:06d}.txt"), "wb") as f:
+                f.write(body)
+        subprocess.run(["sync"], check=True)
+
+        tracker = f"127.0.0.1:{free_port()}"
+        log = lambda name: open(os.path.join(work, f"{name}.log"), "w")
+        procs["tracker"] = subprocess.Popen(
+            [f"{bin_dir}/zync-tracker", "--listen", tracker, "--publish", "127.0.0.1:0"], stderr=log("tracker"))
+
+        def peer(name, folder):
+            procs[name] = subprocess.Popen([f"{bin_dir}/zync-peer", "--tracker", tracker, "run", "--dir", folder,
+                                            "--listen", "127.0.0.1:0", "--name", name], stderr=log(name))
+
+        def listed():
+            out = subprocess.run([f"{bin_dir}/zync-peer", "--tracker", tracker, "ls", "--json"],
+                                 capture_output=True, text=True).stdout
+            try:
+                return len(json.loads(out))
+            except ValueError:
+                return 0
+
+        t = time.monotonic()
+        peer("p1", p1_dir)
+        wait(lambda: listed() == args.files or time.sleep(0.2), 600, "the tracker to list every file")
+        registered = time.monotonic() - t
+
+        t = time.monotonic()
+        peer("p2", p2_dir)
+        wait(lambda: count_files(p2_dir) == args.files or time.sleep(0.2), 1800, "peer 2 to hold every file")
+        joined = time.monotonic() - t
+        last = os.path.join(f"dir{(args.files - 1) // 100:04d}", f"file-{args.files - 1:06d}.txt")
+        with open(os.path.join(p1_dir, last), "rb") as a, open(os.path.join(p2_dir, last), "rb") as b:
+            if a.read() != b.read():
+                sys.exit(f"{last} differs on peer 2")
+
+        print(f"{args.files} files of {args.bytes} B")
+        print(f"peer 1 scanned and registered: {registered:7.2f} s  ({args.files / registered:7.0f} files/s)")
+        print(f"late joiner holds them all:    {joined:7.2f} s  ({args.files / joined:7.0f} files/s)")
+        for name, p in procs.items():
+            print(f"{name:8} peak RSS {peak_rss_mb(p.pid):7.1f} MB   CPU {cpu_seconds(p.pid):6.2f} s")
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
