@@ -76,6 +76,13 @@ struct Peer {
     files: HashMap<RelPath, Option<Hash>>,
 }
 
+impl Peer {
+    /// True if the peer reported holding `path` with content `sha256`.
+    fn holds(&self, path: &RelPath, sha256: Hash) -> bool {
+        self.files.get(path) == Some(&Some(sha256))
+    }
+}
+
 /// The tracker's state, without sockets: what `handle` decides is testable alone.
 struct Index {
     epoch: u64,
@@ -94,7 +101,7 @@ impl Index {
         }
         self.peers
             .iter()
-            .filter(|(_, p)| p.files.get(&entry.path) == Some(&Some(entry.sha256)))
+            .filter(|(_, p)| p.holds(&entry.path, entry.sha256))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -355,7 +362,7 @@ impl Index {
     fn locate(&self, path: &RelPath, sha256: Hash, now: Instant) -> Vec<PeerInfo> {
         self.peers
             .iter()
-            .filter(|(_, p)| p.files.get(path) == Some(&Some(sha256)))
+            .filter(|(_, p)| p.holds(path, sha256))
             .map(|(n, p)| Self::peer_info(n, p, now))
             .collect()
     }
