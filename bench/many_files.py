@@ -13,14 +13,12 @@ Release binaries on loopback, folders under a scratch directory.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sync_bench import ROOT, cpu_seconds, free_port, peak_rss_mb, wait  # noqa: E402
+from sync_bench import ROOT, build_release, cpu_seconds, free_port, peak_rss_mb, scratch, stop, wait  # noqa: E402
 
 
 def count_files(folder):
@@ -38,10 +36,8 @@ def main():
     ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench"), help="scratch folder")
     args = ap.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "zync-tracker", "-p", "zync-peer"], cwd=ROOT, check=True)
-    bin_dir = os.path.join(ROOT, "target", "release")
-    os.makedirs(args.scratch, exist_ok=True)
-    work = tempfile.mkdtemp(dir=args.scratch)
+    bin_dir = build_release()
+    work = scratch(args.scratch)
     procs = {}
     try:
         p1_dir, p2_dir = os.path.join(work, "p1"), os.path.join(work, "p2")
@@ -90,14 +86,7 @@ def main():
         for name, p in procs.items():
             print(f"{name:8} peak RSS {peak_rss_mb(p.pid):7.1f} MB   CPU {cpu_seconds(p.pid):6.2f} s")
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop(procs.values(), work)
 
 
 if __name__ == "__main__":

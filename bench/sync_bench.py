@@ -75,6 +75,30 @@ def has(path, data_len, digest):
         return False
 
 
+def build_release():
+    """Builds the tracker and peer in release mode; returns their folder."""
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "zync-tracker", "-p", "zync-peer"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "release")
+
+
+def scratch(base):
+    """A fresh folder under `base` for one run."""
+    os.makedirs(base, exist_ok=True)
+    return tempfile.mkdtemp(dir=base)
+
+
+def stop(procs, work):
+    """Stops every process (SIGTERM, then SIGKILL after 5 s) and removes `work`."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024, help="large file size (default 1024)")
@@ -82,10 +106,8 @@ def main():
     ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench"), help="scratch folder")
     args = ap.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "zync-tracker", "-p", "zync-peer"], cwd=ROOT, check=True)
-    bin_dir = os.path.join(ROOT, "target", "release")
-    os.makedirs(args.scratch, exist_ok=True)
-    work = tempfile.mkdtemp(dir=args.scratch)
+    bin_dir = build_release()
+    work = scratch(args.scratch)
     procs = []
     try:
         port = free_port()
@@ -166,14 +188,7 @@ def main():
         for i, p in enumerate(peers, 1):
             print(f"peak RSS p{i}:             {peak_rss_mb(p.pid):7.1f} MB   (target < 100 MB)")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop(procs, work)
 
 
 if __name__ == "__main__":
