@@ -878,18 +878,21 @@ impl Engine {
     }
 }
 
+/// Time since the Unix epoch (zero for a clock set before it).
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// The clock local changes are stamped with in version vectors
 /// ([`VersionVector::bump_at`]): Unix seconds.
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    since_epoch().as_secs()
 }
 
 fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = since_epoch();
     FileEntry {
         path,
         size: 0,
