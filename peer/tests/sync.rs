@@ -162,7 +162,7 @@ fn restarted_peer_catches_up_both_ways() {
         fs::write(c.dir(0).join(name), body).unwrap();
     }
     wait_identical(&c, "initial files");
-    std::thread::sleep(Duration::from_millis(300)); // let p3 persist its index
+    wait_index_saved(&c, 2);
     c.peers[2].proc.kill();
 
     // While p3 is down: changes elsewhere...
@@ -379,8 +379,7 @@ fn lost_or_corrupt_index_never_costs_a_local_edit() {
     wait_identical(&c, "initial files");
     let index = c.dir(1).join(".zync").join("index.msgpack");
     for (round, damage) in ["lost", "corrupt"].into_iter().enumerate() {
-        wait_for(CONVERGE, || index.exists(), "p2's index saved", &c);
-        std::thread::sleep(Duration::from_millis(300));
+        wait_index_saved(&c, 1);
         c.peers[1].proc.kill();
         let theirs = format!("round {round}: edit on p1 while p2 was down");
         let ours = format!("round {round}: edit on p2 with its index {damage}");
@@ -417,8 +416,7 @@ fn index_restored_from_a_backup_never_costs_a_local_edit() {
     fs::write(c.dir(0).join("doc.txt"), b"base").unwrap();
     wait_identical(&c, "base everywhere");
     let index = c.dir(1).join(".zync").join("index.msgpack");
-    wait_for(CONVERGE, || index.exists(), "p2's index saved", &c);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_index_saved(&c, 1);
     c.peers[1].proc.kill();
     let backup = fs::read(&index).unwrap();
     c.restart_peer(1);

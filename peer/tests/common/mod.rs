@@ -43,13 +43,34 @@ pub fn tracker_bin() -> PathBuf {
     bin("zync-tracker")
 }
 
-/// A free loopback port (for the tracker, which must come back on the same one).
+/// A free loopback port, for a server that must be named before it starts
+/// (the tracker, which comes back on the same one after a restart).
+///
+/// A port from `bind(0)` is in the kernel's ephemeral range, where any
+/// outgoing connection (a peer's, a CLI's) can take it between this check
+/// and the server's own bind: the server then fails with "address in use".
+/// So ports come from below that range, where the kernel never hands one
+/// out by itself, each at most once per test process, and checked free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|lo| *lo > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = ephemeral - LOW;
+    // Test binaries run one after another, but start each at its own place.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral}");
 }
 
 /// A child process killed on drop, with its stderr in a log file.
@@ -319,6 +340,36 @@ pub fn wait_file_everywhere(c: &Cluster, rel: &str, bytes: &[u8]) {
                 .all(|i| std::fs::read(c.dir(i).join(rel)).ok().as_deref() == Some(bytes))
         },
         &format!("{rel} everywhere"),
+        c,
+    );
+}
+
+/// Waits until peer `i`'s index *as saved on disk* records exactly the files
+/// now in its folder, with their content: after this, killing the peer
+/// loses nothing it has installed or seen.
+pub fn wait_index_saved(c: &Cluster, i: usize) {
+    let state = c.dir(i).join(zync_proto::STATE_DIR_NAME);
+    wait_for(
+        CONVERGE,
+        || {
+            if !state.join("index.msgpack").exists() {
+                return false;
+            }
+            let Ok(index) = zync_peer::index::LocalIndex::load(&state) else {
+                return false;
+            };
+            let saved: std::collections::BTreeMap<String, zync_proto::Hash> = index
+                .iter()
+                .filter(|le| !le.entry.deleted && le.stat.is_some())
+                .map(|le| (le.entry.path.as_str().to_owned(), le.entry.sha256))
+                .collect();
+            let disk: std::collections::BTreeMap<String, zync_proto::Hash> = snapshot(c.dir(i))
+                .into_iter()
+                .map(|(p, b)| (p, zync_proto::Hash::of(&b)))
+                .collect();
+            saved == disk
+        },
+        &format!("{}'s index saved", c.peers[i].name),
         c,
     );
 }

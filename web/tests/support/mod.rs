@@ -28,66 +28,108 @@ impl Resp {
 }
 
 /// Reads one response from a connection (`head`: response to HEAD, no body).
+/// Panics on any I/O error or malformed reply: for a server that must answer.
 pub fn read_resp(r: &mut BufReader<TcpStream>, head: bool) -> Resp {
+    try_read_resp(r, head).unwrap_or_else(|e| panic!("reading a response: {e}"))
+}
+
+/// Reads one response, returning I/O errors (a reset, a read timeout, a
+/// connection closed before the reply) for loops that wait them out. A
+/// reply that is not HTTP is an error too (`InvalidData`).
+pub fn try_read_resp(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Resp> {
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut line = String::new();
-    r.read_line(&mut line).unwrap();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     let status: u16 = line
         .split_whitespace()
         .nth(1)
-        .unwrap_or_else(|| panic!("status line {line:?}"))
-        .parse()
-        .unwrap();
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("status line {line:?}")))?;
     let mut headers = Vec::new();
     loop {
         let mut l = String::new();
-        r.read_line(&mut l).unwrap();
+        if r.read_line(&mut l)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         let l = l.trim_end();
         if l.is_empty() {
             break;
         }
-        let (k, v) = l.split_once(':').unwrap();
+        let (k, v) = l
+            .split_once(':')
+            .ok_or_else(|| bad(format!("header line {l:?}")))?;
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
     }
     let mut body = Vec::new();
-    let len = headers
+    let len = match headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse::<usize>().unwrap());
+    {
+        Some((_, v)) => Some(
+            v.parse::<usize>()
+                .map_err(|_| bad(format!("Content-Length {v:?}")))?,
+        ),
+        None => None,
+    };
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if !head && status != 304 && status != 204 {
         if let Some(n) = len {
             body.resize(n, 0);
-            r.read_exact(&mut body).unwrap();
+            r.read_exact(&mut body)?;
         } else if chunked {
-            panic!("unexpected chunked response");
+            return Err(bad("unexpected chunked response".into()));
         } else {
-            r.read_to_end(&mut body).unwrap();
+            r.read_to_end(&mut body)?;
         }
     }
-    Resp {
+    Ok(Resp {
         status,
         headers,
         body,
-    }
+    })
 }
 
-/// One request on a fresh connection.
+/// How long a test waits for one reply. Generous: on a loaded two-core
+/// machine a busy server can take seconds, and a late reply is not a wrong one.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One request on a fresh connection. Panics on any I/O error.
 pub fn request(addr: &str, raw: &str) -> Resp {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    (&s).write_all(raw.as_bytes()).unwrap();
+    try_request(addr, raw).unwrap_or_else(|e| panic!("{addr}: {e}"))
+}
+
+/// One request on a fresh connection, for loops that wait out a refused,
+/// reset or timed-out connection: each of those is an `Err`, not a panic.
+pub fn try_request(addr: &str, raw: &str) -> std::io::Result<Resp> {
+    try_request_within(addr, raw, REPLY_TIMEOUT)
+}
+
+/// [`try_request`] with its own read timeout.
+pub fn try_request_within(addr: &str, raw: &str, timeout: Duration) -> std::io::Result<Resp> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(timeout))?;
+    (&s).write_all(raw.as_bytes())?;
     let head = raw.starts_with("HEAD ");
-    read_resp(&mut BufReader::new(s), head)
+    try_read_resp(&mut BufReader::new(s), head)
+}
+
+/// `GET path` with extra header lines, as a raw request.
+pub fn get_request(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n")
 }
 
 /// `GET path` with extra header lines.
 pub fn get(addr: &str, path: &str, extra: &str) -> Resp {
-    request(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"),
-    )
+    request(addr, &get_request(path, extra))
+}
+
+/// [`get`] for loops that wait out connection errors.
+pub fn try_get(addr: &str, path: &str, extra: &str) -> std::io::Result<Resp> {
+    try_request(addr, &get_request(path, extra))
 }
 
 /// A zync-web process, killed on drop.
