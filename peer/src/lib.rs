@@ -2,7 +2,8 @@
 //!
 //! [`run`] starts the parts, each on its own thread with its own sockets:
 //! - the [`server`] answers other peers' block requests from the folder;
-//! - the watcher (the `notify` crate, debounced) reports local changes;
+//! - the [`watch`]er (raw `notify` events, debounced per path) reports
+//!   paths to look at again;
 //! - the [`link`]s subscribe to the tracker's notifications and heartbeat it;
 //! - a bounded pool of fetch workers pulls versions ([`transfer`]);
 //! - the [`engine`] owns the local [`index`] and makes every decision.
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod net;
 pub mod server;
 pub mod transfer;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,8 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver};
-use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use tracing::{info, warn};
 use zync_proto::STATE_DIR_NAME;
 
@@ -130,34 +130,15 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
 
     let (tx, rx) = bounded::<Input>(4096);
 
-    // Folder watcher: OS events, debounced; no polling.
+    // Folder watcher: OS events, debounced per path; no polling.
     let watch_tx = tx.clone();
-    let mut debouncer = new_debouncer(cfg.debounce, None, move |res: DebounceEventResult| {
-        let input = match res {
-            Ok(events) => {
-                // Reads (ours included: hashing, serving, scanning) are not changes.
-                let mut paths: Vec<PathBuf> = events
-                    .into_iter()
-                    .filter(|e| is_change(&e.event.kind))
-                    .flat_map(|e| e.event.paths)
-                    .collect();
-                if paths.is_empty() {
-                    return;
-                }
-                paths.sort();
-                paths.dedup();
-                Input::Fs(paths)
-            }
-            Err(errors) => {
-                for e in errors {
-                    warn!(error = %e, "watcher error; rescanning");
-                }
-                Input::Rescan
-            }
+    let watcher = watch::watch(&root, state.clone(), cfg.debounce, move |seen| {
+        let input = match seen {
+            watch::Seen::Paths(paths) => Input::Fs(paths),
+            watch::Seen::Rescan => Input::Rescan,
         };
-        let _ = watch_tx.send(input);
+        watch_tx.send(input).is_ok()
     })?;
-    debouncer.watch(&root, RecursiveMode::Recursive)?;
 
     // Tracker links.
     let (ep_tx, ep_rx) = unbounded::<String>();
@@ -220,19 +201,9 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
     drop(tx);
     engine.run(rx, shutdown);
     stop.store(true, Ordering::Relaxed);
-    drop(debouncer);
+    drop(watcher);
     info!("bye");
     Ok(())
-}
-
-/// True for events that may mean content changed; false for reads.
-fn is_change(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    }
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {

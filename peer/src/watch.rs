@@ -1,0 +1,307 @@
+//! The folder watcher: raw OS events (inotify on Linux, via `notify`),
+//! turned into "look at these paths again" for the engine.
+//!
+//! A watcher event is only a hint. Nothing here decides whether a change
+//! happened: the engine re-stats every path it is told about and compares
+//! with its index. So events are never merged, paired or cancelled (a
+//! merging debouncer once took "created, then removed within 50 ms" for
+//! "nothing happened" and dropped a user's delete right after an install).
+//! The only debounce is per path: a path is handed over once it has been
+//! quiet for `quiet`, or at the latest [`MAX_DELAY`] after its first event
+//! (a file written without pause is still looked at; the engine retries a
+//! file that changes while it is hashed).
+//!
+//! When the OS says events were lost (queue overflow) or the watcher
+//! fails, the engine is told to rescan the whole folder.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError};
+use notify::{RecursiveMode, Watcher as _};
+use tracing::warn;
+
+/// Longest a path with a steady stream of events waits before it is looked at.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// Most distinct paths waiting at once; past it, the folder is rescanned
+/// instead (a rescan costs one stat per file, nothing like re-hashing).
+const MAX_PENDING: usize = 100_000;
+
+/// What the watcher tells the engine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Look at these paths again (files or directories, present or not).
+    Paths(Vec<PathBuf>),
+    /// Events were lost: look at everything.
+    Rescan,
+}
+
+/// A running watcher; dropping it stops watching.
+pub struct FolderWatcher {
+    _inner: notify::RecommendedWatcher,
+}
+
+/// Watches `root` recursively (leaving out everything under `skip`, the
+/// state folder) and sends what it sees on `out`, debounced per path.
+pub fn watch(
+    root: &Path,
+    skip: PathBuf,
+    quiet: Duration,
+    out: impl Fn(Seen) -> bool + Send + 'static,
+) -> Result<FolderWatcher, notify::Error> {
+    // Bounded: if the engine falls behind, the callback blocks, the kernel's
+    // queue overflows, and that becomes a rescan. Nothing grows unbounded.
+    let (tx, rx) = bounded::<notify::Result<notify::Event>>(16_384);
+    let mut inner = notify::recommended_watcher(move |ev| {
+        let _ = tx.send(ev);
+    })?;
+    inner.watch(root, RecursiveMode::Recursive)?;
+    std::thread::Builder::new()
+        .name("zync-watch".into())
+        .spawn(move || {
+            let mut d = Debounce::new(quiet);
+            loop {
+                let wait = d
+                    .next_due()
+                    .map(|t| t.saturating_duration_since(Instant::now()));
+                let first = match wait {
+                    Some(w) => rx.recv_timeout(w),
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                let got = match first {
+                    Ok(ev) => Some(ev),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                let now = Instant::now();
+                for ev in got.into_iter().chain(rx.try_iter()) {
+                    match ev {
+                        Ok(ev) => d.event(&ev, &skip, now),
+                        Err(e) => {
+                            warn!(error = %e, "watcher error; rescanning");
+                            d.lost();
+                        }
+                    }
+                }
+                if let Some(seen) = d.due(Instant::now()) {
+                    if !out(seen) {
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(notify::Error::io)?;
+    Ok(FolderWatcher { _inner: inner })
+}
+
+/// The per-path debounce, apart from threads and the OS so it can be tested.
+struct Debounce {
+    quiet: Duration,
+    /// Path -> (first event, latest event) since it was last handed over.
+    pending: HashMap<PathBuf, (Instant, Instant)>,
+    /// No later than the earliest time a pending path is due.
+    next: Option<Instant>,
+    rescan: bool,
+}
+
+impl Debounce {
+    fn new(quiet: Duration) -> Debounce {
+        Debounce {
+            quiet,
+            pending: HashMap::new(),
+            next: None,
+            rescan: false,
+        }
+    }
+
+    fn event(&mut self, ev: &notify::Event, skip: &Path, now: Instant) {
+        if ev.need_rescan() {
+            return self.lost();
+        }
+        if !is_change(&ev.kind) {
+            return;
+        }
+        for p in &ev.paths {
+            if p.starts_with(skip) {
+                continue;
+            }
+            self.pending
+                .entry(p.clone())
+                .and_modify(|(_, last)| *last = now)
+                .or_insert((now, now));
+            self.next = Some(
+                self.next
+                    .map_or(now + self.quiet, |n| n.min(now + self.quiet)),
+            );
+        }
+        if self.pending.len() > MAX_PENDING {
+            self.lost();
+        }
+    }
+
+    fn lost(&mut self) {
+        self.rescan = true;
+        self.pending.clear();
+        self.next = Some(Instant::now());
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// What is due at `now`, if anything.
+    fn due(&mut self, now: Instant) -> Option<Seen> {
+        if self.rescan {
+            self.rescan = false;
+            self.next = None;
+            return Some(Seen::Rescan);
+        }
+        if self.next.is_none_or(|n| n > now) {
+            return None;
+        }
+        let (quiet, mut paths, mut next) = (self.quiet, Vec::new(), None::<Instant>);
+        self.pending.retain(|p, (first, last)| {
+            let at = (*last + quiet).min(*first + MAX_DELAY);
+            if at <= now {
+                paths.push(p.clone());
+                false
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                true
+            }
+        });
+        self.next = next;
+        if paths.is_empty() {
+            return None;
+        }
+        paths.sort();
+        Some(Seen::Paths(paths))
+    }
+}
+
+/// True for events that may mean content changed; false for reads.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode};
+
+    fn ev(kind: EventKind, paths: &[&str]) -> notify::Event {
+        let mut e = notify::Event::new(kind);
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        e
+    }
+
+    const Q: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn created_then_removed_is_still_reported() {
+        // The case a merging debouncer dropped: both halves cancel out there.
+        let mut d = Debounce::new(Q);
+        let t = Instant::now();
+        d.event(
+            &ev(EventKind::Create(CreateKind::File), &["/r/f"]),
+            Path::new("/r/.zync"),
+            t,
+        );
+        d.event(
+            &ev(EventKind::Remove(RemoveKind::File), &["/r/f"]),
+            Path::new("/r/.zync"),
+            t + Duration::from_millis(10),
+        );
+        assert_eq!(d.due(t + Duration::from_millis(20)), None, "not quiet yet");
+        assert_eq!(
+            d.due(t + Duration::from_millis(70)),
+            Some(Seen::Paths(vec!["/r/f".into()]))
+        );
+        assert_eq!(d.due(t + Duration::from_secs(5)), None, "handed over once");
+    }
+
+    #[test]
+    fn a_rename_reports_both_names_and_staging_is_left_out() {
+        let mut d = Debounce::new(Q);
+        let t = Instant::now();
+        let skip = Path::new("/r/.zync");
+        d.event(
+            &ev(EventKind::Create(CreateKind::File), &["/r/.zync/tmp/x"]),
+            skip,
+            t,
+        );
+        d.event(
+            &ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &["/r/.zync/tmp/x", "/r/a"],
+            ),
+            skip,
+            t,
+        );
+        d.event(
+            &ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &["/r/a", "/r/d/b"],
+            ),
+            skip,
+            t,
+        );
+        assert_eq!(
+            d.due(t + Q),
+            Some(Seen::Paths(vec!["/r/a".into(), "/r/d/b".into()]))
+        );
+    }
+
+    #[test]
+    fn reads_are_not_changes_and_a_steady_writer_is_looked_at_anyway() {
+        use notify::event::{AccessKind, AccessMode};
+        let mut d = Debounce::new(Q);
+        let t = Instant::now();
+        let skip = Path::new("/r/.zync");
+        d.event(
+            &ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                &["/r/f"],
+            ),
+            skip,
+            t,
+        );
+        assert_eq!(d.next_due(), None);
+        let mut now = t;
+        while now < t + MAX_DELAY {
+            d.event(
+                &ev(EventKind::Modify(ModifyKind::Any), &["/r/f"]),
+                skip,
+                now,
+            );
+            assert_eq!(d.due(now), None);
+            now += Duration::from_millis(20);
+        }
+        assert_eq!(d.due(now), Some(Seen::Paths(vec!["/r/f".into()])));
+    }
+
+    #[test]
+    fn lost_events_become_one_rescan() {
+        let mut d = Debounce::new(Q);
+        let t = Instant::now();
+        let skip = Path::new("/r/.zync");
+        d.event(&ev(EventKind::Create(CreateKind::File), &["/r/f"]), skip, t);
+        let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        d.event(&overflow, skip, t);
+        assert_eq!(d.due(t), Some(Seen::Rescan));
+        assert_eq!(
+            d.due(t + Duration::from_secs(1)),
+            None,
+            "the rescan covers f"
+        );
+    }
+}

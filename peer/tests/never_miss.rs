@@ -1,0 +1,66 @@
+//! Regression tests for local changes that were once missed: each is named
+//! after the cause it pins. Real tracker and peers, checked on disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits, without sleeping more than a millisecond at a time, until `path`
+/// holds `bytes` (a download appears whole, by rename): the caller then acts
+/// within a millisecond or two of the install.
+fn the_moment_it_lands(c: &Cluster, path: &Path, bytes: &[u8]) {
+    let t = Instant::now();
+    while fs::read(path).ok().as_deref() != Some(bytes) {
+        assert!(
+            t.elapsed() < CONVERGE,
+            "{} never arrived\n{}",
+            path.display(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn watcher_debounce_merging_dropped_a_delete_right_after_an_install() {
+    // The merging debouncer saw the install's temp file created, renamed
+    // into place, then removed by the user: "created, then removed" became
+    // nothing at all, and the deletion was never reported.
+    let c = Cluster::start(3);
+    for round in 0..6 {
+        let name = format!("del-{round}.txt");
+        let body = format!("round {round}");
+        fs::write(c.dir(0).join(&name), &body).unwrap();
+        let on_p3 = c.dir(2).join(&name);
+        the_moment_it_lands(&c, &on_p3, body.as_bytes());
+        std::thread::sleep(Duration::from_millis(round * 8));
+        fs::remove_file(&on_p3).unwrap();
+        wait_gone_everywhere(&c, &name);
+    }
+}
+
+#[test]
+fn watcher_debounce_merging_lost_the_old_name_of_a_rename_right_after_an_install() {
+    // Same cause: the temp file's pending "created" moved to the new name,
+    // so only the new path was reported and the old one stayed everywhere.
+    let c = Cluster::start(3);
+    for round in 0..6 {
+        let name = format!("ren-{round}.txt");
+        let body = format!("round {round}");
+        fs::write(c.dir(0).join(&name), &body).unwrap();
+        let on_p2 = c.dir(1).join(&name);
+        the_moment_it_lands(&c, &on_p2, body.as_bytes());
+        std::thread::sleep(Duration::from_millis(round * 8));
+        let moved = format!("moved-{round}/into/{name}");
+        fs::create_dir_all(c.dir(1).join(format!("moved-{round}/into"))).unwrap();
+        fs::rename(&on_p2, c.dir(1).join(&moved)).unwrap();
+        wait_file_everywhere(&c, &moved, body.as_bytes());
+        wait_gone_everywhere(&c, &name);
+    }
+}
