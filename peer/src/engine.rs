@@ -131,6 +131,10 @@ pub struct Engine {
     last_save: Instant,
     /// Pause after a save before the next ([`SAVE_SHARE`]).
     save_every: Duration,
+    /// Fault injection for the crash tests: abort the process right after
+    /// this path is installed, before the index records it
+    /// (`ZYNC_FAULT_ABORT_AFTER_INSTALL`; unset in normal use).
+    abort_after_install: Option<String>,
 }
 
 impl Engine {
@@ -175,6 +179,7 @@ impl Engine {
             unstable_at: None,
             last_save: Instant::now(),
             save_every: SAVE_EVERY,
+            abort_after_install: std::env::var("ZYNC_FAULT_ABORT_AFTER_INSTALL").ok(),
         }
     }
 
@@ -182,6 +187,7 @@ impl Engine {
     pub fn run(mut self, inputs: Receiver<Input>, shutdown: Receiver<()>) {
         info!(dir = %self.s.root.display(), name = %self.s.name, replica = %self.replica,
               endpoint = %self.s.advertise, files = self.index.len(), "peer starting");
+        self.replay_journal();
         self.full_scan();
         loop {
             self.timers();
@@ -537,6 +543,38 @@ impl Engine {
 
     // ---- local side ------------------------------------------------------
 
+    /// Adopts the remote versions that were being applied when the process
+    /// last stopped without saving its index ([`LocalIndex::take_journal`]),
+    /// where the disk shows the change was made: the file holds that
+    /// version's content (or, for a deletion, is gone). The start-up scan
+    /// then sees an installed file as installed, not as a new local edit.
+    fn replay_journal(&mut self) {
+        for r in self.index.take_journal() {
+            let cur = self.index.get(&r.path);
+            if cur.is_some_and(|c| {
+                !matches!(
+                    r.version.compare(&c.entry.version),
+                    Causality::Dominates | Causality::Equal
+                )
+            }) {
+                continue; // the index already knows better
+            }
+            let stat = match fsops::look(&self.s.root, &r.path) {
+                Ok(Found::Missing) if r.deleted => None,
+                Ok(Found::File(_)) if !r.deleted => {
+                    match hashing::hash_file(&self.s.root.join(r.path.as_str())) {
+                        Ok(h) if h.sha256 == r.sha256 => Some(h.stat),
+                        _ => continue, // not (or no longer) what was installed
+                    }
+                }
+                _ => continue, // the change never reached the disk
+            };
+            info!(path = %r.path, version = %r.version, deleted = r.deleted,
+                  "adopted a version applied just before the last stop");
+            self.index.put(r, stat);
+        }
+    }
+
     fn full_scan(&mut self) {
         let t = Instant::now();
         let mut paths: BTreeSet<RelPath> =
@@ -716,6 +754,9 @@ impl Engine {
         let target = FileEntry { version, ..r };
         if target.deleted {
             if on_disk.is_some() {
+                if let Err(e) = self.index.journal(&target) {
+                    return warn!(path = %path, error = %e, "cannot journal a deletion; not deleting");
+                }
                 if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
                     return warn!(path = %path, error = %e, "cannot delete");
                 }
@@ -732,8 +773,16 @@ impl Engine {
             self.servable
                 .offer(path.clone(), target.sha256, target.size);
         } else if let Some((f, took)) = fetched {
+            if let Err(e) = self.index.journal(&target) {
+                return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
+            }
             match fsops::install(f.file, &self.s.root, &path) {
                 Ok(stat) => {
+                    if self.abort_after_install.as_deref() == Some(path.as_str()) {
+                        error!(path = %path, "ZYNC_FAULT_ABORT_AFTER_INSTALL: killing myself");
+                        let me = rustix::process::getpid();
+                        let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+                    }
                     info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
                           ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
                     self.servable

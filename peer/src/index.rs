@@ -10,6 +10,16 @@
 //! as concurrent with the cluster's versions, never as older, and a local
 //! edit it cannot place in history is kept (as a conflict copy if it loses)
 //! instead of being overwritten.
+//!
+//! The index file is rewritten whole, so saves are paced; between two saves
+//! every remote version about to be applied to the disk is first appended
+//! to a small journal ([`LocalIndex::journal`]). A crash after a download
+//! was renamed into place but before the next save would otherwise leave a
+//! file the index does not know it installed, and the start-up scan would
+//! take it for a new local edit (which beats a deletion made meanwhile, and
+//! brings the file back everywhere). On load the journal's records are
+//! handed to the engine ([`LocalIndex::take_journal`]), which adopts each
+//! one whose content the disk holds; a save empties the journal.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -39,6 +49,25 @@ struct IndexFile {
 
 const FORMAT: u32 = 1;
 const FILE_NAME: &str = "index.msgpack";
+const JOURNAL_NAME: &str = "journal.msgpack";
+
+/// Reads the records of a journal file. A record cut short (the process
+/// died while writing it) ends the journal: what it describes was never
+/// done, since the disk is changed only after its record is written.
+fn read_journal(path: &Path) -> Vec<FileEntry> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let mut rd = bytes.as_slice();
+    let mut out = Vec::new();
+    while !rd.is_empty() {
+        match rmp_serde::from_read::<_, FileEntry>(&mut rd) {
+            Ok(e) => out.push(e),
+            Err(_) => break,
+        }
+    }
+    out
+}
 
 /// Errors reading or writing the index file.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +100,13 @@ pub struct LocalIndex {
     entries: BTreeMap<RelPath, LocalEntry>,
     file: PathBuf,
     dirty: bool,
+    /// The journal: remote versions applied (or about to be) since the last save.
+    journal_file: PathBuf,
+    journal: Option<std::fs::File>,
+    /// A journal file was there at load: the next save removes it.
+    journal_stale: bool,
+    /// Records found in the journal at load, for the engine to check against the disk.
+    replay: Vec<FileEntry>,
 }
 
 impl LocalIndex {
@@ -84,12 +120,19 @@ impl LocalIndex {
             path: file.clone(),
             source,
         };
+        let journal_file = state_dir.join(JOURNAL_NAME);
+        let journal_stale = journal_file.exists();
+        let replay = read_journal(&journal_file);
         let fresh = |file: PathBuf| LocalIndex {
             device: rand::random::<u64>() | 1,
             recovered: None,
             entries: BTreeMap::new(),
             file,
             dirty: true,
+            journal_file: journal_file.clone(),
+            journal: None,
+            journal_stale,
+            replay: replay.clone(),
         };
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
@@ -113,6 +156,10 @@ impl LocalIndex {
                     .collect(),
                 file,
                 dirty: false,
+                journal_file: journal_file.clone(),
+                journal: None,
+                journal_stale,
+                replay: replay.clone(),
             }),
             Err(reason) => {
                 let aside = state_dir.join(format!("{FILE_NAME}.corrupt"));
@@ -155,7 +202,56 @@ impl LocalIndex {
         tmp.as_file().sync_data().map_err(io_err)?;
         tmp.persist(&self.file).map_err(|e| io_err(e.error))?;
         self.dirty = false;
+        // Everything journaled is in the saved index now.
+        let journal_err = |source| IndexError::Io {
+            path: self.journal_file.clone(),
+            source,
+        };
+        if let Some(j) = &self.journal {
+            j.set_len(0).map_err(journal_err)?;
+        } else if self.journal_stale {
+            match std::fs::remove_file(&self.journal_file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(journal_err(e)),
+                _ => {}
+            }
+        }
+        self.journal_stale = false;
         Ok(())
+    }
+
+    /// Appends `entry` to the journal. Call it *before* the disk is changed
+    /// to match a remote version (a download renamed into place, a file
+    /// deleted): if the process dies before the next save, the next start
+    /// finds the record and adopts the version instead of minting a local
+    /// edit. The record is written, not fsynced: it survives the process
+    /// being killed, as the page cache does, but not a power cut.
+    pub fn journal(&mut self, entry: &FileEntry) -> Result<(), IndexError> {
+        let io_err = |source| IndexError::Io {
+            path: self.journal_file.clone(),
+            source,
+        };
+        if self.journal.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.journal_file)
+                .map_err(io_err)?;
+            self.journal = Some(f);
+        }
+        let bytes = rmp_serde::to_vec(entry).map_err(|e| IndexError::Corrupt {
+            path: self.journal_file.clone(),
+            reason: e.to_string(),
+        })?;
+        match &mut self.journal {
+            Some(f) => f.write_all(&bytes).map_err(io_err),
+            None => Ok(()),
+        }
+    }
+
+    /// The journal's records found at load (each once): versions that were
+    /// being applied when the process last stopped without saving.
+    pub fn take_journal(&mut self) -> Vec<FileEntry> {
+        std::mem::take(&mut self.replay)
     }
 
     /// True when there are changes not yet saved.
@@ -271,5 +367,63 @@ mod tests {
         assert!(ix.is_empty());
         assert_ne!(ix.replica("p"), old.replica("p"), "a new replica id");
         assert!(ix.replica("p").starts_with("p@"));
+    }
+
+    fn entry(path: &str, by: &str) -> FileEntry {
+        let mut version = VersionVector::new();
+        version.bump(by);
+        FileEntry {
+            path: RelPath::new(path).unwrap(),
+            size: 1,
+            mtime_ns: 5,
+            sha256: Hash::of(b"x"),
+            blocks: vec![],
+            version,
+            deleted: false,
+            modified_by: by.into(),
+        }
+    }
+
+    #[test]
+    fn journaled_versions_are_handed_back_after_a_crash_and_a_save_empties_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = LocalIndex::load(dir.path()).unwrap();
+        ix.save().unwrap();
+        let (a, b) = (entry("a", "p1"), entry("d/b", "p2"));
+        ix.journal(&a).unwrap();
+        ix.journal(&b).unwrap();
+        drop(ix); // killed before the next save
+        let mut again = LocalIndex::load(dir.path()).unwrap();
+        assert_eq!(again.take_journal(), vec![a.clone(), b]);
+        assert!(again.take_journal().is_empty(), "handed over once");
+        again.put(a, None);
+        again.save().unwrap();
+        let mut third = LocalIndex::load(dir.path()).unwrap();
+        assert!(
+            third.take_journal().is_empty(),
+            "a save empties the journal"
+        );
+        third.journal(&entry("c", "p3")).unwrap();
+        third.put(entry("c", "p3"), None);
+        third.save().unwrap();
+        assert!(LocalIndex::load(dir.path())
+            .unwrap()
+            .take_journal()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_journal_record_cut_short_ends_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = LocalIndex::load(dir.path()).unwrap();
+        let a = entry("a", "p1");
+        ix.journal(&a).unwrap();
+        ix.journal(&entry("b", "p1")).unwrap();
+        drop(ix);
+        let path = dir.path().join(JOURNAL_NAME);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let mut again = LocalIndex::load(dir.path()).unwrap();
+        assert_eq!(again.take_journal(), vec![a]);
     }
 }

@@ -64,3 +64,53 @@ fn watcher_debounce_merging_lost_the_old_name_of_a_rename_right_after_an_install
         wait_gone_everywhere(&c, &name);
     }
 }
+
+#[test]
+fn install_not_yet_in_the_saved_index_was_taken_for_a_local_edit_after_a_crash() {
+    // The index is saved up to 50 ms after an install. A peer killed in
+    // between restarted with a file its index did not know, minted a local
+    // "created" version for it, and that version, concurrent with a deletion
+    // made meanwhile, won ("an edit beats a deletion"): the deleted file
+    // came back on every peer. The install is journaled first now.
+    let mut c = Cluster::start(2);
+    c.restart_peer_with(1, &[("ZYNC_FAULT_ABORT_AFTER_INSTALL", "doomed.txt")]);
+    c.wait_peers(2);
+    fs::write(c.dir(0).join("doomed.txt"), b"soon deleted").unwrap();
+    let t = Instant::now();
+    while c.peers[1].proc.child.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < CONVERGE,
+            "p2 did not abort after installing doomed.txt\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs::read(c.dir(1).join("doomed.txt")).unwrap(),
+        b"soon deleted",
+        "installed before the abort"
+    );
+    // While p2 is down, the file is deleted elsewhere.
+    fs::remove_file(c.dir(0).join("doomed.txt")).unwrap();
+    wait_for(
+        CONVERGE,
+        || {
+            let o = c.cli(&["ls"]);
+            o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("doomed.txt")
+        },
+        "the deletion known to the tracker",
+        &c,
+    );
+    c.restart_peer(1);
+    wait_gone_everywhere(&c, "doomed.txt");
+    c.wait_peers(2);
+    let log = c.peers[1].proc.log_text();
+    assert!(
+        !log.contains("path=doomed.txt kind=created"),
+        "the install was taken for a local edit:\n{log}"
+    );
+    assert!(
+        log.contains("adopted a version applied just before the last stop"),
+        "{log}"
+    );
+}

@@ -211,12 +211,16 @@ impl Cluster {
 
     /// Restarts peer `i` (after it was killed).
     pub fn restart_peer(&mut self, i: usize) {
+        self.restart_peer_with(i, &[]);
+    }
+
+    /// Restarts peer `i` with extra environment variables.
+    pub fn restart_peer_with(&mut self, i: usize, env: &[(&str, &str)]) {
         let name = self.peers[i].name.clone();
         self.peers[i].proc.kill();
-        self.peers[i].proc = Proc::spawn(
-            self.peer_cmd(&name),
-            self.tmp.path().join(format!("{name}.log")),
-        );
+        let mut cmd = self.peer_cmd(&name);
+        cmd.envs(env.iter().copied());
+        self.peers[i].proc = Proc::spawn(cmd, self.tmp.path().join(format!("{name}.log")));
     }
 
     pub fn dir(&self, i: usize) -> &Path {
