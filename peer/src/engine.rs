@@ -76,6 +76,19 @@ pub struct Setup {
     pub workers: usize,
     /// Gets a copy of every notification applied.
     pub observer: Option<Sender<Notification>>,
+    /// How often to rescan the folder behind the watcher (`None`: never).
+    pub rescan: Option<Duration>,
+}
+
+/// Why a path is being looked at; says which event a change found is logged as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// A watcher event, a remote version about to be applied, a retry.
+    Event,
+    /// The start-up scan, or a rescan after the watcher said it lost events.
+    Scan,
+    /// The periodic rescan: whatever it finds, the watcher missed.
+    Rescan,
 }
 
 /// Least time between two index saves. The index is saved as soon as a
@@ -135,6 +148,8 @@ pub struct Engine {
     /// this path is installed, before the index records it
     /// (`ZYNC_FAULT_ABORT_AFTER_INSTALL`; unset in normal use).
     abort_after_install: Option<String>,
+    /// When the next periodic rescan is due.
+    next_rescan: Option<Instant>,
 }
 
 impl Engine {
@@ -154,6 +169,7 @@ impl Engine {
                 servable.offer(le.entry.path.clone(), le.entry.sha256, le.entry.size);
             }
         }
+        let s_rescan = s.rescan;
         Engine {
             replica: index.replica(&s.name),
             s,
@@ -180,6 +196,7 @@ impl Engine {
             last_save: Instant::now(),
             save_every: SAVE_EVERY,
             abort_after_install: std::env::var("ZYNC_FAULT_ABORT_AFTER_INSTALL").ok(),
+            next_rescan: s_rescan.map(|d| Instant::now() + d),
         }
     }
 
@@ -188,7 +205,7 @@ impl Engine {
         info!(dir = %self.s.root.display(), name = %self.s.name, replica = %self.replica,
               endpoint = %self.s.advertise, files = self.index.len(), "peer starting");
         self.replay_journal();
-        self.full_scan();
+        self.scan(Cause::Scan);
         loop {
             self.timers();
             self.flush_outbox();
@@ -230,7 +247,10 @@ impl Engine {
 
     fn next_deadline(&self) -> Instant {
         let mut t = Instant::now() + Duration::from_millis(500);
-        for d in [self.next_register, self.unstable_at].into_iter().flatten() {
+        for d in [self.next_register, self.unstable_at, self.next_rescan]
+            .into_iter()
+            .flatten()
+        {
             t = t.min(d);
         }
         for at in self.retry_at.values() {
@@ -253,8 +273,12 @@ impl Engine {
         if self.unstable_at.is_some_and(|t| t <= now) {
             self.unstable_at = None;
             for p in std::mem::take(&mut self.unstable) {
-                self.reconcile_local(&p);
+                self.reconcile_local(&p, Cause::Event);
             }
+        }
+        if self.next_rescan.is_some_and(|t| t <= now) {
+            self.scan(Cause::Rescan);
+            self.next_rescan = self.s.rescan.map(|d| Instant::now() + d);
         }
         let due: Vec<RelPath> = self
             .retry_at
@@ -290,7 +314,7 @@ impl Engine {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Fs(paths) => self.on_fs(paths),
-            Input::Rescan => self.full_scan(),
+            Input::Rescan => self.scan(Cause::Scan),
             Input::Link(LinkEvent::Note(n)) => self.on_note(n),
             Input::Link(LinkEvent::TrackerLost { generation }) => {
                 if self.registered && self.is_current(generation) {
@@ -575,19 +599,20 @@ impl Engine {
         }
     }
 
-    fn full_scan(&mut self) {
+    /// Looks at every path on disk or in the index.
+    fn scan(&mut self, cause: Cause) {
         let t = Instant::now();
         let mut paths: BTreeSet<RelPath> =
             self.index.iter().map(|le| le.entry.path.clone()).collect();
         self.walk(&self.s.root.clone(), &mut paths);
         for p in &paths {
-            self.reconcile_local(p);
+            self.reconcile_local(p, cause);
         }
-        info!(
-            files = paths.len(),
-            ms = t.elapsed().as_millis() as u64,
-            "scanned folder"
-        );
+        let (files, ms) = (paths.len(), t.elapsed().as_millis() as u64);
+        match cause {
+            Cause::Rescan => debug!(files, ms, "rescanned folder"),
+            _ => info!(files, ms, "scanned folder"),
+        }
     }
 
     fn walk(&self, dir: &Path, out: &mut BTreeSet<RelPath>) {
@@ -617,7 +642,7 @@ impl Engine {
                 continue;
             }
             if p == self.s.root {
-                return self.full_scan();
+                return self.scan(Cause::Scan);
             }
             let Ok(rel) = RelPath::from_local(&self.s.root, &p) else {
                 debug!(path = %p.display(), "ignoring event outside the syncable namespace");
@@ -630,13 +655,13 @@ impl Engine {
             rels.insert(rel);
         }
         for rel in rels {
-            self.reconcile_local(&rel);
+            self.reconcile_local(&rel, Cause::Event);
         }
     }
 
     /// Brings the index in line with what is on disk at `rel`: a new version
     /// if the content changed or the file went away.
-    fn reconcile_local(&mut self, rel: &RelPath) {
+    fn reconcile_local(&mut self, rel: &RelPath, cause: Cause) {
         let found = match fsops::look(&self.s.root, rel) {
             Ok(f) => f,
             Err(e) => return warn!(path = %rel, error = %e, "cannot stat"),
@@ -656,7 +681,7 @@ impl Engine {
                         return;
                     }
                     Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return self.reconcile_local(rel);
+                        return self.reconcile_local(rel, cause);
                     }
                     Err(HashError::Io(e)) => return warn!(path = %rel, error = %e, "cannot read"),
                 };
@@ -690,8 +715,17 @@ impl Engine {
                     deleted: false,
                     modified_by: self.s.name.clone(),
                 };
-                info!(event = %"local_change", path = %rel, kind = %kind, bytes = entry.size, sha256 = %entry.sha256.short(),
-                      version = %entry.version, "local change");
+                match cause {
+                    Cause::Rescan => {
+                        warn!(event = %"missed_change", path = %rel, kind = %kind, bytes = entry.size,
+                                           sha256 = %entry.sha256.short(), version = %entry.version,
+                                           "local change the watcher missed, found by the rescan")
+                    }
+                    _ => {
+                        info!(event = %"local_change", path = %rel, kind = %kind, bytes = entry.size,
+                               sha256 = %entry.sha256.short(), version = %entry.version, "local change")
+                    }
+                }
                 self.servable.offer(rel.clone(), entry.sha256, entry.size);
                 self.index.put(entry.clone(), Some(h.stat));
                 self.report(entry);
@@ -704,8 +738,16 @@ impl Engine {
                 let mut version = c.entry.version.clone();
                 version.bump_at(&self.replica, unix_now());
                 let entry = tombstone(rel.clone(), version, &self.s.name);
-                info!(event = %"local_change", path = %rel, kind = %"deleted", bytes = 0u64,
-                      version = %entry.version, "local change");
+                match cause {
+                    Cause::Rescan => {
+                        warn!(event = %"missed_change", path = %rel, kind = %"deleted", bytes = 0u64,
+                                           version = %entry.version, "local change the watcher missed, found by the rescan")
+                    }
+                    _ => {
+                        info!(event = %"local_change", path = %rel, kind = %"deleted", bytes = 0u64,
+                               version = %entry.version, "local change")
+                    }
+                }
                 self.servable.withdraw(rel);
                 self.index.put(entry.clone(), None);
                 self.report(entry);
@@ -720,7 +762,7 @@ impl Engine {
     /// this is called again when it arrives.
     fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
         let path = r.path.clone();
-        self.reconcile_local(&path);
+        self.reconcile_local(&path, Cause::Event);
         let local = self.index.get(&path).cloned();
         let (version, conflict) = match &local {
             None => (r.version.clone(), false),

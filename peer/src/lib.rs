@@ -53,10 +53,18 @@ pub struct Config {
     pub workers: usize,
     /// Quiet time before a changed file is looked at.
     pub debounce: Duration,
+    /// How often the whole folder is scanned behind the watcher, to catch a
+    /// change it missed ([`DEFAULT_RESCAN`]; zero: never).
+    pub rescan: Duration,
     /// Receives every cluster notification the peer applies (for dashboards).
     /// A full channel drops notifications rather than slowing the peer.
     pub observer: Option<crossbeam_channel::Sender<zync_proto::Notification>>,
 }
+
+/// The default [`Config::rescan`] interval. A scan stats every file and
+/// hashes only the ones whose stat changed, so it is cheap; what it finds
+/// is logged as `event=missed_change`.
+pub const DEFAULT_RESCAN: Duration = Duration::from_secs(300);
 
 /// Errors that stop the peer from starting.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +204,7 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
         tracker: net::tcp(&cfg.tracker),
         workers: cfg.workers.max(1),
         observer: cfg.observer.clone(),
+        rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
     };
     let engine = Engine::new(setup, index, servable, &ctx, job_tx, ep_tx, registration);
     drop(tx);

@@ -55,6 +55,11 @@ enum Cmd {
         /// Quiet time before a changed file is hashed, in milliseconds.
         #[arg(long, env = "ZYNC_DEBOUNCE_MS", default_value_t = 50)]
         debounce_ms: u64,
+        /// How often to rescan the whole folder behind the watcher, to catch
+        /// a change it missed (logged as event=missed_change); 0 turns it off.
+        /// Unchanged files are only stat'ed, not re-hashed.
+        #[arg(long, env = "ZYNC_RESCAN_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        rescan_interval: Duration,
     },
     /// List the cluster's files: path, size, modified, short hash, holders.
     Ls {
@@ -124,6 +129,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             name,
             workers,
             debounce_ms,
+            rescan_interval,
         } => {
             let name =
                 name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
@@ -135,6 +141,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 name,
                 workers,
                 debounce: Duration::from_millis(debounce_ms),
+                rescan: rescan_interval,
                 observer: None,
             };
             let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);

@@ -114,3 +114,26 @@ fn install_not_yet_in_the_saved_index_was_taken_for_a_local_edit_after_a_crash()
         "{log}"
     );
 }
+
+#[test]
+fn periodic_rescan_finds_a_change_the_watcher_cannot_see() {
+    // A write through a hard link outside the folder changes a synced file
+    // without any event on the folder's watches (so do mmap writes and
+    // changes on network file systems). The rescan behind the watcher finds
+    // it, and says so.
+    let mut c = Cluster::start(2);
+    fs::write(c.dir(0).join("linked.txt"), b"before").unwrap();
+    wait_file_everywhere(&c, "linked.txt", b"before");
+    let outside = c.tmp.path().join("outside-link");
+    fs::hard_link(c.dir(1).join("linked.txt"), &outside).unwrap();
+    c.restart_peer_with(1, &[("ZYNC_RESCAN_INTERVAL", "1s")]);
+    c.wait_peers(2);
+    fs::write(&outside, b"written behind the watcher's back").unwrap();
+    wait_file_everywhere(&c, "linked.txt", b"written behind the watcher's back");
+    let log = c.peers[1].proc.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event=missed_change") && l.contains("path=linked.txt")),
+        "not reported as a missed change:\n{log}"
+    );
+}

@@ -67,6 +67,7 @@ impl Cluster {
             name: join.name,
             workers: 4,
             debounce: Duration::from_millis(50),
+            rescan: zync_peer::DEFAULT_RESCAN,
             observer: Some(obs_tx),
         };
         let (_never_tx, never_rx) = bounded::<()>(1);
