@@ -29,7 +29,7 @@ use zync_proto::{
 
 use crate::fsops::{self, Found};
 use crate::hashing::{self, HashError};
-use crate::index::LocalIndex;
+use crate::index::{Applied, LocalIndex};
 use crate::link::{LinkEvent, Registration};
 use crate::net::{self, NetError, TrackerClient};
 use crate::server::Servable;
@@ -569,11 +569,14 @@ impl Engine {
 
     /// Adopts the remote versions that were being applied when the process
     /// last stopped without saving its index ([`LocalIndex::take_journal`]),
-    /// where the disk shows the change was made: the file holds that
-    /// version's content (or, for a deletion, is gone). The start-up scan
-    /// then sees an installed file as installed, not as a new local edit.
+    /// where the disk shows the change was made: a deletion if the file is
+    /// gone; a download if the file holds its content, or is still the
+    /// inode that was renamed into place (changed since: the scan then sees
+    /// a local edit made *after* that version, which is what it is). The
+    /// start-up scan then takes an installed file for installed, not for a
+    /// new local edit.
     fn replay_journal(&mut self) {
-        for r in self.index.take_journal() {
+        for Applied { entry: r, ino } in self.index.take_journal() {
             let cur = self.index.get(&r.path);
             if cur.is_some_and(|c| {
                 !matches!(
@@ -585,16 +588,20 @@ impl Engine {
             }
             let stat = match fsops::look(&self.s.root, &r.path) {
                 Ok(Found::Missing) if r.deleted => None,
-                Ok(Found::File(_)) if !r.deleted => {
+                Ok(Found::File(st)) if !r.deleted => {
                     match hashing::hash_file(&self.s.root.join(r.path.as_str())) {
                         Ok(h) if h.sha256 == r.sha256 => Some(h.stat),
-                        _ => continue, // not (or no longer) what was installed
+                        _ if ino == Some(st.ino) => None, // installed, edited since
+                        _ => continue,                    // the install never happened
                     }
                 }
                 _ => continue, // the change never reached the disk
             };
             info!(path = %r.path, version = %r.version, deleted = r.deleted,
                   "adopted a version applied just before the last stop");
+            if stat.is_some() {
+                self.servable.offer(r.path.clone(), r.sha256, r.size);
+            }
             self.index.put(r, stat);
         }
     }
@@ -796,7 +803,11 @@ impl Engine {
         let target = FileEntry { version, ..r };
         if target.deleted {
             if on_disk.is_some() {
-                if let Err(e) = self.index.journal(&target) {
+                let record = Applied {
+                    entry: target.clone(),
+                    ino: None,
+                };
+                if let Err(e) = self.index.journal(&record) {
                     return warn!(path = %path, error = %e, "cannot journal a deletion; not deleting");
                 }
                 if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
@@ -815,7 +826,13 @@ impl Engine {
             self.servable
                 .offer(path.clone(), target.sha256, target.size);
         } else if let Some((f, took)) = fetched {
-            if let Err(e) = self.index.journal(&target) {
+            let record = Applied {
+                entry: target.clone(),
+                ino: std::fs::symlink_metadata(&*f.file)
+                    .ok()
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
+            };
+            if let Err(e) = self.index.journal(&record) {
                 return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
             }
             match fsops::install(f.file, &self.s.root, &path) {

@@ -19,7 +19,7 @@
 //! take it for a new local edit (which beats a deletion made meanwhile, and
 //! brings the file back everywhere). On load the journal's records are
 //! handed to the engine ([`LocalIndex::take_journal`]), which adopts each
-//! one whose content the disk holds; a save empties the journal.
+//! one the disk shows was applied; a save empties the journal.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -40,6 +40,17 @@ pub struct LocalEntry {
     pub stat: Option<Stat>,
 }
 
+/// A journal record: a remote version about to be applied to the disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The version.
+    pub entry: FileEntry,
+    /// For a download, the inode of the temp file about to be renamed into
+    /// place: if the path has it, the install happened even if the content
+    /// was changed since.
+    pub ino: Option<u64>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct IndexFile {
     format: u32,
@@ -54,14 +65,14 @@ const JOURNAL_NAME: &str = "journal.msgpack";
 /// Reads the records of a journal file. A record cut short (the process
 /// died while writing it) ends the journal: what it describes was never
 /// done, since the disk is changed only after its record is written.
-fn read_journal(path: &Path) -> Vec<FileEntry> {
+fn read_journal(path: &Path) -> Vec<Applied> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
     let mut rd = bytes.as_slice();
     let mut out = Vec::new();
     while !rd.is_empty() {
-        match rmp_serde::from_read::<_, FileEntry>(&mut rd) {
+        match rmp_serde::from_read::<_, Applied>(&mut rd) {
             Ok(e) => out.push(e),
             Err(_) => break,
         }
@@ -106,7 +117,7 @@ pub struct LocalIndex {
     /// A journal file was there at load: the next save removes it.
     journal_stale: bool,
     /// Records found in the journal at load, for the engine to check against the disk.
-    replay: Vec<FileEntry>,
+    replay: Vec<Applied>,
 }
 
 impl LocalIndex {
@@ -225,7 +236,7 @@ impl LocalIndex {
     /// finds the record and adopts the version instead of minting a local
     /// edit. The record is written, not fsynced: it survives the process
     /// being killed, as the page cache does, but not a power cut.
-    pub fn journal(&mut self, entry: &FileEntry) -> Result<(), IndexError> {
+    pub fn journal(&mut self, record: &Applied) -> Result<(), IndexError> {
         let io_err = |source| IndexError::Io {
             path: self.journal_file.clone(),
             source,
@@ -238,7 +249,7 @@ impl LocalIndex {
                 .map_err(io_err)?;
             self.journal = Some(f);
         }
-        let bytes = rmp_serde::to_vec(entry).map_err(|e| IndexError::Corrupt {
+        let bytes = rmp_serde::to_vec(record).map_err(|e| IndexError::Corrupt {
             path: self.journal_file.clone(),
             reason: e.to_string(),
         })?;
@@ -250,7 +261,7 @@ impl LocalIndex {
 
     /// The journal's records found at load (each once): versions that were
     /// being applied when the process last stopped without saving.
-    pub fn take_journal(&mut self) -> Vec<FileEntry> {
+    pub fn take_journal(&mut self) -> Vec<Applied> {
         std::mem::take(&mut self.replay)
     }
 
@@ -389,21 +400,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ix = LocalIndex::load(dir.path()).unwrap();
         ix.save().unwrap();
-        let (a, b) = (entry("a", "p1"), entry("d/b", "p2"));
+        let a = Applied {
+            entry: entry("a", "p1"),
+            ino: Some(7),
+        };
+        let b = Applied {
+            entry: entry("d/b", "p2"),
+            ino: None,
+        };
         ix.journal(&a).unwrap();
         ix.journal(&b).unwrap();
         drop(ix); // killed before the next save
         let mut again = LocalIndex::load(dir.path()).unwrap();
         assert_eq!(again.take_journal(), vec![a.clone(), b]);
         assert!(again.take_journal().is_empty(), "handed over once");
-        again.put(a, None);
+        again.put(a.entry, None);
         again.save().unwrap();
         let mut third = LocalIndex::load(dir.path()).unwrap();
         assert!(
             third.take_journal().is_empty(),
             "a save empties the journal"
         );
-        third.journal(&entry("c", "p3")).unwrap();
+        let c = Applied {
+            entry: entry("c", "p3"),
+            ino: None,
+        };
+        third.journal(&c).unwrap();
         third.put(entry("c", "p3"), None);
         third.save().unwrap();
         assert!(LocalIndex::load(dir.path())
@@ -416,9 +438,12 @@ mod tests {
     fn a_journal_record_cut_short_ends_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let mut ix = LocalIndex::load(dir.path()).unwrap();
-        let a = entry("a", "p1");
+        let [a, b] = ["a", "b"].map(|p| Applied {
+            entry: entry(p, "p1"),
+            ino: None,
+        });
         ix.journal(&a).unwrap();
-        ix.journal(&entry("b", "p1")).unwrap();
+        ix.journal(&b).unwrap();
         drop(ix);
         let path = dir.path().join(JOURNAL_NAME);
         let bytes = std::fs::read(&path).unwrap();

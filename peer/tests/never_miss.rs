@@ -124,10 +124,26 @@ fn periodic_rescan_finds_a_change_the_watcher_cannot_see() {
     let mut c = Cluster::start(2);
     fs::write(c.dir(0).join("linked.txt"), b"before").unwrap();
     wait_file_everywhere(&c, "linked.txt", b"before");
+    // The link is made while p2 is down: making it is an event of its own
+    // (the link count changes), which would race with the write below.
+    wait_index_saved(&c, 1);
+    c.peers[1].proc.kill();
     let outside = c.tmp.path().join("outside-link");
     fs::hard_link(c.dir(1).join("linked.txt"), &outside).unwrap();
     c.restart_peer_with(1, &[("ZYNC_RESCAN_INTERVAL", "1s")]);
-    c.wait_peers(2);
+    wait_for(
+        CONVERGE,
+        || {
+            c.peers[1]
+                .proc
+                .log_text()
+                .matches("registered with tracker")
+                .count()
+                >= 2
+        },
+        "p2 back and registered",
+        &c,
+    );
     fs::write(&outside, b"written behind the watcher's back").unwrap();
     wait_file_everywhere(&c, "linked.txt", b"written behind the watcher's back");
     let log = c.peers[1].proc.log_text();
@@ -136,4 +152,31 @@ fn periodic_rescan_finds_a_change_the_watcher_cannot_see() {
             .any(|l| l.contains("event=missed_change") && l.contains("path=linked.txt")),
         "not reported as a missed change:\n{log}"
     );
+}
+
+#[test]
+fn an_edit_on_top_of_an_install_the_index_had_not_recorded_is_an_edit_not_a_conflict() {
+    // The journal says which inode was renamed into place: a file that is
+    // still that inode was installed, whatever it holds now, so a change
+    // made to it while the peer was down comes *after* that version.
+    let mut c = Cluster::start(2);
+    c.restart_peer_with(1, &[("ZYNC_FAULT_ABORT_AFTER_INSTALL", "doc.txt")]);
+    c.wait_peers(2);
+    fs::write(c.dir(0).join("doc.txt"), b"from p1").unwrap();
+    let t = Instant::now();
+    while c.peers[1].proc.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < CONVERGE, "p2 did not abort\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Edited in place (same inode) while p2 is down.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(c.dir(1).join("doc.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b", edited on p2").unwrap();
+    drop(f);
+    c.restart_peer(1);
+    wait_file_everywhere(&c, "doc.txt", b"from p1, edited on p2");
+    let snap = wait_identical(&c, "one file, no conflict copy");
+    assert_eq!(snap.len(), 1, "{:?}", snap.keys());
 }
