@@ -28,8 +28,8 @@ use zync_proto::{
 };
 
 use crate::fsops::{self, Found};
-use crate::hashing::{self, HashError};
-use crate::index::{Applied, LocalIndex};
+use crate::hashing::{self, HashError, Stat};
+use crate::index::{LocalIndex, Record};
 use crate::link::{LinkEvent, Registration};
 use crate::net::{self, NetError, TrackerClient};
 use crate::server::Servable;
@@ -144,10 +144,15 @@ pub struct Engine {
     last_save: Instant,
     /// Pause after a save before the next ([`SAVE_SHARE`]).
     save_every: Duration,
-    /// Fault injection for the crash tests: abort the process right after
-    /// this path is installed, before the index records it
-    /// (`ZYNC_FAULT_ABORT_AFTER_INSTALL`; unset in normal use).
-    abort_after_install: Option<String>,
+    /// Fault injection for the crash tests (`ZYNC_FAULT`, unset in normal
+    /// use): `kill-after-install:PATH` kills the process with SIGKILL right
+    /// after PATH is renamed into place, before the index records it;
+    /// `no-saves-after-registering` stops saving the index once registered
+    /// (a save that never comes, as on a very slow disk), so a later kill
+    /// loses every change since but what the journal holds.
+    fault: Option<String>,
+    /// Set by `no-saves-after-registering`.
+    saves_stopped: bool,
     /// When the next periodic rescan is due.
     next_rescan: Option<Instant>,
 }
@@ -195,7 +200,8 @@ impl Engine {
             unstable_at: None,
             last_save: Instant::now(),
             save_every: SAVE_EVERY,
-            abort_after_install: std::env::var("ZYNC_FAULT_ABORT_AFTER_INSTALL").ok(),
+            fault: std::env::var("ZYNC_FAULT").ok(),
+            saves_stopped: false,
             next_rescan: s_rescan.map(|d| Instant::now() + d),
         }
     }
@@ -295,7 +301,10 @@ impl Engine {
                 self.queue.insert(p);
             }
         }
-        if self.index.is_dirty() && now.duration_since(self.last_save) >= self.save_every {
+        if self.index.is_dirty()
+            && !self.saves_stopped
+            && now.duration_since(self.last_save) >= self.save_every
+        {
             if let Err(e) = self.index.save() {
                 error!(error = %e, "could not save the index");
             }
@@ -368,6 +377,15 @@ impl Engine {
 
     fn register(&mut self) {
         self.next_register = None;
+        // Registering reports the whole index: record it first.
+        let saved = match self.saves_stopped {
+            true => Ok(()),
+            false => self.index.save(),
+        };
+        if let Err(e) = saved {
+            return self.register_failed(format!("cannot save the index first: {e}"));
+        }
+        self.last_save = Instant::now();
         let mut batches = self.batches().into_iter();
         let first = batches.next().unwrap_or_default();
         let req = TrackerRequest::Register {
@@ -409,6 +427,10 @@ impl Engine {
                 let _ = self.sub_endpoints.send(net::reachable(&publish, &host));
                 self.outbox.clear();
                 self.need_snapshot = true;
+                if self.fault.as_deref() == Some("no-saves-after-registering") {
+                    warn!("ZYNC_FAULT: the index is not saved from now on");
+                    self.saves_stopped = true;
+                }
             }
             Ok(_) => self.register_failed("unexpected reply".into()),
             Err(e) => self.register_failed(e.to_string()),
@@ -539,6 +561,11 @@ impl Engine {
         if self.outbox.is_empty() || !self.registered {
             return;
         }
+        // Recorded before reported: a crash after this loses no change the
+        // cluster has heard of.
+        if let Err(e) = self.index.flush_journal() {
+            return error!(error = %e, "cannot journal local changes; not reporting them yet");
+        }
         for files in batch(std::mem::take(&mut self.outbox)) {
             let req = TrackerRequest::Update {
                 name: self.s.name.clone(),
@@ -567,16 +594,34 @@ impl Engine {
 
     // ---- local side ------------------------------------------------------
 
-    /// Adopts the remote versions that were being applied when the process
-    /// last stopped without saving its index ([`LocalIndex::take_journal`]),
-    /// where the disk shows the change was made: a deletion if the file is
-    /// gone; a download if the file holds its content, or is still the
-    /// inode that was renamed into place (changed since: the scan then sees
-    /// a local edit made *after* that version, which is what it is). The
-    /// start-up scan then takes an installed file for installed, not for a
-    /// new local edit.
+    /// Adopts what the journal recorded since the last save of the index
+    /// ([`LocalIndex::take_journal`]), before the start-up scan compares the
+    /// disk with the index. A local version was reported, so it is adopted
+    /// as it is. A remote version is adopted where the disk shows it was
+    /// applied: a deletion if the file is gone; a download if the file holds
+    /// its content, or is still the inode that was renamed into place
+    /// (changed since: the scan then sees a local edit made *after* that
+    /// version, which is what it is). So an installed file is not taken for
+    /// a new local edit, and a reported file gone since is reported gone.
     fn replay_journal(&mut self) {
-        for Applied { entry: r, ino } in self.index.take_journal() {
+        for record in self.index.take_journal() {
+            let (r, stat) = match record {
+                Record::Local { entry, stat } => (entry, stat),
+                Record::Remote { entry: r, ino } => {
+                    let stat = match fsops::look(&self.s.root, &r.path) {
+                        Ok(Found::Missing) if r.deleted => None,
+                        Ok(Found::File(st)) if !r.deleted => {
+                            match hashing::hash_file(&self.s.root.join(r.path.as_str())) {
+                                Ok(h) if h.sha256 == r.sha256 => Some(h.stat),
+                                _ if ino == Some(st.ino) => None, // installed, edited since
+                                _ => continue,                    // the install never happened
+                            }
+                        }
+                        _ => continue, // the change never reached the disk
+                    };
+                    (r, stat)
+                }
+            };
             let cur = self.index.get(&r.path);
             if cur.is_some_and(|c| {
                 !matches!(
@@ -586,24 +631,49 @@ impl Engine {
             }) {
                 continue; // the index already knows better
             }
-            let stat = match fsops::look(&self.s.root, &r.path) {
-                Ok(Found::Missing) if r.deleted => None,
-                Ok(Found::File(st)) if !r.deleted => {
-                    match hashing::hash_file(&self.s.root.join(r.path.as_str())) {
-                        Ok(h) if h.sha256 == r.sha256 => Some(h.stat),
-                        _ if ino == Some(st.ino) => None, // installed, edited since
-                        _ => continue,                    // the install never happened
-                    }
-                }
-                _ => continue, // the change never reached the disk
-            };
-            info!(path = %r.path, version = %r.version, deleted = r.deleted,
-                  "adopted a version applied just before the last stop");
-            if stat.is_some() {
+            debug!(path = %r.path, version = %r.version, deleted = r.deleted,
+                   "adopted a change recorded just before the last stop");
+            if stat.is_some() && !r.deleted {
                 self.servable.offer(r.path.clone(), r.sha256, r.size);
             }
             self.index.put(r, stat);
         }
+    }
+
+    /// Kills the process if `ZYNC_FAULT` is `kill-after-install:PATH`.
+    fn kill_after_install(&self, path: &RelPath) {
+        let Some(("kill-after-install", p)) = self.fault.as_deref().and_then(|f| f.split_once(':'))
+        else {
+            return;
+        };
+        if p == path.as_str() {
+            error!(path = %path, "ZYNC_FAULT: killed right after an install");
+            let me = rustix::process::getpid();
+            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Journals `record` and writes it out at once: for a change about to
+    /// be made on disk.
+    fn journal_now(&mut self, record: &Record) -> Result<(), crate::index::IndexError> {
+        self.index.journal(record)?;
+        self.index.flush_journal()
+    }
+
+    /// Records a new local version (index, and journal if it will be
+    /// reported before the next save) and queues it for the tracker.
+    fn record_local(&mut self, entry: FileEntry, stat: Option<Stat>) {
+        if self.registered {
+            let record = Record::Local {
+                entry: entry.clone(),
+                stat,
+            };
+            if let Err(e) = self.index.journal(&record) {
+                error!(path = %entry.path, error = %e, "cannot journal a local change");
+            }
+        }
+        self.index.put(entry.clone(), stat);
+        self.report(entry);
     }
 
     /// Looks at every path on disk or in the index.
@@ -734,8 +804,7 @@ impl Engine {
                     }
                 }
                 self.servable.offer(rel.clone(), entry.sha256, entry.size);
-                self.index.put(entry.clone(), Some(h.stat));
-                self.report(entry);
+                self.record_local(entry, Some(h.stat));
             }
             Found::Missing | Found::Dir | Found::Other => {
                 let Some(c) = cur else { return };
@@ -756,8 +825,7 @@ impl Engine {
                     }
                 }
                 self.servable.withdraw(rel);
-                self.index.put(entry.clone(), None);
-                self.report(entry);
+                self.record_local(entry, None);
             }
         }
     }
@@ -803,11 +871,11 @@ impl Engine {
         let target = FileEntry { version, ..r };
         if target.deleted {
             if on_disk.is_some() {
-                let record = Applied {
+                let record = Record::Remote {
                     entry: target.clone(),
                     ino: None,
                 };
-                if let Err(e) = self.index.journal(&record) {
+                if let Err(e) = self.journal_now(&record) {
                     return warn!(path = %path, error = %e, "cannot journal a deletion; not deleting");
                 }
                 if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
@@ -822,26 +890,29 @@ impl Engine {
             self.index.put(target.clone(), None);
         } else if same_bytes {
             let stat = on_disk.and_then(|l| l.stat);
+            let record = Record::Remote {
+                entry: target.clone(),
+                ino: None,
+            };
+            if let Err(e) = self.index.journal(&record) {
+                error!(path = %path, error = %e, "cannot journal a merged version");
+            }
             self.index.put(target.clone(), stat);
             self.servable
                 .offer(path.clone(), target.sha256, target.size);
         } else if let Some((f, took)) = fetched {
-            let record = Applied {
+            let record = Record::Remote {
                 entry: target.clone(),
                 ino: std::fs::symlink_metadata(&*f.file)
                     .ok()
                     .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
             };
-            if let Err(e) = self.index.journal(&record) {
+            if let Err(e) = self.journal_now(&record) {
                 return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
             }
             match fsops::install(f.file, &self.s.root, &path) {
                 Ok(stat) => {
-                    if self.abort_after_install.as_deref() == Some(path.as_str()) {
-                        error!(path = %path, "ZYNC_FAULT_ABORT_AFTER_INSTALL: killing myself");
-                        let me = rustix::process::getpid();
-                        let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
-                    }
+                    self.kill_after_install(&path);
                     info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
                           ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
                     self.servable
@@ -919,8 +990,7 @@ impl Engine {
             ..loser.clone()
         };
         self.servable.offer(copy.clone(), entry.sha256, entry.size);
-        self.index.put(entry.clone(), Some(stat));
-        self.report(entry);
+        self.record_local(entry, Some(stat));
         true
     }
 

@@ -11,15 +11,18 @@
 //! edit it cannot place in history is kept (as a conflict copy if it loses)
 //! instead of being overwritten.
 //!
-//! The index file is rewritten whole, so saves are paced; between two saves
-//! every remote version about to be applied to the disk is first appended
-//! to a small journal ([`LocalIndex::journal`]). A crash after a download
-//! was renamed into place but before the next save would otherwise leave a
-//! file the index does not know it installed, and the start-up scan would
-//! take it for a new local edit (which beats a deletion made meanwhile, and
-//! brings the file back everywhere). On load the journal's records are
-//! handed to the engine ([`LocalIndex::take_journal`]), which adopts each
-//! one the disk shows was applied; a save empties the journal.
+//! The index file is rewritten whole, so saves are paced. Between two
+//! saves every change is also appended to a small journal ([`Record`]): a
+//! local version before it is reported to the tracker, a remote version
+//! before the disk is changed to match it. Without it, a crash before the
+//! next save lost those records: a file downloaded and renamed into place
+//! was then taken by the start-up scan for a new local edit (which beats a
+//! deletion made meanwhile, and brought the file back everywhere), and a
+//! local file already reported but no longer on disk was never reported
+//! gone (so the cluster sent it back). On load the journal's records are
+//! handed to the engine ([`LocalIndex::take_journal`]), which adopts the
+//! local ones and each remote one the disk shows was applied; a save
+//! empties the journal.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -40,15 +43,27 @@ pub struct LocalEntry {
     pub stat: Option<Stat>,
 }
 
-/// A journal record: a remote version about to be applied to the disk.
+/// A journal record: a change to the index made since the last save.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
-    /// The version.
-    pub entry: FileEntry,
-    /// For a download, the inode of the temp file about to be renamed into
-    /// place: if the path has it, the install happened even if the content
-    /// was changed since.
-    pub ino: Option<u64>,
+pub enum Record {
+    /// A local version, minted for what the disk held then (its stat;
+    /// `None` for a deletion). Written before the version is reported.
+    Local {
+        /// The version.
+        entry: FileEntry,
+        /// The stat it was recorded at.
+        stat: Option<Stat>,
+    },
+    /// A remote version about to be applied to the disk (a download renamed
+    /// into place, a file deleted). Written before the disk is changed.
+    Remote {
+        /// The version.
+        entry: FileEntry,
+        /// For a download, the inode of the temp file about to be renamed
+        /// into place: a path that has it was installed, even if its
+        /// content changed since.
+        ino: Option<u64>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,14 +80,14 @@ const JOURNAL_NAME: &str = "journal.msgpack";
 /// Reads the records of a journal file. A record cut short (the process
 /// died while writing it) ends the journal: what it describes was never
 /// done, since the disk is changed only after its record is written.
-fn read_journal(path: &Path) -> Vec<Applied> {
+fn read_journal(path: &Path) -> Vec<Record> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
     let mut rd = bytes.as_slice();
     let mut out = Vec::new();
     while !rd.is_empty() {
-        match rmp_serde::from_read::<_, Applied>(&mut rd) {
+        match rmp_serde::from_read::<_, Record>(&mut rd) {
             Ok(e) => out.push(e),
             Err(_) => break,
         }
@@ -111,13 +126,15 @@ pub struct LocalIndex {
     entries: BTreeMap<RelPath, LocalEntry>,
     file: PathBuf,
     dirty: bool,
-    /// The journal: remote versions applied (or about to be) since the last save.
+    /// The journal: changes since the last save ([`Record`]).
     journal_file: PathBuf,
     journal: Option<std::fs::File>,
+    /// Records not yet written to the journal file ([`LocalIndex::flush_journal`]).
+    journal_buf: Vec<u8>,
     /// A journal file was there at load: the next save removes it.
     journal_stale: bool,
     /// Records found in the journal at load, for the engine to check against the disk.
-    replay: Vec<Applied>,
+    replay: Vec<Record>,
 }
 
 impl LocalIndex {
@@ -142,6 +159,7 @@ impl LocalIndex {
             dirty: true,
             journal_file: journal_file.clone(),
             journal: None,
+            journal_buf: Vec::new(),
             journal_stale,
             replay: replay.clone(),
         };
@@ -169,6 +187,7 @@ impl LocalIndex {
                 dirty: false,
                 journal_file: journal_file.clone(),
                 journal: None,
+                journal_buf: Vec::new(),
                 journal_stale,
                 replay: replay.clone(),
             }),
@@ -218,6 +237,7 @@ impl LocalIndex {
             path: self.journal_file.clone(),
             source,
         };
+        self.journal_buf.clear();
         if let Some(j) = &self.journal {
             j.set_len(0).map_err(journal_err)?;
         } else if self.journal_stale {
@@ -230,13 +250,23 @@ impl LocalIndex {
         Ok(())
     }
 
-    /// Appends `entry` to the journal. Call it *before* the disk is changed
-    /// to match a remote version (a download renamed into place, a file
-    /// deleted): if the process dies before the next save, the next start
-    /// finds the record and adopts the version instead of minting a local
-    /// edit. The record is written, not fsynced: it survives the process
-    /// being killed, as the page cache does, but not a power cut.
-    pub fn journal(&mut self, record: &Applied) -> Result<(), IndexError> {
+    /// Adds `record` to the journal, buffered: it reaches the file with the
+    /// next [`LocalIndex::flush_journal`] (or is made moot by a save).
+    pub fn journal(&mut self, record: &Record) -> Result<(), IndexError> {
+        rmp_serde::encode::write(&mut self.journal_buf, record).map_err(|e| IndexError::Corrupt {
+            path: self.journal_file.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the buffered journal records to the file. Call it before a
+    /// journaled change is reported or made on disk: the records are then
+    /// written (not fsynced: they survive the process being killed, as
+    /// the page cache does, but not a power cut).
+    pub fn flush_journal(&mut self) -> Result<(), IndexError> {
+        if self.journal_buf.is_empty() {
+            return Ok(());
+        }
         let io_err = |source| IndexError::Io {
             path: self.journal_file.clone(),
             source,
@@ -249,19 +279,16 @@ impl LocalIndex {
                 .map_err(io_err)?;
             self.journal = Some(f);
         }
-        let bytes = rmp_serde::to_vec(record).map_err(|e| IndexError::Corrupt {
-            path: self.journal_file.clone(),
-            reason: e.to_string(),
-        })?;
-        match &mut self.journal {
-            Some(f) => f.write_all(&bytes).map_err(io_err),
-            None => Ok(()),
+        if let Some(f) = &mut self.journal {
+            f.write_all(&self.journal_buf).map_err(io_err)?;
         }
+        self.journal_buf.clear();
+        Ok(())
     }
 
     /// The journal's records found at load (each once): versions that were
     /// being applied when the process last stopped without saving.
-    pub fn take_journal(&mut self) -> Vec<Applied> {
+    pub fn take_journal(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.replay)
     }
 
@@ -400,32 +427,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ix = LocalIndex::load(dir.path()).unwrap();
         ix.save().unwrap();
-        let a = Applied {
+        let a = Record::Remote {
             entry: entry("a", "p1"),
             ino: Some(7),
         };
-        let b = Applied {
+        let b = Record::Local {
             entry: entry("d/b", "p2"),
-            ino: None,
+            stat: None,
         };
         ix.journal(&a).unwrap();
+        ix.flush_journal().unwrap();
         ix.journal(&b).unwrap();
+        ix.flush_journal().unwrap();
+        ix.journal(&Record::Local {
+            entry: entry("never/flushed", "p2"),
+            stat: None,
+        })
+        .unwrap();
         drop(ix); // killed before the next save
         let mut again = LocalIndex::load(dir.path()).unwrap();
         assert_eq!(again.take_journal(), vec![a.clone(), b]);
         assert!(again.take_journal().is_empty(), "handed over once");
-        again.put(a.entry, None);
+        again.put(entry("a", "p1"), None);
         again.save().unwrap();
         let mut third = LocalIndex::load(dir.path()).unwrap();
         assert!(
             third.take_journal().is_empty(),
             "a save empties the journal"
         );
-        let c = Applied {
+        let c = Record::Remote {
             entry: entry("c", "p3"),
             ino: None,
         };
         third.journal(&c).unwrap();
+        third.flush_journal().unwrap();
         third.put(entry("c", "p3"), None);
         third.save().unwrap();
         assert!(LocalIndex::load(dir.path())
@@ -438,12 +473,13 @@ mod tests {
     fn a_journal_record_cut_short_ends_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let mut ix = LocalIndex::load(dir.path()).unwrap();
-        let [a, b] = ["a", "b"].map(|p| Applied {
+        let [a, b] = ["a", "b"].map(|p| Record::Remote {
             entry: entry(p, "p1"),
             ino: None,
         });
         ix.journal(&a).unwrap();
         ix.journal(&b).unwrap();
+        ix.flush_journal().unwrap();
         drop(ix);
         let path = dir.path().join(JOURNAL_NAME);
         let bytes = std::fs::read(&path).unwrap();

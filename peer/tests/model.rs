@@ -1,0 +1,454 @@
+//! Randomized model-based test: real tracker and peers, random operations
+//! on random peers, faults injected, and every folder checked against a
+//! model of what it must hold.
+//!
+//! A driver keeps the model (path -> bytes) and applies random operations
+//! to random peers' folders: create, overwrite, append, delete, rename
+//! (into new folders), rename a folder with files inside; empty, small and
+//! multi-MiB files. Meanwhile it freezes a peer (SIGSTOP), kills one
+//! (SIGKILL) and restarts it, and restarts the tracker.
+//!
+//! Operations on shared paths are causally ordered: each waits until every
+//! running peer shows it, so no conflict is ever legitimate. A frozen or
+//! dead peer is edited meanwhile only under its own folder `own-<name>/`,
+//! which no other peer touches.
+//!
+//! The oracle: every change reaches every running peer within a bound
+//! ([`BOUND`], [`BOUND_AFTER_FAULT`] right after a restart), and at the end
+//! every folder equals the model exactly: no missing, extra or wrong file,
+//! no conflict copy, no temp file left.
+//!
+//! Knobs (environment): `ZYNC_MODEL_SEED` runs one seed (printed on
+//! failure, so a failure can be replayed); `ZYNC_MODEL_SEEDS` how many
+//! random seeds otherwise (default 3); `ZYNC_MODEL_SECONDS` how long each
+//! runs (default 20). `bench/soak.py` runs it for many minutes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// How long a change may take to reach every running peer.
+const BOUND: Duration = Duration::from_secs(10);
+/// The same, within [`FAULT_WINDOW`] of a peer or tracker restart (a peer
+/// registers again with backoff; a late joiner takes a snapshot).
+const BOUND_AFTER_FAULT: Duration = Duration::from_secs(30);
+const FAULT_WINDOW: Duration = Duration::from_secs(10);
+
+const PEERS: usize = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running,
+    Frozen,
+    Dead,
+}
+
+struct Driver {
+    seed: u64,
+    rng: StdRng,
+    c: Cluster,
+    state: [State; PEERS],
+    model: BTreeMap<String, Vec<u8>>,
+    next_name: u64,
+    last_fault: Instant,
+    started: Instant,
+    /// What was done, for the failure report.
+    log: Vec<String>,
+    ops: u64,
+    faults: u64,
+    waits_ms: Vec<u64>,
+}
+
+impl Driver {
+    fn new(seed: u64) -> Driver {
+        Driver {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            c: Cluster::start(PEERS),
+            state: [State::Running; PEERS],
+            model: BTreeMap::new(),
+            next_name: 0,
+            last_fault: Instant::now(),
+            started: Instant::now(),
+            log: Vec::new(),
+            ops: 0,
+            faults: 0,
+            waits_ms: Vec::new(),
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        // Keep every whole log and the operation list for a post-mortem.
+        let keep = std::env::temp_dir().join(format!("zync-model-failed-{}", self.seed));
+        let _ = fs::create_dir_all(&keep);
+        for e in fs::read_dir(self.c.tmp.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let _ = fs::copy(e.path(), keep.join(e.file_name()));
+            }
+        }
+        let _ = fs::write(keep.join("operations.txt"), self.log.join("\n"));
+        let tail: Vec<&String> = self.log.iter().rev().take(40).rev().collect();
+        panic!(
+            "model test failed (replay with ZYNC_MODEL_SEED={}; whole logs in {}): {what}\nlast operations:\n  {}\n{}",
+            self.seed,
+            keep.display(),
+            tail.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  "),
+            self.c.logs()
+        );
+    }
+
+    fn note(&mut self, s: String) {
+        let at = self.started.elapsed().as_secs_f64();
+        self.log.push(format!("{at:>7.2}s {s}"));
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..PEERS)
+            .filter(|i| self.state[*i] == State::Running)
+            .collect()
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.next_name += 1;
+        let depth = self.rng.gen_range(0..3);
+        let mut p = prefix.to_owned();
+        for _ in 0..depth {
+            p += &format!("d{}/", self.rng.gen_range(0..4));
+        }
+        format!("{p}f{}.dat", self.next_name)
+    }
+
+    fn content(&mut self) -> Vec<u8> {
+        let len = match self.rng.gen_range(0..100) {
+            0..=9 => 0,
+            10..=39 => self.rng.gen_range(1..200),
+            40..=79 => self.rng.gen_range(200..20_000),
+            80..=95 => self.rng.gen_range(20_000..600_000),
+            _ => self.rng.gen_range(1_000_000..4_000_000),
+        };
+        data(len, self.rng.gen())
+    }
+
+    /// Paths of the model under `prefix`.
+    fn paths_under(&self, prefix: &str) -> Vec<String> {
+        self.model
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// One random operation on peer `i`'s folder, under `prefix`; returns
+    /// the paths it changed.
+    fn operate(&mut self, i: usize, prefix: &str) -> Vec<String> {
+        let dir = self.c.dir(i).to_path_buf();
+        let existing = self.paths_under(prefix);
+        let pick = self.rng.gen_range(0..100);
+        if existing.is_empty() || pick < 25 {
+            let p = self.fresh(prefix);
+            let b = self.content();
+            write(&dir, &p, &b);
+            self.note(format!("p{} create {p} ({} B)", i + 1, b.len()));
+            self.model.insert(p.clone(), b);
+            return vec![p];
+        }
+        let p = existing[self.rng.gen_range(0..existing.len())].clone();
+        match pick {
+            25..=44 => {
+                let b = self.content();
+                write(&dir, &p, &b);
+                self.note(format!("p{} overwrite {p} ({} B)", i + 1, b.len()));
+                self.model.insert(p.clone(), b);
+                vec![p]
+            }
+            45..=59 => {
+                let extra = data(self.rng.gen_range(1..5000), self.rng.gen());
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(dir.join(&p))
+                    .unwrap();
+                std::io::Write::write_all(&mut f, &extra).unwrap();
+                self.note(format!("p{} append {p} (+{} B)", i + 1, extra.len()));
+                self.model.get_mut(&p).unwrap().extend_from_slice(&extra);
+                vec![p]
+            }
+            60..=74 => {
+                fs::remove_file(dir.join(&p)).unwrap();
+                self.note(format!("p{} delete {p}", i + 1));
+                self.model.remove(&p);
+                vec![p]
+            }
+            75..=91 => {
+                let to = self.fresh(prefix);
+                let target = dir.join(&to);
+                fs::create_dir_all(target.parent().unwrap()).unwrap();
+                fs::rename(dir.join(&p), &target).unwrap();
+                self.note(format!("p{} rename {p} -> {to}", i + 1));
+                let b = self.model.remove(&p).unwrap();
+                self.model.insert(to.clone(), b);
+                vec![p, to]
+            }
+            _ => {
+                // A folder renamed with the files inside it.
+                let Some((folder, _)) = p.strip_prefix(prefix).and_then(|r| r.split_once('/'))
+                else {
+                    return self.operate(i, prefix);
+                };
+                let from = format!("{prefix}{folder}");
+                self.next_name += 1;
+                let to = format!("{prefix}moved{}", self.next_name);
+                fs::rename(dir.join(&from), dir.join(&to)).unwrap();
+                self.note(format!("p{} rename folder {from} -> {to}", i + 1));
+                let mut changed = Vec::new();
+                for old in self.paths_under(&format!("{from}/")) {
+                    let b = self.model.remove(&old).unwrap();
+                    let new = format!("{to}{}", &old[from.len()..]);
+                    self.model.insert(new.clone(), b);
+                    changed.push(old);
+                    changed.push(new);
+                }
+                changed
+            }
+        }
+    }
+
+    /// True when peer `i`'s folder shows the model at `paths`.
+    fn shows(&self, i: usize, paths: &[String]) -> bool {
+        let dir = self.c.dir(i);
+        paths
+            .iter()
+            .all(|p| fs::read(dir.join(p)).ok().as_ref() == self.model.get(p))
+    }
+
+    fn bound(&self) -> Duration {
+        if self.last_fault.elapsed() < FAULT_WINDOW {
+            BOUND_AFTER_FAULT
+        } else {
+            BOUND
+        }
+    }
+
+    /// Waits until every running peer shows the model at `paths`.
+    fn wait_shown(&mut self, paths: &[String]) {
+        let (t, bound) = (Instant::now(), self.bound());
+        while !self.running().into_iter().all(|i| self.shows(i, paths)) {
+            if t.elapsed() > bound {
+                let lagging: Vec<String> = self
+                    .running()
+                    .into_iter()
+                    .filter(|i| !self.shows(*i, paths))
+                    .map(|i| format!("p{}", i + 1))
+                    .collect();
+                self.fail(&format!("{paths:?} not on {lagging:?} within {bound:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.waits_ms.push(t.elapsed().as_millis() as u64);
+    }
+
+    /// Waits until every running peer's folder equals the model exactly.
+    fn wait_converged(&mut self, what: &str) {
+        let t = Instant::now();
+        loop {
+            let bad: Vec<usize> = self
+                .running()
+                .into_iter()
+                .filter(|i| !self.equals_model(*i))
+                .collect();
+            if bad.is_empty() {
+                return;
+            }
+            if t.elapsed() > BOUND_AFTER_FAULT {
+                let i = bad[0];
+                let snap = snapshot(self.c.dir(i));
+                let missing: Vec<&String> = self
+                    .model
+                    .keys()
+                    .filter(|k| !snap.contains_key(*k))
+                    .collect();
+                let extra: Vec<&String> = snap
+                    .keys()
+                    .filter(|k| !self.model.contains_key(*k))
+                    .collect();
+                let wrong: Vec<&String> = snap
+                    .iter()
+                    .filter(|(k, v)| self.model.get(*k).is_some_and(|m| m != *v))
+                    .map(|(k, _)| k)
+                    .collect();
+                self.fail(&format!(
+                    "{what}: p{} differs from the model: missing {missing:?}, extra {extra:?}, wrong {wrong:?}",
+                    i + 1
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn equals_model(&self, i: usize) -> bool {
+        snapshot(self.c.dir(i)) == self.model
+    }
+
+    /// Maybe injects a fault, or ends one.
+    fn fault(&mut self) {
+        let pick = self.rng.gen_range(0..100);
+        let down: Vec<usize> = (0..PEERS)
+            .filter(|i| self.state[*i] != State::Running)
+            .collect();
+        if let Some(&i) = down.first() {
+            // Bring it back after a while.
+            if pick < 15 {
+                match self.state[i] {
+                    State::Frozen => {
+                        self.c.peers[i].proc.signal("CONT");
+                        self.note(format!("p{} thawed", i + 1));
+                    }
+                    State::Dead => {
+                        self.c.restart_peer(i);
+                        self.note(format!("p{} restarted", i + 1));
+                    }
+                    State::Running => {}
+                }
+                self.state[i] = State::Running;
+                self.last_fault = Instant::now();
+                self.wait_converged("after a peer came back");
+            }
+            return;
+        }
+        match pick {
+            0..=3 => {
+                let i = self.rng.gen_range(0..PEERS);
+                self.c.peers[i].proc.signal("STOP");
+                self.state[i] = State::Frozen;
+                self.note(format!("p{} frozen", i + 1));
+            }
+            4..=7 => {
+                let i = self.rng.gen_range(0..PEERS);
+                self.c.peers[i].proc.kill();
+                self.state[i] = State::Dead;
+                self.note(format!("p{} killed", i + 1));
+            }
+            8..=9 => {
+                self.c.tracker.as_mut().unwrap().kill();
+                if self.rng.gen_bool(0.5) {
+                    std::thread::sleep(Duration::from_millis(self.rng.gen_range(0..1500)));
+                }
+                self.c.start_tracker();
+                self.note("tracker restarted".into());
+            }
+            _ => return,
+        }
+        self.faults += 1;
+        self.last_fault = Instant::now();
+    }
+
+    fn step(&mut self) {
+        self.fault();
+        let running = self.running();
+        let (i, prefix) = match (0..PEERS).find(|i| self.state[*i] != State::Running) {
+            // A peer that is down edits only its own folder, now and then.
+            Some(d) if self.rng.gen_bool(0.3) => (d, format!("own-p{}/", d + 1)),
+            _ => {
+                let i = running[self.rng.gen_range(0..running.len())];
+                if self.rng.gen_bool(0.2) {
+                    (i, format!("own-p{}/", i + 1))
+                } else {
+                    (i, "shared/".to_owned())
+                }
+            }
+        };
+        let changed = self.operate(i, &prefix);
+        self.ops += 1;
+        if self.state[i] == State::Running {
+            self.wait_shown(&changed);
+        }
+    }
+
+    fn finish(&mut self) {
+        for i in 0..PEERS {
+            match self.state[i] {
+                State::Frozen => self.c.peers[i].proc.signal("CONT"),
+                State::Dead => self.c.restart_peer(i),
+                State::Running => continue,
+            }
+            self.state[i] = State::Running;
+            self.last_fault = Instant::now();
+        }
+        self.wait_converged("at the end");
+        for i in 0..PEERS {
+            let tmp = self.c.dir(i).join(".zync").join("tmp");
+            let left: Vec<_> = fs::read_dir(&tmp)
+                .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            if !left.is_empty() {
+                self.fail(&format!("p{} left temp files: {left:?}", i + 1));
+            }
+        }
+    }
+}
+
+fn write(dir: &Path, rel: &str, bytes: &[u8]) {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, bytes).unwrap();
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn run(seed: u64, secs: u64) {
+    let mut d = Driver::new(seed);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        d.step();
+    }
+    d.finish();
+    let mut w = d.waits_ms.clone();
+    w.sort_unstable();
+    let pct = |q: f64| {
+        w.get(((w.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "model seed={seed} seconds={secs} ops={} faults={} files={} converge_ms_median={} converge_ms_p99={} converge_ms_max={} divergence=none",
+        d.ops,
+        d.faults,
+        d.model.len(),
+        pct(0.5),
+        pct(0.99),
+        w.last().copied().unwrap_or(0)
+    );
+}
+
+#[test]
+fn random_operations_and_faults_leave_every_folder_equal_to_the_model() {
+    let secs = env_u64("ZYNC_MODEL_SECONDS").unwrap_or(20);
+    let seeds: Vec<u64> = match env_u64("ZYNC_MODEL_SEED") {
+        Some(s) => vec![s],
+        None => {
+            let n = env_u64("ZYNC_MODEL_SEEDS").unwrap_or(3);
+            (0..n).map(|_| rand::random::<u32>() as u64).collect()
+        }
+    };
+    println!("model seeds {seeds:?} ({secs} s each)");
+    for seed in seeds {
+        run(seed, secs);
+    }
+}
