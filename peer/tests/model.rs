@@ -45,6 +45,9 @@ const FAULT_WINDOW: Duration = Duration::from_secs(10);
 
 const PEERS: usize = 3;
 
+/// Most files in the model at once.
+const MAX_FILES: usize = 150;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Running,
@@ -160,7 +163,9 @@ impl Driver {
         let dir = self.c.dir(i).to_path_buf();
         let existing = self.paths_under(prefix);
         let pick = self.rng.gen_range(0..100);
-        if existing.is_empty() || pick < 25 {
+        // Creates keep the folder from emptying; a cap keeps a long soak's
+        // folders (re-read on every check) from growing without end.
+        if existing.is_empty() || (pick < 25 && self.model.len() < MAX_FILES) {
             let p = self.fresh(prefix);
             let b = self.content();
             write(&dir, &p, &b);
@@ -296,7 +301,7 @@ impl Driver {
                     i + 1
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -415,8 +420,19 @@ fn env_u64(name: &str) -> Option<u64> {
 fn run(seed: u64, secs: u64) {
     let mut d = Driver::new(seed);
     let t = Instant::now();
+    let mut report = t + Duration::from_secs(60);
     while t.elapsed() < Duration::from_secs(secs) {
         d.step();
+        if Instant::now() >= report {
+            report += Duration::from_secs(60);
+            println!(
+                "model seed={seed} at={}s ops={} faults={} files={}",
+                t.elapsed().as_secs(),
+                d.ops,
+                d.faults,
+                d.model.len()
+            );
+        }
     }
     d.finish();
     let mut w = d.waits_ms.clone();
