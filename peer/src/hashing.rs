@@ -61,11 +61,28 @@ pub enum HashError {
 /// Files at least this large are hashed on two threads.
 pub const PARALLEL_FROM: u64 = 8 * BLOCK_SIZE;
 
+/// A file modified this shortly before it is hashed is not hashed yet (see
+/// [`hash_file`]): more than the coarse clock tick file times are kept in
+/// (1-10 ms), much less than the watcher's debounce.
+pub const RACY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Hashes the file at `path`, streaming. Fails with [`HashError::Unstable`]
-/// if its size, mtime or inode changed while reading.
+/// (look again shortly) if its size, mtime or inode changed while reading,
+/// or if it was modified within [`RACY`] of the start: file times have a
+/// coarse tick, so a write during hashing that lands in the same tick as
+/// the last one would leave the stat unchanged, and a torn read would
+/// become a version ("racy git"). A modification time in the future is not
+/// such a write, and does not count.
 pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
     let mut f = File::open(path)?;
     let before = Stat::of(&f.metadata()?);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+    let age_ns = now_ns.saturating_sub(before.mtime_ns);
+    if (0..RACY.as_nanos() as i64).contains(&age_ns) {
+        return Err(HashError::Unstable);
+    }
     let mut blocks = Vec::with_capacity(before.size.div_ceil(BLOCK_SIZE).min(1 << 20) as usize);
     let (sha256, total) = if before.size >= PARALLEL_FROM {
         hash_parallel(&mut f, &mut blocks)?
@@ -183,11 +200,35 @@ mod tests {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
             let p = dir.path().join(format!("f{size}"));
             std::fs::write(&p, &data).unwrap();
+            settle(&p);
             let h = hash_file(&p).unwrap();
             assert_eq!(h.sha256, Hash::of(&data), "size {size}");
             assert_eq!(h.stat.size, size as u64);
             let want: Vec<Hash> = data.chunks(b).map(Hash::of).collect();
             assert_eq!(h.blocks, want, "size {size}");
         }
+    }
+
+    /// Moves a file's mtime a second back, as if it was written a while ago.
+    fn settle(p: &Path) {
+        let t = filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 1, 0);
+        filetime::set_file_mtime(p, t).unwrap();
+    }
+
+    #[test]
+    fn a_file_modified_within_the_coarse_clock_tick_is_not_hashed_yet() {
+        // A write during hashing in the same tick as the last one would not
+        // change the stat: such a file is looked at again later instead.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"just written").unwrap();
+        assert!(matches!(hash_file(&p), Err(HashError::Unstable)));
+        std::thread::sleep(RACY + std::time::Duration::from_millis(5));
+        assert_eq!(hash_file(&p).unwrap().sha256, Hash::of(b"just written"));
+        // A modification time in the future is not a write happening now.
+        let later =
+            filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() + 3600, 0);
+        filetime::set_file_mtime(&p, later).unwrap();
+        assert!(hash_file(&p).is_ok());
     }
 }
