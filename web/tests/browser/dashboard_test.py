@@ -25,10 +25,35 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 BIN = os.path.join(ROOT, "target", "debug")
 
 
+_taken = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port from below the kernel's ephemeral range: one from bind(0)
+    can be taken by any outgoing connection before our server binds it."""
+    import random
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for port in random.sample(range(10000, low), 2000):
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+def can_connect(port):
+    """True once something accepts on the port (a refused try is not an error)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait(cond, what, timeout=30):
@@ -65,7 +90,7 @@ def main():
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
         try:
             url = f"http://127.0.0.1:{web_port}/"
-            wait(lambda: socket.create_connection(("127.0.0.1", web_port), timeout=1), "zync-web up")
+            wait(lambda: can_connect(web_port), "zync-web up")
             driver.get(url)
             w = WebDriverWait(driver, 30)
             w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "peer1"))
