@@ -792,17 +792,7 @@ impl Engine {
                     deleted: false,
                     modified_by: self.s.name.clone(),
                 };
-                match cause {
-                    Cause::Rescan => {
-                        warn!(event = %"missed_change", path = %rel, kind = %kind, bytes = entry.size,
-                                           sha256 = %entry.sha256.short(), version = %entry.version,
-                                           "local change the watcher missed, found by the rescan")
-                    }
-                    _ => {
-                        info!(event = %"local_change", path = %rel, kind = %kind, bytes = entry.size,
-                               sha256 = %entry.sha256.short(), version = %entry.version, "local change")
-                    }
-                }
+                log_local_change(cause, kind, &entry);
                 self.servable.offer(rel.clone(), entry.sha256, entry.size);
                 self.record_local(entry, Some(h.stat));
             }
@@ -814,16 +804,7 @@ impl Engine {
                 let mut version = c.entry.version.clone();
                 version.bump_at(&self.replica, unix_now());
                 let entry = tombstone(rel.clone(), version, &self.s.name);
-                match cause {
-                    Cause::Rescan => {
-                        warn!(event = %"missed_change", path = %rel, kind = %"deleted", bytes = 0u64,
-                                           version = %entry.version, "local change the watcher missed, found by the rescan")
-                    }
-                    _ => {
-                        info!(event = %"local_change", path = %rel, kind = %"deleted", bytes = 0u64,
-                               version = %entry.version, "local change")
-                    }
-                }
+                log_local_change(cause, "deleted", &entry);
                 self.servable.withdraw(rel);
                 self.record_local(entry, None);
             }
@@ -920,7 +901,9 @@ impl Engine {
                     self.index.put(target.clone(), Some(stat));
                 }
                 Err(e) => {
-                    return warn!(path = %path, error = %e, "cannot put the downloaded file in place")
+                    let backoff = self.retry_later(path.clone());
+                    return warn!(path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
+                                 "cannot put the downloaded file in place");
                 }
             }
         }
@@ -1044,14 +1027,37 @@ impl Engine {
                     self.backoff.remove(&path);
                     return;
                 }
-                let backoff = self.backoff.get(&path).map_or(Duration::from_secs(1), |b| {
-                    (*b * 2).min(Duration::from_secs(30))
-                });
+                let backoff = self.retry_later(path.clone());
                 warn!(event = %"fetch_failed", path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
                       "download failed");
-                self.backoff.insert(path.clone(), backoff);
-                self.retry_at.insert(path, Instant::now() + backoff);
             }
+        }
+    }
+
+    /// Schedules the wanted version of `path` to be fetched again, after a
+    /// backoff that doubles per failure (1 s to 30 s); returns the backoff.
+    fn retry_later(&mut self, path: RelPath) -> Duration {
+        let backoff = self.backoff.get(&path).map_or(Duration::from_secs(1), |b| {
+            (*b * 2).min(Duration::from_secs(30))
+        });
+        self.backoff.insert(path.clone(), backoff);
+        self.retry_at.insert(path, Instant::now() + backoff);
+        backoff
+    }
+}
+
+/// The one log line of a new local version: `event=local_change`, or
+/// `event=missed_change` when only the periodic rescan found it.
+fn log_local_change(cause: Cause, kind: &str, e: &FileEntry) {
+    let sha256 = (!e.deleted).then(|| tracing::field::display(e.sha256.short()));
+    match cause {
+        Cause::Rescan => {
+            warn!(event = %"missed_change", path = %e.path, kind = %kind, bytes = e.size, sha256,
+                               version = %e.version, "local change the watcher missed, found by the rescan")
+        }
+        Cause::Event | Cause::Scan => {
+            info!(event = %"local_change", path = %e.path, kind = %kind, bytes = e.size,
+                                            sha256, version = %e.version, "local change")
         }
     }
 }

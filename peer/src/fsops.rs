@@ -73,6 +73,12 @@ pub fn prepare_target(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
 }
 
 /// Moves a finished temp file to `root/rel` atomically (same file system).
+///
+/// Returns the stat of what was renamed into place, taken *before* the
+/// rename (a rename keeps size, mtime and inode). Taken after, it could
+/// fail (the folder renamed away that instant) although the file was
+/// installed, or take in a user's write made right after the rename and so
+/// pass that write off as ours.
 pub fn install(tmp: tempfile::TempPath, root: &Path, rel: &RelPath) -> io::Result<Stat> {
     let target = prepare_target(root, rel)?;
     if let Ok(m) = std::fs::symlink_metadata(&target) {
@@ -83,15 +89,21 @@ pub fn install(tmp: tempfile::TempPath, root: &Path, rel: &RelPath) -> io::Resul
             ));
         }
     }
+    let stat = Stat::of(&std::fs::symlink_metadata(&tmp)?);
     tmp.persist(&target).map_err(|e| e.error)?;
-    Ok(Stat::of(&std::fs::symlink_metadata(&target)?))
+    Ok(stat)
 }
 
-/// Renames `root/from` to `root/to` (creating `to`'s folders).
+/// Renames `root/from` to `root/to` (creating `to`'s folders). Returns the
+/// stat taken before the rename, for the reasons given at [`install`]: a
+/// change made in between only makes the stat stale, so the file is looked
+/// at again, never missed.
 pub fn rename(root: &Path, from: &RelPath, to: &RelPath) -> io::Result<Stat> {
     let target = prepare_target(root, to)?;
-    std::fs::rename(root.join(from.as_str()), &target)?;
-    Ok(Stat::of(&std::fs::symlink_metadata(&target)?))
+    let source = root.join(from.as_str());
+    let stat = Stat::of(&std::fs::symlink_metadata(&source)?);
+    std::fs::rename(&source, &target)?;
+    Ok(stat)
 }
 
 /// Removes `root/rel` (if present) and then each parent folder it leaves
@@ -165,5 +177,28 @@ mod tests {
     fn stamp_format() {
         assert_eq!(stamp(0), "19700101-000000");
         assert_eq!(stamp(1_700_000_000_000_000_000), "20231114-221320");
+    }
+
+    #[test]
+    fn install_reports_the_stat_of_the_file_it_renamed_into_place() {
+        // Found by the model test: the stat used to be taken after the
+        // rename, and failed when the user renamed the folder away at that
+        // instant, so an installed file went unrecorded and its deletion
+        // was later reported against the version before it. The stat of
+        // the temp file, taken first, is what the rename put in place.
+        let root = tempfile::tempdir().unwrap();
+        let tmp = tempfile::NamedTempFile::new_in(root.path()).unwrap();
+        std::fs::write(tmp.path(), b"content").unwrap();
+        let before = Stat::of(&std::fs::metadata(tmp.path()).unwrap());
+        let rel = RelPath::new("d/f").unwrap();
+        let st = install(tmp.into_temp_path(), root.path(), &rel).unwrap();
+        assert_eq!(st, before);
+        assert_eq!(
+            Stat::of(&std::fs::metadata(root.path().join("d/f")).unwrap()),
+            st
+        );
+        // The same for a rename: the stat of what was moved.
+        let to = RelPath::new("e/g").unwrap();
+        assert_eq!(rename(root.path(), &rel, &to).unwrap(), st);
     }
 }

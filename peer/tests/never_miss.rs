@@ -27,6 +27,21 @@ fn the_moment_it_lands(c: &Cluster, path: &Path, bytes: &[u8]) {
     }
 }
 
+/// Waits until peer `i`, started with a `ZYNC_FAULT=kill-after-...`, has
+/// killed itself.
+fn wait_killed_by_fault(c: &mut Cluster, i: usize) {
+    let t = Instant::now();
+    while c.peers[i].proc.child.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < CONVERGE,
+            "{} was not killed by its fault\n{}",
+            c.peers[i].name,
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn watcher_debounce_merging_dropped_a_delete_right_after_an_install() {
     // The merging debouncer saw the install's temp file created, renamed
@@ -77,15 +92,7 @@ fn install_not_yet_in_the_saved_index_was_taken_for_a_local_edit_after_a_crash()
     c.restart_peer_with(1, &[("ZYNC_FAULT", "kill-after-install:doomed.txt")]);
     c.wait_registrations(1, n + 1);
     fs::write(c.dir(0).join("doomed.txt"), b"soon deleted").unwrap();
-    let t = Instant::now();
-    while c.peers[1].proc.child.try_wait().unwrap().is_none() {
-        assert!(
-            t.elapsed() < CONVERGE,
-            "p2 did not abort after installing doomed.txt\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_killed_by_fault(&mut c, 1);
     assert_eq!(
         fs::read(c.dir(1).join("doomed.txt")).unwrap(),
         b"soon deleted",
@@ -154,11 +161,7 @@ fn an_edit_on_top_of_an_install_the_index_had_not_recorded_is_an_edit_not_a_conf
     c.restart_peer_with(1, &[("ZYNC_FAULT", "kill-after-install:doc.txt")]);
     c.wait_registrations(1, n + 1);
     fs::write(c.dir(0).join("doc.txt"), b"from p1").unwrap();
-    let t = Instant::now();
-    while c.peers[1].proc.child.try_wait().unwrap().is_none() {
-        assert!(t.elapsed() < CONVERGE, "p2 did not abort\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_killed_by_fault(&mut c, 1);
     // Edited in place (same inode) while p2 is down.
     let mut f = fs::OpenOptions::new()
         .append(true)
