@@ -76,8 +76,8 @@ fn cluster_files_are_listed_and_downloadable() {
     wait_for(
         CONVERGE,
         || {
-            String::from_utf8_lossy(&get(&web.addr, "/api/files", "").body)
-                .contains("pics/cat photo.bin")
+            try_get(&web.addr, "/api/files", "")
+                .is_ok_and(|r| String::from_utf8_lossy(&r.body).contains("pics/cat photo.bin"))
         },
         "file in /api/files",
         &c,
