@@ -141,6 +141,9 @@ pub struct Engine {
     // Paths that changed while being hashed: look again shortly.
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
+    /// Remote versions held back because their path was unstable when they
+    /// were to be applied: applied again once the disk has been looked at.
+    deferred: HashMap<RelPath, FileEntry>,
     last_save: Instant,
     /// Pause after a save before the next ([`SAVE_SHARE`]).
     save_every: Duration,
@@ -198,6 +201,7 @@ impl Engine {
             retry_at: HashMap::new(),
             unstable: BTreeSet::new(),
             unstable_at: None,
+            deferred: HashMap::new(),
             last_save: Instant::now(),
             save_every: SAVE_EVERY,
             fault: std::env::var("ZYNC_FAULT").ok(),
@@ -279,7 +283,11 @@ impl Engine {
         if self.unstable_at.is_some_and(|t| t <= now) {
             self.unstable_at = None;
             for p in std::mem::take(&mut self.unstable) {
-                self.reconcile_local(&p, Cause::Event);
+                if self.reconcile_local(&p, Cause::Event) {
+                    if let Some(r) = self.deferred.remove(&p) {
+                        self.apply_remote(r, None);
+                    }
+                }
             }
         }
         if self.next_rescan.is_some_and(|t| t <= now) {
@@ -737,17 +745,22 @@ impl Engine {
     }
 
     /// Brings the index in line with what is on disk at `rel`: a new version
-    /// if the content changed or the file went away.
-    fn reconcile_local(&mut self, rel: &RelPath, cause: Cause) {
+    /// if the content changed or the file went away. Returns whether the
+    /// index now says what the disk holds; false while the file is being
+    /// written (looked at again shortly) or cannot be read.
+    fn reconcile_local(&mut self, rel: &RelPath, cause: Cause) -> bool {
         let found = match fsops::look(&self.s.root, rel) {
             Ok(f) => f,
-            Err(e) => return warn!(path = %rel, error = %e, "cannot stat"),
+            Err(e) => {
+                warn!(path = %rel, error = %e, "cannot stat");
+                return false;
+            }
         };
         let cur = self.index.get(rel).cloned();
         match found {
             Found::File(st) => {
                 if cur.as_ref().is_some_and(|c| c.stat == Some(st)) {
-                    return;
+                    return true;
                 }
                 let h = match hashing::hash_file(&self.s.root.join(rel.as_str())) {
                     Ok(h) => h,
@@ -755,12 +768,15 @@ impl Engine {
                         self.unstable.insert(rel.clone());
                         self.unstable_at
                             .get_or_insert(Instant::now() + Duration::from_millis(250));
-                        return;
+                        return false;
                     }
                     Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                         return self.reconcile_local(rel, cause);
                     }
-                    Err(HashError::Io(e)) => return warn!(path = %rel, error = %e, "cannot read"),
+                    Err(HashError::Io(e)) => {
+                        warn!(path = %rel, error = %e, "cannot read");
+                        return false;
+                    }
                 };
                 if let Some(c) = cur
                     .as_ref()
@@ -770,7 +786,7 @@ impl Engine {
                     self.index.set_stat(rel, Some(h.stat));
                     self.servable
                         .offer(rel.clone(), c.entry.sha256, c.entry.size);
-                    return;
+                    return true;
                 }
                 let mut version = cur
                     .as_ref()
@@ -795,11 +811,12 @@ impl Engine {
                 log_local_change(cause, kind, &entry);
                 self.servable.offer(rel.clone(), entry.sha256, entry.size);
                 self.record_local(entry, Some(h.stat));
+                true
             }
             Found::Missing | Found::Dir | Found::Other => {
-                let Some(c) = cur else { return };
+                let Some(c) = cur else { return true };
                 if c.entry.deleted || c.stat.is_none() {
-                    return;
+                    return true;
                 }
                 let mut version = c.entry.version.clone();
                 version.bump_at(&self.replica, unix_now());
@@ -807,6 +824,7 @@ impl Engine {
                 log_local_change(cause, "deleted", &entry);
                 self.servable.withdraw(rel);
                 self.record_local(entry, None);
+                true
             }
         }
     }
@@ -818,7 +836,22 @@ impl Engine {
     /// this is called again when it arrives.
     fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
         let path = r.path.clone();
-        self.reconcile_local(&path, Cause::Event);
+        if !self.reconcile_local(&path, Cause::Event) {
+            // What is on disk is not known yet (being written, or unreadable):
+            // replacing it now could destroy an edit the index has not seen.
+            if self.unstable.contains(&path) {
+                debug!(path = %path, "local file is changing; the remote version waits");
+                self.deferred.insert(path, r);
+            } else if !r.deleted {
+                let backoff = self.retry_later(path.clone());
+                self.wanted.insert(path.clone(), r);
+                warn!(path = %path, retry_in = %humantime::format_duration(backoff),
+                      "cannot check the local file; not replacing it yet");
+            } else {
+                warn!(path = %path, "cannot check the local file; not deleting it");
+            }
+            return;
+        }
         let local = self.index.get(&path).cloned();
         let (version, conflict) = match &local {
             None => (r.version.clone(), false),

@@ -196,3 +196,52 @@ fn a_local_change_reported_but_not_yet_saved_was_forgotten_after_a_crash() {
     wait_file_everywhere(&c, "renamed.txt", b"told the tracker");
     wait_gone_everywhere(&c, "announced.txt");
 }
+
+#[test]
+fn a_file_being_written_was_replaced_by_a_remote_version_it_had_not_been_compared_with() {
+    // A file modified within the racy window cannot be hashed yet, so the
+    // check before an install learned nothing, and the install replaced it
+    // as if the disk still held the indexed version: the lines written so
+    // far were gone. A remote version must wait until the file is still.
+    let c = Cluster::start(2);
+    let (ours, theirs) = (c.dir(1).join("log.txt"), c.dir(0).join("log.txt"));
+    fs::write(&theirs, b"base\n").unwrap();
+    wait_identical(&c, "base everywhere");
+    let mut written = Vec::new();
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed() < Duration::from_millis(2500) {
+        if n == 20 {
+            fs::write(&theirs, b"p1's edit while p2 writes\n").unwrap();
+        }
+        let line = format!("p2 line {n}\n");
+        let mut f = fs::OpenOptions::new().append(true).open(&ours).unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+        written.push(line);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let snap = wait_identical(&c, "both edits settled");
+    let kept: String = snap
+        .values()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let lost: Vec<&String> = written
+        .iter()
+        .filter(|l| !kept.contains(l.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} lines written on p2 are in no file: {:?}\nfiles: {:?}\n{}",
+        lost.len(),
+        written.len(),
+        lost.first(),
+        snap.keys(),
+        c.logs()
+    );
+    assert!(
+        kept.contains("p1's edit while p2 writes"),
+        "p1's edit is in no file: {:?}",
+        snap.keys()
+    );
+}
