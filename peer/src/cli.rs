@@ -8,8 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 use zync_proto::{RelPath, TrackerReply, TrackerRequest};
 
-use crate::net::{NetError, TrackerClient};
 use crate::transfer::{FetchError, Fetcher};
+use zync_net::{Context, NetError, TrackerClient};
 
 /// How long a one-shot command waits for the tracker.
 pub const TRACKER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -75,7 +75,7 @@ fn rfc3339(ns: i64) -> String {
 }
 
 /// The cluster's live files (tombstones left out), sorted by path.
-pub fn files(ctx: &zmq::Context, tracker: &str) -> Result<Vec<FileRow>, CliError> {
+pub fn files(ctx: &Context, tracker: &str) -> Result<Vec<FileRow>, CliError> {
     let mut c = TrackerClient::new(ctx, tracker, TRACKER_TIMEOUT);
     let mut files = Vec::new();
     let mut after = None;
@@ -116,7 +116,7 @@ pub fn files(ctx: &zmq::Context, tracker: &str) -> Result<Vec<FileRow>, CliError
 }
 
 /// The live peers.
-pub fn peers(ctx: &zmq::Context, tracker: &str) -> Result<Vec<PeerRow>, CliError> {
+pub fn peers(ctx: &Context, tracker: &str) -> Result<Vec<PeerRow>, CliError> {
     let mut c = TrackerClient::new(ctx, tracker, TRACKER_TIMEOUT);
     let TrackerReply::Peers { peers } = c.request(&TrackerRequest::Peers)? else {
         return Err(CliError::Unexpected);
@@ -181,20 +181,9 @@ pub fn print_peers(rows: &[PeerRow], json: bool, out: &mut dyn Write) -> io::Res
 }
 
 /// Checks that the peer whose block server is at `addr` answers a ping.
-pub fn ping(ctx: &zmq::Context, addr: &str) -> Result<(), CliError> {
-    let endpoint = crate::net::tcp(addr);
-    let sock = crate::net::socket(ctx, zmq::REQ).map_err(NetError::from)?;
-    sock.connect(&endpoint).map_err(NetError::from)?;
-    sock.send(zync_proto::encode(&zync_proto::PeerRequest::Ping), 0)
-        .map_err(NetError::from)?;
-    if !crate::net::wait_readable(&sock, TRACKER_TIMEOUT).map_err(NetError::from)? {
-        return Err(NetError::Timeout {
-            endpoint,
-            after: TRACKER_TIMEOUT,
-        }
-        .into());
-    }
-    let reply = sock.recv_bytes(0).map_err(NetError::from)?;
+pub fn ping(ctx: &Context, addr: &str) -> Result<(), CliError> {
+    let ping = zync_proto::encode(&zync_proto::PeerRequest::Ping);
+    let reply = zync_net::ask(ctx, addr, &ping, TRACKER_TIMEOUT)?;
     match zync_proto::decode::<zync_proto::PeerReply>(&reply) {
         Ok(zync_proto::PeerReply::Pong) => Ok(()),
         _ => Err(CliError::Unexpected),
@@ -205,7 +194,7 @@ pub fn ping(ctx: &zmq::Context, addr: &str) -> Result<(), CliError> {
 /// the current folder), verified, with a progress bar on a terminal.
 /// Returns where it was written and from whom.
 pub fn get(
-    ctx: &zmq::Context,
+    ctx: &Context,
     tracker: &str,
     path: &str,
     output: Option<&Path>,

@@ -31,9 +31,9 @@ use crate::fsops::{self, Found};
 use crate::hashing::{self, HashError, Stat};
 use crate::index::{LocalIndex, Record};
 use crate::link::{LinkEvent, Registration};
-use crate::net::{self, NetError, TrackerClient};
 use crate::server::Servable;
 use crate::transfer::{FetchError, Fetched};
+use zync_net::{self as net, NetError, TrackerClient};
 
 /// Everything the engine is told.
 pub enum Input {
@@ -166,7 +166,7 @@ impl Engine {
         s: Setup,
         index: LocalIndex,
         servable: Servable,
-        ctx: &zmq::Context,
+        ctx: &net::Context,
         jobs: Sender<Job>,
         sub_endpoints: Sender<String>,
         registration: Arc<Registration>,

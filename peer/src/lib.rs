@@ -9,7 +9,7 @@
 //! - the [`engine`] owns the local [`index`] and makes every decision.
 //!
 //! The one-shot CLI commands (`ls`, `peers`, `get`) live in [`cli`].
-//! Only [`net`], [`link`], [`server`] and [`transfer`] touch ZeroMQ.
+//! Sockets come from `zync-net`, the only crate that touches ZeroMQ.
 
 pub mod cli;
 pub mod engine;
@@ -17,19 +17,17 @@ pub mod fsops;
 pub mod hashing;
 pub mod index;
 pub mod link;
-pub mod logging;
-pub mod net;
 pub mod server;
 pub mod transfer;
 pub mod watch;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver};
+use crossbeam_channel::{bounded, unbounded};
 use tracing::{info, warn};
+use zync_net::{self as net, Shutdown};
 use zync_proto::STATE_DIR_NAME;
 
 use crate::engine::{Engine, Input, Job, Setup};
@@ -86,15 +84,44 @@ pub enum StartError {
         /// What failed.
         what: String,
         /// The libzmq error.
-        source: zmq::Error,
+        source: net::Error,
     },
     /// The folder watcher could not start.
     #[error("watching the folder: {0}")]
     Watch(#[from] notify::Error),
+    /// A thread could not be started.
+    #[error("starting the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A started peer: its folder is being watched, its block server is bound
+/// and its engine runs on a thread of its own until the shutdown token fires.
+pub struct Peer {
+    engine: std::thread::JoinHandle<()>,
+}
+
+impl Peer {
+    /// Waits until the peer has stopped (its shutdown token fired and it
+    /// said goodbye to the tracker).
+    pub fn wait(self) {
+        let _ = self.engine.join();
+    }
 }
 
 /// Runs a peer until `shutdown` fires. Blocks.
-pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
+pub fn run(cfg: Config, shutdown: Shutdown) -> Result<(), StartError> {
+    start(cfg, shutdown)?.wait();
+    Ok(())
+}
+
+/// Starts a peer: everything that can fail (the folder, its index, binding
+/// the block server, the watcher) has succeeded when this returns `Ok`.
+pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     let folder_err = |path: &PathBuf| {
         let path = path.clone();
         move |source| StartError::Folder { path, source }
@@ -112,8 +139,14 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
                        "local index unreadable; starting a new one (local files count as concurrent edits)");
     }
 
-    let ctx = zmq::Context::new();
-    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = net::Context::new();
+    // The peer's own threads stop when `shutdown` fires, or when the
+    // engine ends for any other reason.
+    let stop = Shutdown::new();
+    shutdown.on_trigger({
+        let stop = stop.clone();
+        move || stop.trigger()
+    });
     let servable = server::Servable::default();
     let sock_err = |what: &str| {
         let what = what.to_owned();
@@ -208,11 +241,19 @@ pub fn run(cfg: Config, shutdown: Receiver<()>) -> Result<(), StartError> {
     };
     let engine = Engine::new(setup, index, servable, &ctx, job_tx, ep_tx, registration);
     drop(tx);
-    engine.run(rx, shutdown);
-    stop.store(true, Ordering::Relaxed);
-    drop(watcher);
-    info!("bye");
-    Ok(())
+    let engine = std::thread::Builder::new()
+        .name("zync-engine".into())
+        .spawn(move || {
+            engine.run(rx, stop.receiver());
+            stop.trigger();
+            drop(watcher);
+            info!("bye");
+        })
+        .map_err(|source| StartError::Thread {
+            what: "zync-engine",
+            source,
+        })?;
+    Ok(Peer { engine })
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {

@@ -2,7 +2,7 @@
 //! with its own socket: the subscriber (notifications in) and the heartbeat
 //! (liveness out). Both report to the engine over its input channel.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, warn};
 use zync_proto::{decode, ErrorKind, Notification, TrackerRequest};
 
-use crate::net::{self, NetError, TrackerClient};
+use zync_net::{Context, NetError, Shutdown, Socket, TrackerClient};
 
 /// What the links tell the engine.
 pub enum LinkEvent {
@@ -54,20 +54,13 @@ impl Default for Registration {
 /// Subscribes to whatever endpoint arrives on `endpoints` (switching when a
 /// new one arrives) and forwards every decodable notification.
 pub fn subscriber(
-    ctx: zmq::Context,
+    ctx: Context,
     endpoints: Receiver<String>,
     out: Sender<LinkEvent>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) {
-    let connect = |ep: &str| -> Result<zmq::Socket, zmq::Error> {
-        let s = net::socket(&ctx, zmq::SUB)?;
-        s.set_subscribe(b"")?;
-        s.set_rcvhwm(100_000)?;
-        s.connect(ep)?;
-        Ok(s)
-    };
-    let mut current: Option<(String, zmq::Socket)> = None;
-    while !stop.load(Ordering::Relaxed) {
+    let mut current: Option<(String, Socket)> = None;
+    while !stop.is_triggered() {
         // Until registered there is nothing to read: wait for an endpoint.
         let next = match current {
             None => endpoints.recv_timeout(Duration::from_millis(200)).ok(),
@@ -75,7 +68,7 @@ pub fn subscriber(
         };
         if let Some(ep) = next {
             if current.as_ref().is_none_or(|(c, _)| *c != ep) {
-                current = match connect(&ep) {
+                current = match ctx.subscriber(&ep) {
                     Ok(s) => Some((ep, s)),
                     Err(e) => {
                         warn!(error = %e, endpoint = %ep, "cannot subscribe");
@@ -85,7 +78,7 @@ pub fn subscriber(
             }
         }
         let Some((_, sock)) = &current else { continue };
-        match net::wait_readable(sock, Duration::from_millis(200)) {
+        match sock.wait_readable(Duration::from_millis(200)) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
@@ -93,7 +86,7 @@ pub fn subscriber(
                 continue;
             }
         }
-        while let Ok(bytes) = sock.recv_bytes(zmq::DONTWAIT) {
+        while let Ok(Some(bytes)) = sock.try_recv_body() {
             match decode::<Notification>(&bytes) {
                 Ok(n) => {
                     if out.send(LinkEvent::Note(n)).is_err() {
@@ -109,23 +102,24 @@ pub fn subscriber(
 /// Heartbeats the tracker every `registration.heartbeat_ms` (which the engine may change)
 /// and reports transitions: lost, or forgotten.
 pub fn heartbeat(
-    ctx: zmq::Context,
+    ctx: Context,
     tracker: String,
     name: String,
     device: u64,
     registration: Arc<Registration>,
     out: Sender<LinkEvent>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) {
     let mut client = TrackerClient::new(&ctx, &tracker, Duration::from_millis(1000));
     let mut reachable = true;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(
-            registration
-                .heartbeat_ms
-                .load(Ordering::Relaxed)
-                .clamp(50, 60_000),
-        ));
+    loop {
+        let interval = registration
+            .heartbeat_ms
+            .load(Ordering::Relaxed)
+            .clamp(50, 60_000);
+        if stop.sleep(Duration::from_millis(interval)) {
+            return;
+        }
         let generation = registration.generation.load(Ordering::Acquire);
         let req = TrackerRequest::Heartbeat {
             name: name.clone(),

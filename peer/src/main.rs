@@ -97,7 +97,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    zync_peer::logging::init(&cli.log_format);
+    zync_net::logging::init(&cli.log_format);
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`zync-peer ls | head`): not an error, as for
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let ctx = zmq::Context::new();
+    let ctx = zync_net::Context::new();
     // Buffered: a listing leaves in a few large writes, not one per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     match cli.cmd {
@@ -144,20 +144,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 rescan: rescan_interval,
                 observer: None,
             };
-            let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-            let mut signals = signal_hook::iterator::Signals::new([
-                signal_hook::consts::SIGTERM,
-                signal_hook::consts::SIGINT,
-            ])
-            .context("install signal handler")?;
-            std::thread::spawn(move || {
-                if signals.forever().next().is_some() {
-                    let _ = stop_tx.send(());
-                }
-            });
-            zync_peer::run(cfg, stop_rx).context("cannot start peer")?;
-            // Worker threads may still hold sockets; do not wait for them.
-            std::process::exit(0);
+            let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
+            // Returns once the engine has said goodbye to the tracker; the
+            // process then exits without waiting for the other threads.
+            zync_peer::run(cfg, stop).context("cannot start peer")?;
         }
         Cmd::Ls { json } => {
             let rows = zync_peer::cli::files(&ctx, &cli.tracker)?;

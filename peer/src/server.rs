@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use zync_proto::{
     block_len, decode, encode, ErrorKind, Hash, PeerReply, PeerRequest, RelPath, BLOCK_SIZE,
 };
 
-use crate::net;
+use zync_net::{Context, Shutdown, Socket};
 
 /// What this peer can serve: path → (content hash, size).
 #[derive(Clone, Default)]
@@ -51,7 +50,7 @@ const OPEN_FILES: usize = 16;
 
 /// Serves blocks until `stop` is set.
 pub struct BlockServer {
-    sock: zmq::Socket,
+    sock: Socket,
     root: PathBuf,
     servable: Servable,
     open: Vec<(RelPath, Hash, File)>,
@@ -60,14 +59,12 @@ pub struct BlockServer {
 impl BlockServer {
     /// Binds the transfer socket at `endpoint`.
     pub fn bind(
-        ctx: &zmq::Context,
+        ctx: &Context,
         endpoint: &str,
         root: PathBuf,
         servable: Servable,
-    ) -> Result<BlockServer, zmq::Error> {
-        let sock = net::socket(ctx, zmq::ROUTER)?;
-        sock.set_sndhwm(1000)?;
-        sock.bind(endpoint)?;
+    ) -> Result<BlockServer, zync_net::Error> {
+        let sock = ctx.router(endpoint)?;
         Ok(BlockServer {
             sock,
             root,
@@ -77,14 +74,14 @@ impl BlockServer {
     }
 
     /// The bound endpoint (with the port chosen).
-    pub fn endpoint(&self) -> Result<String, zmq::Error> {
-        net::bound_endpoint(&self.sock)
+    pub fn endpoint(&self) -> Result<String, zync_net::Error> {
+        self.sock.endpoint()
     }
 
-    /// Serves until `stop` is set.
-    pub fn run(mut self, stop: Arc<AtomicBool>) {
-        while !stop.load(Ordering::Relaxed) {
-            match net::wait_readable(&self.sock, Duration::from_millis(200)) {
+    /// Serves until `stop` fires.
+    pub fn run(mut self, stop: Shutdown) {
+        while !stop.is_triggered() {
+            match self.sock.wait_readable(Duration::from_millis(200)) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -92,14 +89,14 @@ impl BlockServer {
                     continue;
                 }
             }
-            while let Ok(mut frames) = self.sock.recv_multipart(zmq::DONTWAIT) {
+            while let Ok(Some(mut frames)) = self.sock.try_recv_frames() {
                 if frames.len() < 2 {
                     continue;
                 }
                 let body = frames.pop().unwrap_or_default();
                 let reply = self.answer(&body);
                 frames.push(encode(&reply));
-                if let Err(e) = self.sock.send_multipart(frames, 0) {
+                if let Err(e) = self.sock.send_frames(frames) {
                     debug!(error = %e, "could not send reply");
                 }
             }

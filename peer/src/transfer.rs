@@ -26,7 +26,7 @@ use zync_proto::{
     TrackerReply, TrackerRequest,
 };
 
-use crate::net::{self, NetError, TrackerClient};
+use zync_net::{self as net, Context, Message, NetError, Socket, TrackerClient};
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,13 +90,13 @@ const IDLE_SOCKETS: usize = 8;
 
 /// Downloads file versions; owns its tracker socket (one thread).
 pub struct Fetcher {
-    ctx: zmq::Context,
+    ctx: Context,
     tracker: TrackerClient,
     exclude: Option<String>,
     /// Holder connections left clean by finished downloads (no request in
     /// flight), by endpoint: a folder of small files would otherwise cost a
     /// TCP and ZMTP handshake per file on both sides.
-    idle: Vec<(String, zmq::Socket)>,
+    idle: Vec<(String, Socket)>,
     /// Request ids go on across downloads, so no reply can be taken for
     /// another download's on a reused connection.
     next_id: u64,
@@ -109,7 +109,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher that asks the tracker at `tracker` who holds what, skipping
     /// the peer named `exclude` (ourselves).
-    pub fn new(ctx: &zmq::Context, tracker: &str, exclude: Option<String>) -> Fetcher {
+    pub fn new(ctx: &Context, tracker: &str, exclude: Option<String>) -> Fetcher {
         Fetcher {
             ctx: ctx.clone(),
             tracker: TrackerClient::new(ctx, tracker, Duration::from_secs(3)),
@@ -388,12 +388,12 @@ fn open_direct(path: &Path) -> Option<std::fs::File> {
 /// with up to `window` requests in flight. Early arrivals wait in `pending`
 /// (at most one window's worth), so memory is bounded by the window.
 pub struct BlockStream {
-    ctx: zmq::Context,
+    ctx: Context,
     entry: FileEntry,
     holders: Vec<PeerInfo>,
     current: usize,
     /// The connection to the current holder, with the endpoint it went to.
-    sock: Option<(String, zmq::Socket)>,
+    sock: Option<(String, Socket)>,
     window: usize,
     stall: Duration,
     next_req: u64,
@@ -452,8 +452,7 @@ impl BlockStream {
             let h = &self.holders[self.current];
             let ep = net::pick_endpoint(&h.endpoint)
                 .ok_or_else(|| format!("no resolvable endpoint in {:?}", h.endpoint))?;
-            let s = net::socket(&self.ctx, zmq::DEALER).map_err(|e| e.to_string())?;
-            s.connect(&ep).map_err(|e| e.to_string())?;
+            let s = self.ctx.dealer(&ep).map_err(|e| e.to_string())?;
             self.sock = Some((ep, s));
         }
         let Some((_, sock)) = self.sock.as_ref() else {
@@ -468,19 +467,19 @@ impl BlockStream {
                     index: self.next_req,
                 };
                 self.next_id += 1;
-                sock.send_multipart([Vec::new(), encode(&req)], 0)
+                sock.send_frames([Vec::new(), encode(&req)])
                     .map_err(|e| e.to_string())?;
                 self.in_flight += 1;
             }
             self.next_req += 1;
         }
-        if !net::wait_readable(sock, self.stall).map_err(|e| e.to_string())? {
+        if !sock.wait_readable(self.stall).map_err(|e| e.to_string())? {
             return Err(format!(
                 "silent for {}",
                 humantime::format_duration(self.stall)
             ));
         }
-        let body = net::recv_body(sock).map_err(|e| e.to_string())?;
+        let body = sock.recv_body().map_err(|e| e.to_string())?;
         let (index, at) = match decode::<PeerReply>(&body) {
             Ok(PeerReply::Block { id, index, data }) if id >= self.first_id => {
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -510,7 +509,7 @@ impl BlockStream {
 /// verifying and writing it copy nothing but into the writer's aligned
 /// buffer.
 pub struct Block {
-    msg: zmq::Message,
+    msg: Message,
     range: std::ops::Range<usize>,
 }
 
@@ -532,12 +531,12 @@ impl Block {
         At::Copied(data.into_owned())
     }
 
-    fn new(body: zmq::Message, at: At) -> Block {
+    fn new(body: Message, at: At) -> Block {
         match at {
             At::Range(range) => Block { msg: body, range },
             At::Copied(v) => Block {
                 range: 0..v.len(),
-                msg: zmq::Message::from(v),
+                msg: Message::from(v),
             },
         }
     }
@@ -546,7 +545,7 @@ impl Block {
 impl Default for Block {
     fn default() -> Block {
         Block {
-            msg: zmq::Message::new(),
+            msg: Message::default(),
             range: 0..0,
         }
     }
@@ -593,7 +592,7 @@ mod tests {
             index: 3,
             data: data.as_slice().into(),
         });
-        let msg = zmq::Message::from(&wire[..]);
+        let msg = Message::from(&wire[..]);
         let at = match decode::<PeerReply>(&msg).unwrap() {
             PeerReply::Block { data, .. } => Block::locate(&msg, data),
             other => panic!("{other:?}"),
@@ -603,7 +602,7 @@ mod tests {
         // Bytes from anywhere else are kept as they are, not misread.
         let elsewhere = Block::locate(b"unrelated", data.as_slice().into());
         assert!(matches!(elsewhere, At::Copied(_)));
-        assert_eq!(&Block::new(zmq::Message::new(), elsewhere)[..], &data[..]);
+        assert_eq!(&Block::new(Message::default(), elsewhere)[..], &data[..]);
         assert!(Block::default().is_empty());
     }
 

@@ -13,23 +13,16 @@ use std::time::Duration;
 
 use common::*;
 use serde::Serialize;
+use zync_net::Context;
 use zync_proto::{
     decode, encode, ErrorKind, FileEntry, Hash, PeerReply, PeerRequest, RelPath, TrackerReply,
     TrackerRequest, VersionVector, BLOCK_SIZE,
 };
 
-fn req_socket(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let s = ctx.socket(zmq::REQ).unwrap();
-    s.set_linger(0).unwrap();
-    s.set_rcvtimeo(3000).unwrap();
-    s.connect(endpoint).unwrap();
-    s
-}
-
-fn ask(ctx: &zmq::Context, endpoint: &str, bytes: &[u8]) -> Vec<u8> {
-    let s = req_socket(ctx, endpoint);
-    s.send(bytes, 0).unwrap();
-    s.recv_bytes(0).expect("a reply, not silence")
+fn ask(ctx: &Context, endpoint: &str, bytes: &[u8]) -> Vec<u8> {
+    zync_net::ask(ctx, endpoint, bytes, Duration::from_secs(30))
+        .expect("a reply, not silence")
+        .to_vec()
 }
 
 fn tracker_error(bytes: &[u8]) -> ErrorKind {
@@ -104,7 +97,7 @@ mod serde_bytes_compat {
 #[test]
 fn tracker_rejects_garbage_and_keeps_serving() {
     let c = Cluster::start(2);
-    let ctx = zmq::Context::new();
+    let ctx = Context::new();
     let ep = format!("tcp://{}", c.tracker_addr());
 
     assert_eq!(
@@ -141,10 +134,8 @@ fn tracker_rejects_garbage_and_keeps_serving() {
     }
 
     // Oversized: libzmq drops the connection; nothing is allocated for it.
-    let big = ctx.socket(zmq::DEALER).unwrap();
-    big.set_linger(0).unwrap();
-    big.connect(&ep).unwrap();
-    big.send_multipart([Vec::new(), vec![0u8; zync_proto::MAX_MESSAGE_SIZE + 1]], 0)
+    let big = ctx.dealer(&ep).unwrap();
+    big.send_frames([Vec::new(), vec![0u8; zync_proto::MAX_MESSAGE_SIZE + 1]])
         .unwrap();
 
     // Not even ZeroMQ: raw bytes on the TCP port.
@@ -177,7 +168,7 @@ fn tracker_rejects_garbage_and_keeps_serving() {
 #[test]
 fn peer_rejects_garbage_and_keeps_serving() {
     let c = Cluster::start(2);
-    let ctx = zmq::Context::new();
+    let ctx = Context::new();
     let o = c.cli(&["peers", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ep = v[0]["endpoint"].as_str().unwrap().to_owned();
@@ -251,12 +242,9 @@ impl FakeHolder {
     ) -> FakeHolder {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::sync::Arc;
-        let ctx = zmq::Context::new();
-        let router = ctx.socket(zmq::ROUTER).unwrap();
-        router.set_linger(0).unwrap();
-        router.set_rcvtimeo(100).unwrap();
-        router.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = router.get_last_endpoint().unwrap().unwrap();
+        let ctx = Context::new();
+        let router = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let endpoint = router.endpoint().unwrap();
         let tracker_ep = format!("tcp://{}", c.tracker_addr());
         let size = entry.size;
         let reg = TrackerRequest::Register {
@@ -276,22 +264,20 @@ impl FakeHolder {
         );
         let (stop2, asked2, name) = (stop.clone(), asked.clone(), name.to_owned());
         let thread = std::thread::spawn(move || {
-            let hb = req_socket(&ctx, &tracker_ep);
+            let mut hb = zync_net::TrackerClient::new(&ctx, &tracker_ep, Duration::from_secs(3));
             let mut last_hb = std::time::Instant::now();
             while !stop2.load(Ordering::Relaxed) {
                 if last_hb.elapsed() > Duration::from_millis(200) {
-                    hb.send(
-                        encode(&TrackerRequest::Heartbeat {
-                            name: name.clone(),
-                            device: 66,
-                        }),
-                        0,
-                    )
-                    .unwrap();
-                    let _ = hb.recv_bytes(0);
+                    let _ = hb.request(&TrackerRequest::Heartbeat {
+                        name: name.clone(),
+                        device: 66,
+                    });
                     last_hb = std::time::Instant::now();
                 }
-                let Ok(mut frames) = router.recv_multipart(0) else {
+                if !router.wait_readable(Duration::from_millis(100)).unwrap() {
+                    continue;
+                }
+                let Some(mut frames) = router.try_recv_frames().unwrap() else {
                     continue;
                 };
                 let body = frames.pop().unwrap();
@@ -303,7 +289,7 @@ impl FakeHolder {
                             index,
                             data: data.into(),
                         }));
-                        router.send_multipart(frames, 0).unwrap();
+                        router.send_frames(frames).unwrap();
                     }
                 }
             }

@@ -15,14 +15,12 @@
 //! Peers silent for three heartbeat intervals are dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use zync_proto::{
     decode, encode, ClusterFile, ErrorKind, Event, FileEntry, Hash, Notification, PeerInfo,
-    RelPath, TrackerReply, TrackerRequest, MAX_MESSAGE_SIZE, PAGE_BYTES,
+    RelPath, TrackerReply, TrackerRequest, PAGE_BYTES,
 };
 
 /// Errors that stop the tracker.
@@ -34,11 +32,11 @@ pub enum Error {
         /// What was being done.
         what: String,
         /// The libzmq error.
-        source: zmq::Error,
+        source: zync_net::Error,
     },
 }
 
-fn zerr(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
+fn zerr(what: impl Into<String>) -> impl FnOnce(zync_net::Error) -> Error {
     let what = what.into();
     move |source| Error::Zmq { what, source }
 }
@@ -403,8 +401,8 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> TrackerReply {
 
 /// A running tracker's sockets and state.
 pub struct Tracker {
-    router: zmq::Socket,
-    publisher: zmq::Socket,
+    router: zync_net::Socket,
+    publisher: zync_net::Socket,
     listen: String,
     publish: String,
     cfg: Config,
@@ -414,31 +412,17 @@ pub struct Tracker {
 impl Tracker {
     /// Binds the request and publish sockets (`tcp://HOST:PORT`; port `*` or 0 picks one).
     pub fn bind(
-        ctx: &zmq::Context,
+        ctx: &zync_net::Context,
         listen: &str,
         publish: &str,
         cfg: Config,
     ) -> Result<Tracker, Error> {
-        let router = ctx
-            .socket(zmq::ROUTER)
-            .map_err(zerr("create ROUTER socket"))?;
-        router.set_linger(0).map_err(zerr("set linger"))?;
-        router
-            .set_maxmsgsize(MAX_MESSAGE_SIZE as i64)
-            .map_err(zerr("set max message size"))?;
-        router
-            .bind(listen)
-            .map_err(zerr(format!("bind {listen}")))?;
-        let publisher = ctx.socket(zmq::PUB).map_err(zerr("create PUB socket"))?;
-        publisher.set_linger(0).map_err(zerr("set linger"))?;
-        publisher
-            .set_sndhwm(100_000)
-            .map_err(zerr("set send high-water mark"))?;
-        publisher
-            .bind(publish)
+        let router = ctx.router(listen).map_err(zerr(format!("bind {listen}")))?;
+        let publisher = ctx
+            .publisher(publish)
             .map_err(zerr(format!("bind {publish}")))?;
-        let listen = last_endpoint(&router)?;
-        let publish = last_endpoint(&publisher)?;
+        let listen = router.endpoint().map_err(zerr("read bound endpoint"))?;
+        let publish = publisher.endpoint().map_err(zerr("read bound endpoint"))?;
         Ok(Tracker {
             router,
             publisher,
@@ -465,28 +449,20 @@ impl Tracker {
         &self.publish
     }
 
-    /// Serves until `stop` is set (checked at least every 100 ms).
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), Error> {
+    /// Serves until `stop` fires (checked at least every 100 ms).
+    pub fn run(mut self, stop: zync_net::Shutdown) -> Result<(), Error> {
         info!(epoch = %format!("{:016x}", self.index.epoch), listen = %self.listen, publish = %self.publish,
               "tracker started");
         let timeout = self.cfg.heartbeat * 3;
         let mut next_tick = Instant::now() + self.cfg.heartbeat;
         let mut out = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_triggered() {
             let wait = next_tick
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100));
-            let ready = {
-                let mut items = [self.router.as_poll_item(zmq::POLLIN)];
-                match zmq::poll(&mut items, wait.as_millis() as i64) {
-                    Ok(_) => items[0].is_readable(),
-                    Err(zmq::Error::EINTR) => false,
-                    Err(e) => return Err(zerr("poll")(e)),
-                }
-            };
-            if ready {
+            if self.router.wait_readable(wait).map_err(zerr("poll"))? {
                 // Drain everything queued before looking at timers again.
-                while let Ok(frames) = self.router.recv_multipart(zmq::DONTWAIT) {
+                while let Ok(Some(frames)) = self.router.try_recv_frames() {
                     self.serve(frames, &mut out)?;
                 }
             }
@@ -501,9 +477,7 @@ impl Tracker {
                 next_tick = now + self.cfg.heartbeat;
             }
             for n in out.drain(..) {
-                self.publisher
-                    .send(encode(&n), 0)
-                    .map_err(zerr("publish"))?;
+                self.publisher.send(encode(&n)).map_err(zerr("publish"))?;
             }
         }
         info!("tracker stopping");
@@ -534,17 +508,10 @@ impl Tracker {
             }
         };
         frames.push(encode(&reply));
-        match self.router.send_multipart(frames, zmq::DONTWAIT) {
-            Ok(()) | Err(zmq::Error::EHOSTUNREACH) | Err(zmq::Error::EAGAIN) => Ok(()),
-            Err(e) => Err(zerr("reply")(e)),
-        }
-    }
-}
-
-fn last_endpoint(s: &zmq::Socket) -> Result<String, Error> {
-    match s.get_last_endpoint().map_err(zerr("read bound endpoint"))? {
-        Ok(ep) => Ok(ep),
-        Err(raw) => Ok(String::from_utf8_lossy(&raw).into_owned()),
+        // A client that went away (or a full queue) loses its reply; the
+        // tracker never blocks on one client.
+        self.router.try_send_frames(frames).map_err(zerr("reply"))?;
+        Ok(())
     }
 }
 

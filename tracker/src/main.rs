@@ -1,7 +1,5 @@
 //! `zync-tracker`: parse flags, bind, serve until SIGINT/SIGTERM.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -47,56 +45,31 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_format);
-    let ctx = zmq::Context::new();
+    zync_net::logging::init(&args.log_format);
+    let ctx = zync_net::Context::new();
     if let Some(addr) = args.health {
         return health(&ctx, &addr);
     }
     let cfg = zync_tracker::Config {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
     };
-    let tracker = zync_tracker::Tracker::bind(&ctx, &tcp(&args.listen), &tcp(&args.publish), cfg)
-        .context("cannot start tracker")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
-    }
+    let tracker = zync_tracker::Tracker::bind(
+        &ctx,
+        &zync_net::tcp(&args.listen),
+        &zync_net::tcp(&args.publish),
+        cfg,
+    )
+    .context("cannot start tracker")?;
+    let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
     tracker.run(stop)?;
     Ok(())
 }
 
-fn tcp(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("tcp://{addr}")
-    }
-}
-
-fn health(ctx: &zmq::Context, addr: &str) -> anyhow::Result<()> {
-    let s = ctx.socket(zmq::REQ)?;
-    s.set_linger(0)?;
-    s.set_rcvtimeo(2000)?;
-    s.set_sndtimeo(2000)?;
-    s.connect(&tcp(addr))?;
-    s.send(zync_proto::encode(&zync_proto::TrackerRequest::Peers), 0)?;
-    let reply = s.recv_bytes(0).context("tracker did not answer")?;
+fn health(ctx: &zync_net::Context, addr: &str) -> anyhow::Result<()> {
+    let ask = zync_proto::encode(&zync_proto::TrackerRequest::Peers);
+    let reply = zync_net::ask(ctx, addr, &ask, Duration::from_secs(2))?;
     match zync_proto::decode::<zync_proto::TrackerReply>(&reply)? {
         zync_proto::TrackerReply::Peers { .. } => Ok(()),
         other => anyhow::bail!("unexpected reply {other:?}"),
-    }
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        b.json().flatten_event(true).init();
-    } else {
-        b.init();
     }
 }

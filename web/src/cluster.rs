@@ -30,7 +30,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The cluster face's state.
 pub struct Cluster {
-    ctx: zmq::Context,
+    ctx: zync_net::Context,
     tracker: String,
     data: PathBuf,
     uploads: PathBuf,
@@ -51,9 +51,22 @@ pub struct Join {
     pub advertise: Option<String>,
 }
 
+/// Why zync-web could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Its cluster folder is unusable, or a thread could not start.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// Its embedded member could not start (say, its port is taken): an
+    /// upload would then be kept where nobody syncs it.
+    #[error("the embedded cluster member cannot start")]
+    Member(#[from] zync_peer::StartError),
+}
+
 impl Cluster {
-    /// Starts the embedded member and the event feed; returns at once.
-    pub fn start(join: Join) -> io::Result<Arc<Cluster>> {
+    /// Starts the embedded member (which stops when `shutdown` fires) and
+    /// the event feed. Fails if the member cannot start.
+    pub fn start(join: Join, shutdown: zync_net::Shutdown) -> Result<Arc<Cluster>, JoinError> {
         std::fs::create_dir_all(&join.data)?;
         let data = join.data.canonicalize()?;
         let uploads = data.join(zync_proto::STATE_DIR_NAME).join("uploads");
@@ -70,17 +83,12 @@ impl Cluster {
             rescan: zync_peer::DEFAULT_RESCAN,
             observer: Some(obs_tx),
         };
-        let (_never_tx, never_rx) = bounded::<()>(1);
+        let member = zync_peer::start(cfg, shutdown)?;
         std::thread::Builder::new()
             .name("zync-web-member".into())
-            .spawn(move || {
-                let _keep = _never_tx;
-                if let Err(e) = zync_peer::run(cfg, never_rx) {
-                    tracing::error!(error = %e, "cluster member stopped");
-                }
-            })?;
+            .spawn(move || member.wait())?;
         let c = Arc::new(Cluster {
-            ctx: zmq::Context::new(),
+            ctx: zync_net::Context::new(),
             tracker: join.tracker,
             data,
             uploads,

@@ -154,6 +154,21 @@ pub fn parse_range(value: &str, size: u64) -> Range {
     }
 }
 
+/// The status code of an HTTP/1.x status line (`HTTP/1.1 200 OK` → 200);
+/// `None` for anything else, however short.
+pub fn status_code(line: &str) -> Option<u16> {
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 {
+        return None;
+    }
+    code.parse().ok()
+}
+
 /// True if an `If-None-Match` value matches `etag` (weak comparison).
 pub fn etag_matches(header: &str, etag: &str) -> bool {
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
@@ -220,6 +235,25 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_code_of_a_status_line_and_of_anything_shorter() {
+        assert_eq!(status_code("HTTP/1.1 200 OK"), Some(200));
+        assert_eq!(status_code("HTTP/1.0 503 Service Unavailable"), Some(503));
+        assert_eq!(status_code("HTTP/1.1 404"), Some(404));
+        for bad in [
+            "",
+            "H",
+            "HTTP/1.",
+            "HTTP/1.1",
+            "HTTP/1.1 ",
+            "HTTP/1.1 2",
+            "HTTP/2 200 OK",
+            "SSH-2.0 200",
+        ] {
+            assert_eq!(status_code(bad), None, "{bad:?}");
+        }
+    }
 
     fn path(url: &str) -> Option<String> {
         decode_target(url)

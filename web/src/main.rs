@@ -2,8 +2,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -79,7 +78,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    zync_peer::logging::init(&args.log_format);
+    zync_net::logging::init(&args.log_format);
     if let Some(addr) = &args.health {
         return health(addr);
     }
@@ -104,15 +103,19 @@ fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_upload: args.max_upload,
     };
+    let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
     let cluster = match &args.tracker {
         Some(t) => Some(
-            zync_web::cluster::Cluster::start(zync_web::cluster::Join {
-                tracker: t.clone(),
-                data: args.data.clone(),
-                name: args.name.clone(),
-                listen: args.peer_listen.clone(),
-                advertise: args.peer_advertise.clone(),
-            })
+            zync_web::cluster::Cluster::start(
+                zync_web::cluster::Join {
+                    tracker: t.clone(),
+                    data: args.data.clone(),
+                    name: args.name.clone(),
+                    listen: args.peer_listen.clone(),
+                    advertise: args.peer_advertise.clone(),
+                },
+                stop.clone(),
+            )
             .context("cannot join the cluster")?,
         ),
         None => None,
@@ -133,26 +136,10 @@ fn main() -> anyhow::Result<()> {
         cluster,
     ));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let current: Arc<Mutex<Option<Arc<tiny_http::Server>>>> = Arc::default();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
-    {
-        let (stop, current) = (stop.clone(), current.clone());
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                stop.store(true, Ordering::Relaxed);
-                if let Ok(Some(s)) = current.lock().map(|c| c.clone()) {
-                    s.unblock();
-                }
-            }
-        });
-    }
-    zync_web::server::serve(listener, state, stop, current)?;
+    zync_web::server::serve(listener, state, stop)?;
     tracing::info!("zync-web stopped");
-    // The cluster member's threads hold sockets; do not wait for them.
+    // Connection threads may still hold the state and its sockets, and
+    // dropping the last socket context waits for every socket: exit now.
     std::process::exit(0);
 }
 
@@ -162,12 +149,19 @@ fn health(addr: &str) -> anyhow::Result<()> {
     let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     s.write_all(b"HEAD / HTTP/1.0\r\nHost: health\r\n\r\n")?;
-    let mut buf = [0u8; 16];
-    let n = s.read(&mut buf)?;
-    let line = String::from_utf8_lossy(&buf[..n]);
-    anyhow::ensure!(
-        line.starts_with("HTTP/1.") && !line[9..].starts_with('5'),
-        "unhealthy: {line}"
-    );
-    Ok(())
+    // The status line: up to its end, the first 64 bytes, or the close.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 64];
+    while head.len() < 64 && !head.contains(&b'\n') {
+        match s.read(&mut buf[..64 - head.len()])? {
+            0 => break,
+            n => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    match zync_web::http::status_code(line) {
+        Some(code) if code < 500 => Ok(()),
+        _ => anyhow::bail!("unhealthy: {line:?}"),
+    }
 }

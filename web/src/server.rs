@@ -29,7 +29,6 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -274,13 +273,12 @@ fn send_events(rq: tiny_http::Request, rx: crossbeam_channel::Receiver<String>) 
     }
 }
 
-/// Serves on `listener` until `stop` is set, rebuilding tiny_http's server
-/// if its accept loop ends. `current` lets a signal handler unblock it.
+/// Serves on `listener` until `stop` fires, rebuilding tiny_http's server
+/// if its accept loop ends.
 pub fn serve(
     mut listener: TcpListener,
     state: Arc<State>,
-    stop: Arc<AtomicBool>,
-    current: Arc<Mutex<Option<Arc<tiny_http::Server>>>>,
+    stop: zync_net::Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     loop {
@@ -296,16 +294,19 @@ pub fn serve(
             Ok(s) => Arc::new(s),
             Err(e) => return Err(std::io::Error::other(e.to_string())),
         };
-        if let Ok(mut c) = current.lock() {
-            *c = Some(Arc::clone(&server));
-        }
+        let weak = Arc::downgrade(&server);
+        stop.on_trigger(move || {
+            if let Some(s) = weak.upgrade() {
+                s.unblock();
+            }
+        });
         // Requests are answered on their connections' threads. This thread
-        // only waits for the accept loop to end, or for `unblock()` from the
-        // signal handler (which sets `stop` first).
+        // only waits for the accept loop to end, or for `unblock()` when
+        // `stop` fires.
         loop {
             match server.recv() {
                 Ok(rq) => handle(&state, rq), // not in handler mode; harmless
-                Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
+                Err(_) if stop.is_triggered() => return Ok(()),
                 Err(e) => {
                     error!(error = %e, "accept loop ended; restarting the listener");
                     break;
@@ -320,11 +321,10 @@ pub fn serve(
                 Ok(l) => break l,
                 Err(e) => {
                     warn!(error = %e, addr = %addr, retry_in = ?wait, "cannot rebind");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                    if stop.load(Ordering::Relaxed) {
+                    if stop.sleep(wait) {
                         return Ok(());
                     }
+                    wait = (wait * 2).min(Duration::from_secs(2));
                 }
             }
         };

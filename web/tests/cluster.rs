@@ -280,3 +280,55 @@ fn events_stream_live() {
         }
     }
 }
+
+#[test]
+fn zync_web_refuses_to_start_when_its_cluster_member_cannot() {
+    // Its block server's port is taken: uploads would be kept where nobody
+    // syncs them, so zync-web must not serve at all.
+    let c = Cluster::start(1);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = std::process::Command::new(common::bin("zync-web"))
+        .args(["--tracker", &c.tracker_addr(), "--listen", "127.0.0.1:0"])
+        .args(["--data", c.tmp.path().join("web-data").to_str().unwrap()])
+        .args(["--peer-listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started anyway: {err}");
+    assert!(
+        err.contains("cluster member cannot start") && err.contains(&port),
+        "{err}"
+    );
+}
+
+#[test]
+fn health_check_says_unhealthy_for_a_short_or_foreign_reply_without_panicking() {
+    for (reply, healthy) in [
+        (&b"HTTP/1.1 200 OK\r\n\r\n"[..], true),
+        (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", false),
+        (b"HTTP/1.1", false),
+        (b"HTTP/", false),
+        (b"", false),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", false),
+    ] {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let answer = std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            s.write_all(reply).unwrap();
+        });
+        let out = std::process::Command::new(common::bin("zync-web"))
+            .args(["--health", &addr])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        answer.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{reply:?}: {err}");
+        assert_eq!(out.status.success(), healthy, "{reply:?}: {err}");
+    }
+}

@@ -1,0 +1,23 @@
+//! `zync-net`: the only crate of the workspace that touches ZeroMQ.
+//!
+//! It owns every socket Zync opens: one constructor per role
+//! ([`Context::router`], [`Context::publisher`], [`Context::subscriber`],
+//! [`Context::dealer`], [`Context::requester`]), each with the project's
+//! defaults (linger 0, a bounded incoming message size, TCP keepalive), so no
+//! crate can open a socket configured another way; the request client that
+//! never hangs ([`TrackerClient`], [`ask`]); and the endpoint helpers. Other
+//! crates see bytes and frames, never a `zmq` type.
+//!
+//! It also holds the process plumbing every binary shares: the log setup
+//! ([`logging`]) and the shutdown token ([`Shutdown`]).
+
+mod client;
+mod endpoint;
+pub mod logging;
+mod shutdown;
+mod socket;
+
+pub use client::{ask, NetError, TrackerClient};
+pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
+pub use shutdown::Shutdown;
+pub use socket::{Context, Error, Message, Socket};

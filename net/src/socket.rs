@@ -1,0 +1,281 @@
+//! Sockets with Zync's defaults, one constructor per role.
+
+use std::time::Duration;
+
+use zync_proto::MAX_MESSAGE_SIZE;
+
+/// A libzmq failure (bind, connect, send, receive).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(#[from] zmq::Error);
+
+/// The sockets' shared I/O context: one per process is enough. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Context(zmq::Context);
+
+impl Context {
+    /// A new context.
+    pub fn new() -> Context {
+        Context(zmq::Context::new())
+    }
+
+    fn socket(&self, kind: zmq::SocketType) -> Result<zmq::Socket, Error> {
+        let s = self.0.socket(kind)?;
+        // Dropping a socket with unsent messages must never block the context.
+        s.set_linger(0)?;
+        s.set_maxmsgsize(MAX_MESSAGE_SIZE as i64)?;
+        s.set_tcp_keepalive(1)?;
+        Ok(s)
+    }
+
+    /// A ROUTER bound at `endpoint` (`tcp://HOST:PORT`; port `*` or 0 picks
+    /// one): a server answering many clients, each frame list starting with
+    /// the client's identity.
+    pub fn router(&self, endpoint: &str) -> Result<Socket, Error> {
+        let s = self.socket(zmq::ROUTER)?;
+        s.bind(endpoint)?;
+        Ok(Socket(s))
+    }
+
+    /// A PUB bound at `endpoint`. It queues up to 100,000 messages per slow
+    /// subscriber, then drops (ZeroMQ's PUB never blocks).
+    pub fn publisher(&self, endpoint: &str) -> Result<Socket, Error> {
+        let s = self.socket(zmq::PUB)?;
+        s.set_sndhwm(100_000)?;
+        s.bind(endpoint)?;
+        Ok(Socket(s))
+    }
+
+    /// A SUB connected to `endpoint`, subscribed to everything, queueing up
+    /// to 100,000 messages.
+    pub fn subscriber(&self, endpoint: &str) -> Result<Socket, Error> {
+        let s = self.socket(zmq::SUB)?;
+        s.set_subscribe(b"")?;
+        s.set_rcvhwm(100_000)?;
+        s.connect(endpoint)?;
+        Ok(Socket(s))
+    }
+
+    /// A DEALER connected to `endpoint`: several requests in flight to a
+    /// ROUTER (send an empty delimiter frame first).
+    pub fn dealer(&self, endpoint: &str) -> Result<Socket, Error> {
+        let s = self.socket(zmq::DEALER)?;
+        s.connect(endpoint)?;
+        Ok(Socket(s))
+    }
+
+    /// A REQ connected to `endpoint`: one request, then its reply. A REQ
+    /// whose reply never comes must be dropped (see [`crate::TrackerClient`]).
+    pub fn requester(&self, endpoint: &str) -> Result<Socket, Error> {
+        let s = self.socket(zmq::REQ)?;
+        s.connect(endpoint)?;
+        Ok(Socket(s))
+    }
+}
+
+/// A socket made by [`Context`]. `Send`, not `Sync`: one thread uses it.
+pub struct Socket(zmq::Socket);
+
+impl Socket {
+    /// The endpoint the socket is bound to, with the port the OS chose.
+    pub fn endpoint(&self) -> Result<String, Error> {
+        Ok(match self.0.get_last_endpoint()? {
+            Ok(ep) => ep,
+            Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
+        })
+    }
+
+    /// Waits up to `timeout` for a message to read. A signal ends the wait
+    /// early with `false`.
+    pub fn wait_readable(&self, timeout: Duration) -> Result<bool, Error> {
+        let mut items = [self.0.as_poll_item(zmq::POLLIN)];
+        match zmq::poll(&mut items, timeout.as_millis().min(i64::MAX as u128) as i64) {
+            Ok(_) => Ok(items[0].is_readable()),
+            Err(zmq::Error::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends a one-frame message (waits for room if the socket blocks; a PUB
+    /// never does).
+    pub fn send(&self, body: impl Into<Message>) -> Result<(), Error> {
+        Ok(self.0.send(body.into().0, 0)?)
+    }
+
+    /// Sends a multi-frame message, waiting for room.
+    pub fn send_frames<I, T>(&self, frames: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Message>,
+    {
+        Ok(self
+            .0
+            .send_multipart(frames.into_iter().map(|f| f.into().0), 0)?)
+    }
+
+    /// Sends a multi-frame message if it can go now: `Ok(false)` when a
+    /// ROUTER has no route to its first frame (the client went away) or the
+    /// queue is full, so a server never blocks on one client.
+    pub fn try_send_frames<I, T>(&self, frames: I) -> Result<bool, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Message>,
+    {
+        let frames = frames.into_iter().map(|f| f.into().0);
+        match self.0.send_multipart(frames, zmq::DONTWAIT) {
+            Ok(()) => Ok(true),
+            Err(zmq::Error::EHOSTUNREACH | zmq::Error::EAGAIN) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Receives one message, waiting for it, and returns its frames.
+    pub fn recv_frames(&self) -> Result<Vec<Vec<u8>>, Error> {
+        Ok(self.0.recv_multipart(0)?)
+    }
+
+    /// Receives one message if one is queued: its frames, or `None`.
+    pub fn try_recv_frames(&self) -> Result<Option<Vec<Vec<u8>>>, Error> {
+        match self.0.recv_multipart(zmq::DONTWAIT) {
+            Ok(f) => Ok(Some(f)),
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Receives one message, waiting for it, and returns its last frame (the
+    /// body, after any envelope), left in libzmq's buffer rather than copied
+    /// out: a block reply is 256 KiB, and every copy of a 1 GiB transfer
+    /// costs a pass over it.
+    pub fn recv_body(&self) -> Result<Message, Error> {
+        let mut msg = self.0.recv_msg(0)?;
+        while msg.get_more() {
+            msg = self.0.recv_msg(0)?;
+        }
+        Ok(Message(msg))
+    }
+
+    /// Receives the body of one message if one is queued.
+    pub fn try_recv_body(&self) -> Result<Option<Message>, Error> {
+        match self.0.recv_msg(zmq::DONTWAIT) {
+            Ok(mut msg) => {
+                while msg.get_more() {
+                    msg = self.0.recv_msg(0)?;
+                }
+                Ok(Some(Message(msg)))
+            }
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// One message frame, owned by libzmq (received bytes are not copied out).
+pub struct Message(zmq::Message);
+
+impl Default for Message {
+    fn default() -> Message {
+        Message(zmq::Message::new())
+    }
+}
+
+impl std::ops::Deref for Message {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(v: Vec<u8>) -> Message {
+        Message(zmq::Message::from(v))
+    }
+}
+
+impl From<Message> for Vec<u8> {
+    fn from(m: Message) -> Vec<u8> {
+        m.to_vec()
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(v: &[u8]) -> Message {
+        Message(zmq::Message::from(v))
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Message({} bytes)", self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn router_and_dealer_exchange_frames_and_report_their_port() {
+        let ctx = Context::new();
+        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let ep = server.endpoint().unwrap();
+        assert!(!ep.ends_with(":0") && !ep.ends_with(":*"), "{ep}");
+        let client = ctx.dealer(&ep).unwrap();
+        client.send_frames([&b""[..], b"hello"]).unwrap();
+        assert!(server.wait_readable(Duration::from_secs(5)).unwrap());
+        let mut frames = server.try_recv_frames().unwrap().unwrap();
+        assert_eq!(frames.len(), 3, "identity, delimiter, body");
+        assert_eq!(frames.pop().unwrap(), b"hello");
+        frames.push(b"world".to_vec());
+        assert!(server.try_send_frames(frames).unwrap());
+        assert!(client.wait_readable(Duration::from_secs(5)).unwrap());
+        assert_eq!(&*client.recv_body().unwrap(), b"world");
+        assert!(server.try_recv_frames().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_reply_to_a_client_gone_away_is_dropped_not_blocked_on() {
+        let ctx = Context::new();
+        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        // Returns at once, without an error, whatever libzmq did with it.
+        let t = std::time::Instant::now();
+        server
+            .try_send_frames([&b"nobody"[..], b"", b"reply"])
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_by_the_receiver() {
+        let ctx = Context::new();
+        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let client = ctx.dealer(&server.endpoint().unwrap()).unwrap();
+        client
+            .send_frames([Vec::new(), vec![0u8; MAX_MESSAGE_SIZE + 1]])
+            .unwrap();
+        client.send_frames([&b""[..], b"small"]).unwrap();
+        // The oversized message costs the sender its connection and is never
+        // delivered; the DEALER reconnects and the next message arrives.
+        assert!(server.wait_readable(Duration::from_secs(10)).unwrap());
+        let frames = server.try_recv_frames().unwrap().unwrap();
+        assert_eq!(frames.last().map(Vec::as_slice), Some(&b"small"[..]));
+    }
+
+    #[test]
+    fn a_subscriber_gets_what_is_published() {
+        let ctx = Context::new();
+        let publisher = ctx.publisher("tcp://127.0.0.1:*").unwrap();
+        let sub = ctx.subscriber(&publisher.endpoint().unwrap()).unwrap();
+        // The subscription travels asynchronously: publish until one arrives.
+        let t = std::time::Instant::now();
+        loop {
+            publisher.send(&b"note"[..]).unwrap();
+            if sub.wait_readable(Duration::from_millis(50)).unwrap() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "nothing arrived");
+        }
+        assert_eq!(&*sub.try_recv_body().unwrap().unwrap(), b"note");
+    }
+}
