@@ -1,0 +1,415 @@
+//! Request handling: one [`TrackerRequest`] in, one [`TrackerReply`] out,
+//! and the notifications the change causes appended to `out`. No I/O.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tracing::info;
+use zync_proto::{ErrorKind, Event, Notification, PeerInfo, RelPath, TrackerReply, TrackerRequest};
+
+use crate::index::{Index, Peer};
+use crate::Config;
+
+impl Index {
+    pub(crate) fn handle(
+        &mut self,
+        req: TrackerRequest,
+        now: Instant,
+        cfg: &Config,
+        publish: &str,
+        out: &mut Vec<Notification>,
+    ) -> TrackerReply {
+        match req {
+            TrackerRequest::Register {
+                name,
+                device,
+                endpoint,
+                files,
+            } => {
+                if name.is_empty() || name.len() > 255 {
+                    return error(ErrorKind::Invalid, "peer name must be 1 to 255 bytes");
+                }
+                if let Some(bad) = files.iter().find(|e| !e.is_consistent()) {
+                    return error(
+                        ErrorKind::Invalid,
+                        format!("inconsistent entry for {}", bad.path),
+                    );
+                }
+                if let Some(p) = self.peers.get(&name) {
+                    if p.device != device {
+                        return error(
+                            ErrorKind::NameTaken,
+                            format!("another live peer is already called {name:?}"),
+                        );
+                    }
+                }
+                let rejoin = self.peers.contains_key(&name);
+                self.peers.insert(
+                    name.clone(),
+                    Peer {
+                        device,
+                        endpoint: endpoint.clone(),
+                        last_seen: now,
+                        files: HashMap::new(),
+                    },
+                );
+                info!(event = %"peer_joined", peer = %name, endpoint = %endpoint, files = files.len(),
+                      rejoin, "peer joined");
+                let info = PeerInfo {
+                    name: name.clone(),
+                    endpoint,
+                    last_seen_ms: 0,
+                };
+                let n = self.next(Event::PeerJoined { peer: info });
+                out.push(n);
+                self.absorb(&name, files, out);
+                TrackerReply::Registered {
+                    epoch: self.epoch,
+                    publish: publish.to_owned(),
+                    heartbeat_ms: cfg.heartbeat.as_millis() as u64,
+                }
+            }
+            TrackerRequest::Heartbeat { name, device } => {
+                if !self.touch(&name, device, now) {
+                    return unknown_peer(&name);
+                }
+                TrackerReply::Ok
+            }
+            TrackerRequest::Update {
+                name,
+                device,
+                files,
+            } => {
+                if !self.touch(&name, device, now) {
+                    return unknown_peer(&name);
+                }
+                if let Some(bad) = files.iter().find(|e| !e.is_consistent()) {
+                    return error(
+                        ErrorKind::Invalid,
+                        format!("inconsistent entry for {}", bad.path),
+                    );
+                }
+                self.absorb(&name, files, out);
+                TrackerReply::Ok
+            }
+            TrackerRequest::Unregister { name, device } => {
+                if !self.touch(&name, device, now) {
+                    return unknown_peer(&name);
+                }
+                self.remove_peer(&name, "unregistered", out);
+                TrackerReply::Ok
+            }
+            TrackerRequest::List { after } => {
+                let (files, next) = self.page(after.as_ref());
+                TrackerReply::Snapshot {
+                    epoch: self.epoch,
+                    seq: self.seq,
+                    files,
+                    peers: self.peer_list(now),
+                    next,
+                }
+            }
+            TrackerRequest::Locate { path, sha256 } => TrackerReply::Holders {
+                entry: self.current.get(&path).cloned(),
+                holders: self.locate(&path, sha256, now),
+            },
+            TrackerRequest::Peers => TrackerReply::Peers {
+                peers: self.peer_list(now),
+            },
+            TrackerRequest::Find { sha256 } => {
+                let paths = self.by_content.get(&sha256);
+                let held = |path: &RelPath| self.locate(path, sha256, now);
+                let mut first = None;
+                for path in paths.into_iter().flatten() {
+                    let holders = held(path);
+                    if !holders.is_empty() {
+                        return TrackerReply::Holders {
+                            entry: self.current.get(path).cloned(),
+                            holders,
+                        };
+                    }
+                    first.get_or_insert(path);
+                }
+                TrackerReply::Holders {
+                    entry: first.and_then(|p| self.current.get(p).cloned()),
+                    holders: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+fn unknown_peer(name: &str) -> TrackerReply {
+    error(
+        ErrorKind::UnknownPeer,
+        format!("peer {name:?} is not registered here"),
+    )
+}
+
+pub(crate) fn error(kind: ErrorKind, message: impl Into<String>) -> TrackerReply {
+    TrackerReply::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use zync_proto::{FileEntry, Hash, VersionVector, PAGE_BYTES};
+
+    fn entry(path: &str, by: &str, bumps: &[&str], content: &[u8]) -> FileEntry {
+        let mut version = VersionVector::new();
+        for b in bumps {
+            version.bump(b);
+        }
+        FileEntry {
+            path: RelPath::new(path).unwrap(),
+            size: content.len() as u64,
+            mtime_ns: 1,
+            sha256: Hash::of(content),
+            blocks: if content.is_empty() {
+                vec![]
+            } else {
+                vec![Hash::of(content)]
+            },
+            version,
+            deleted: false,
+            modified_by: by.into(),
+        }
+    }
+
+    fn index() -> Index {
+        Index::new(7)
+    }
+
+    fn register(
+        ix: &mut Index,
+        name: &str,
+        files: Vec<FileEntry>,
+        out: &mut Vec<Notification>,
+    ) -> TrackerReply {
+        let req = TrackerRequest::Register {
+            name: name.into(),
+            device: 1,
+            endpoint: format!("tcp://{name}:1"),
+            files,
+        };
+        ix.handle(
+            req,
+            Instant::now(),
+            &Config::default(),
+            "tcp://0.0.0.0:5556",
+            out,
+        )
+    }
+
+    #[test]
+    fn sequence_grows_by_one_per_change() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        register(
+            &mut ix,
+            "a",
+            vec![entry("f", "a", &["a"], b"1"), entry("g", "a", &["a"], b"2")],
+            &mut out,
+        );
+        let seqs: Vec<u64> = out.iter().map(|n| n.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(out.iter().all(|n| n.epoch == 7));
+    }
+
+    #[test]
+    fn newer_version_replaces_and_holders_follow_content() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let v1 = entry("f", "a", &["a"], b"1");
+        register(&mut ix, "a", vec![v1.clone()], &mut out);
+        register(&mut ix, "b", vec![v1.clone()], &mut out);
+        assert_eq!(ix.cluster_file(&v1.path).unwrap().holders, vec!["a", "b"]);
+        let v2 = entry("f", "b", &["a", "b"], b"2");
+        let now = Instant::now();
+        ix.handle(
+            TrackerRequest::Update {
+                name: "b".into(),
+                device: 1,
+                files: vec![v2.clone()],
+            },
+            now,
+            &Config::default(),
+            "",
+            &mut out,
+        );
+        let cf = ix.cluster_file(&v1.path).unwrap();
+        assert_eq!(cf.entry, v2);
+        assert_eq!(cf.holders, vec!["b"]);
+    }
+
+    fn find(ix: &mut Index, content: &[u8]) -> (Option<FileEntry>, Vec<String>) {
+        let req = TrackerRequest::Find {
+            sha256: Hash::of(content),
+        };
+        match ix.handle(req, Instant::now(), &Config::default(), "", &mut Vec::new()) {
+            TrackerReply::Holders { entry, holders } => {
+                (entry, holders.into_iter().map(|h| h.name).collect())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_pages_cover_the_index_once_within_the_page_size() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        // 40 entries of ~1 MiB of block hashes each: about five pages.
+        let files: Vec<FileEntry> = (0..40)
+            .map(|i| {
+                let mut e = entry(&format!("f{i:02}"), "a", &["a"], b"x");
+                e.blocks = vec![Hash::of(b"x"); 32 * 1024];
+                e.size = 32 * 1024 * zync_proto::BLOCK_SIZE;
+                e
+            })
+            .collect();
+        register(&mut ix, "a", files.clone(), &mut out);
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let req = TrackerRequest::List { after };
+            let TrackerReply::Snapshot { files, next, .. } =
+                ix.handle(req, Instant::now(), &Config::default(), "", &mut out)
+            else {
+                panic!("not a snapshot")
+            };
+            let bytes: usize = files.iter().map(|f| f.entry.size_hint()).sum();
+            assert!(bytes <= PAGE_BYTES, "page of {bytes} bytes");
+            assert!(zync_proto::encode(&files).len() <= PAGE_BYTES + 4096);
+            seen.extend(files.into_iter().map(|f| f.entry.path));
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert!(pages >= 4, "{pages} pages");
+        let want: Vec<RelPath> = files.into_iter().map(|e| e.path).collect();
+        assert_eq!(seen, want, "every path once, in order");
+    }
+
+    #[test]
+    fn find_follows_current_content() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let f1 = entry("f", "a", &["a"], b"same");
+        let g1 = entry("g", "b", &["b"], b"same");
+        register(&mut ix, "a", vec![f1.clone()], &mut out);
+        register(&mut ix, "b", vec![g1.clone()], &mut out);
+        let (e, holders) = find(&mut ix, b"same");
+        assert!(e == Some(f1.clone()) || e == Some(g1.clone()));
+        assert_eq!(holders.len(), 1);
+        assert_eq!(find(&mut ix, b"other"), (None, vec![]));
+        // f changes content: only g still has "same"; the new content is found.
+        let f2 = entry("f", "a", &["a", "a"], b"new");
+        register(&mut ix, "a", vec![f2.clone()], &mut out);
+        assert_eq!(find(&mut ix, b"same"), (Some(g1.clone()), vec!["b".into()]));
+        assert_eq!(find(&mut ix, b"new"), (Some(f2), vec!["a".into()]));
+        // g is deleted: "same" is gone from the cluster.
+        let mut g2 = entry("g", "b", &["b", "b"], b"");
+        g2.deleted = true;
+        register(&mut ix, "b", vec![g2], &mut out);
+        assert_eq!(find(&mut ix, b"same"), (None, vec![]));
+    }
+
+    #[test]
+    fn losing_update_reannounces_current() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let newer = entry("f", "a", &["a", "a"], b"2");
+        register(&mut ix, "a", vec![newer.clone()], &mut out);
+        out.clear();
+        register(&mut ix, "b", vec![entry("f", "a", &["a"], b"1")], &mut out);
+        let last = out.last().unwrap();
+        match &last.event {
+            Event::FileChanged { file } => assert_eq!(file.entry, newer),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn name_taken_by_other_device_but_rejoin_allowed() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        assert!(matches!(
+            register(&mut ix, "a", vec![], &mut out),
+            TrackerReply::Registered { .. }
+        ));
+        assert!(matches!(
+            register(&mut ix, "a", vec![], &mut out),
+            TrackerReply::Registered { .. }
+        ));
+        let other = TrackerRequest::Register {
+            name: "a".into(),
+            device: 2,
+            endpoint: "x".into(),
+            files: vec![],
+        };
+        let r = ix.handle(other, Instant::now(), &Config::default(), "", &mut out);
+        assert!(matches!(
+            r,
+            TrackerReply::Error {
+                kind: ErrorKind::NameTaken,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn silent_peer_expires_and_stops_being_a_holder() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let v1 = entry("f", "a", &["a"], b"1");
+        register(&mut ix, "a", vec![v1.clone()], &mut out);
+        out.clear();
+        ix.expire(
+            Instant::now() + Duration::from_secs(10),
+            Duration::from_secs(3),
+            &mut out,
+        );
+        assert!(matches!(&out[0].event, Event::PeerLeft { name } if name == "a"));
+        let cf = ix.cluster_file(&v1.path).unwrap();
+        assert!(
+            cf.holders.is_empty(),
+            "a dead peer is not offered as a source"
+        );
+        let hb = TrackerRequest::Heartbeat {
+            name: "a".into(),
+            device: 1,
+        };
+        let r = ix.handle(hb, Instant::now(), &Config::default(), "", &mut out);
+        assert!(matches!(
+            r,
+            TrackerReply::Error {
+                kind: ErrorKind::UnknownPeer,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn inconsistent_entries_are_refused() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let mut bad = entry("f", "a", &["a"], b"1");
+        bad.blocks.clear();
+        let r = register(&mut ix, "a", vec![bad], &mut out);
+        assert!(matches!(
+            r,
+            TrackerReply::Error {
+                kind: ErrorKind::Invalid,
+                ..
+            }
+        ));
+        assert!(ix.current.is_empty());
+    }
+}

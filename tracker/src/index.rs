@@ -1,0 +1,225 @@
+//! The cluster index, without sockets or I/O: for every path the current
+//! version (tombstones included), for every live peer what it holds, and the
+//! queries and changes requests make of it. Every change that subscribers
+//! must hear of appends a [`Notification`] with the next sequence number.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
+use zync_proto::{
+    ClusterFile, Event, FileEntry, Hash, Notification, PeerInfo, RelPath, PAGE_BYTES,
+};
+
+use crate::LOGGED_PER_BATCH;
+
+pub(crate) struct Peer {
+    pub(crate) device: u64,
+    pub(crate) endpoint: String,
+    pub(crate) last_seen: Instant,
+    /// What the peer holds at each path it reported: the content's hash, or
+    /// `None` for a deletion. The full entries (versions, block lists) live
+    /// once, in `Index::current`; a copy per peer would multiply the
+    /// tracker's memory by the number of peers.
+    pub(crate) files: HashMap<RelPath, Option<Hash>>,
+}
+
+impl Peer {
+    /// True if the peer reported holding `path` with content `sha256`.
+    pub(crate) fn holds(&self, path: &RelPath, sha256: Hash) -> bool {
+        self.files.get(path) == Some(&Some(sha256))
+    }
+}
+
+/// The tracker's state, without sockets: what `handle` decides is testable alone.
+pub(crate) struct Index {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    pub(crate) peers: BTreeMap<String, Peer>,
+    pub(crate) current: BTreeMap<RelPath, FileEntry>,
+    /// Paths whose current entry has this content (not tombstones), for
+    /// `Find`. Kept in step with `current`, its only writer being `absorb`.
+    pub(crate) by_content: HashMap<Hash, BTreeSet<RelPath>>,
+}
+
+impl Index {
+    /// An empty index for tracker epoch `epoch`.
+    pub(crate) fn new(epoch: u64) -> Index {
+        Index {
+            epoch,
+            seq: 0,
+            peers: BTreeMap::new(),
+            current: BTreeMap::new(),
+            by_content: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn holders(&self, entry: &FileEntry) -> Vec<String> {
+        if entry.deleted {
+            return Vec::new();
+        }
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.holds(&entry.path, entry.sha256))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    pub(crate) fn peer_info(name: &str, p: &Peer, now: Instant) -> PeerInfo {
+        PeerInfo {
+            name: name.to_owned(),
+            endpoint: p.endpoint.clone(),
+            last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
+        }
+    }
+
+    pub(crate) fn next(&mut self, event: Event) -> Notification {
+        self.seq += 1;
+        Notification {
+            epoch: self.epoch,
+            seq: self.seq,
+            event,
+        }
+    }
+
+    /// Records entries a peer now holds; returns the notifications to publish.
+    pub(crate) fn absorb(
+        &mut self,
+        name: &str,
+        files: Vec<FileEntry>,
+        out: &mut Vec<Notification>,
+    ) {
+        let mut announced = 0;
+        for e in files {
+            if let Some(p) = self.peers.get_mut(name) {
+                p.files
+                    .insert(e.path.clone(), (!e.deleted).then_some(e.sha256));
+            }
+            let announce = match self.current.get(&e.path) {
+                None => true,
+                Some(cur) if e.supersedes(cur) => true,
+                Some(cur) if cur.version == e.version => false,
+                // The peer holds a version that loses to the current one:
+                // re-announce the current one so the peer resolves.
+                Some(_) => {
+                    let file = self.cluster_file(&e.path);
+                    if let Some(file) = file {
+                        let n = self.next(Event::FileChanged { file });
+                        out.push(n);
+                    }
+                    continue;
+                }
+            };
+            if announce {
+                announced += 1;
+                if announced <= LOGGED_PER_BATCH {
+                    info!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
+                          deleted = e.deleted, "new current version");
+                } else {
+                    debug!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
+                           deleted = e.deleted, "new current version");
+                }
+                if let Some(old) = self.current.insert(e.path.clone(), e.clone()) {
+                    if let Some(paths) = self.by_content.get_mut(&old.sha256) {
+                        paths.remove(&old.path);
+                        if paths.is_empty() {
+                            self.by_content.remove(&old.sha256);
+                        }
+                    }
+                }
+                if !e.deleted {
+                    self.by_content
+                        .entry(e.sha256)
+                        .or_default()
+                        .insert(e.path.clone());
+                }
+                let holders = self.holders(&e);
+                let n = self.next(Event::FileChanged {
+                    file: ClusterFile { entry: e, holders },
+                });
+                out.push(n);
+            }
+        }
+        if announced > LOGGED_PER_BATCH {
+            info!(peer = %name, more = announced - LOGGED_PER_BATCH,
+                  "further new versions in this batch logged at debug level");
+        }
+    }
+
+    pub(crate) fn cluster_file(&self, path: &RelPath) -> Option<ClusterFile> {
+        self.current.get(path).map(|e| ClusterFile {
+            entry: e.clone(),
+            holders: self.holders(e),
+        })
+    }
+
+    /// Refreshes a registered peer's liveness; false if it is not registered.
+    pub(crate) fn touch(&mut self, name: &str, device: u64, now: Instant) -> bool {
+        match self.peers.get_mut(name) {
+            Some(p) if p.device == device => {
+                p.last_seen = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn remove_peer(&mut self, name: &str, why: &str, out: &mut Vec<Notification>) {
+        if self.peers.remove(name).is_some() {
+            info!(event = %"peer_left", peer = %name, reason = %why, "peer left");
+            let n = self.next(Event::PeerLeft {
+                name: name.to_owned(),
+            });
+            out.push(n);
+        }
+    }
+
+    /// The current entries after `after`, in path order, up to
+    /// [`PAGE_BYTES`] (at least one), and the last path if more follow.
+    pub(crate) fn page(&self, after: Option<&RelPath>) -> (Vec<ClusterFile>, Option<RelPath>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, Excluded);
+        let mut files: Vec<ClusterFile> = Vec::new();
+        let mut bytes = 0;
+        for e in self.current.range((start, Unbounded)).map(|(_, e)| e) {
+            if let Some(last) = files.last().filter(|_| bytes + e.size_hint() > PAGE_BYTES) {
+                let next = last.entry.path.clone();
+                return (files, Some(next));
+            }
+            bytes += e.size_hint();
+            files.push(ClusterFile {
+                entry: e.clone(),
+                holders: self.holders(e),
+            });
+        }
+        (files, None)
+    }
+
+    /// Live peers holding `path` with content `sha256`.
+    pub(crate) fn locate(&self, path: &RelPath, sha256: Hash, now: Instant) -> Vec<PeerInfo> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.holds(path, sha256))
+            .map(|(n, p)| Self::peer_info(n, p, now))
+            .collect()
+    }
+
+    pub(crate) fn peer_list(&self, now: Instant) -> Vec<PeerInfo> {
+        self.peers
+            .iter()
+            .map(|(n, p)| Self::peer_info(n, p, now))
+            .collect()
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration, out: &mut Vec<Notification>) {
+        let dead: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > timeout)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in dead {
+            self.remove_peer(&name, "heartbeat timeout", out);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The tracker's socket loop: a ROUTER for requests, a PUB for
+//! notifications, the heartbeat clock. Decisions are `handle`'s.
+
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use zync_proto::{decode, encode, Event, Notification, TrackerRequest};
+
+use crate::handle::error;
+use crate::index::Index;
+use crate::{zerr, Config, Error};
+
+/// A running tracker's sockets and state.
+pub struct Tracker {
+    router: zync_net::Socket,
+    publisher: zync_net::Socket,
+    listen: String,
+    publish: String,
+    cfg: Config,
+    index: Index,
+}
+
+impl Tracker {
+    /// Binds the request and publish sockets (`tcp://HOST:PORT`; port `*` or 0 picks one).
+    pub fn bind(
+        ctx: &zync_net::Context,
+        listen: &str,
+        publish: &str,
+        cfg: Config,
+    ) -> Result<Tracker, Error> {
+        let router = ctx.router(listen).map_err(zerr(format!("bind {listen}")))?;
+        let publisher = ctx
+            .publisher(publish)
+            .map_err(zerr(format!("bind {publish}")))?;
+        let listen = router.endpoint().map_err(zerr("read bound endpoint"))?;
+        let publish = publisher.endpoint().map_err(zerr("read bound endpoint"))?;
+        Ok(Tracker {
+            router,
+            publisher,
+            listen,
+            publish,
+            cfg,
+            index: Index::new(rand::random::<u64>() | 1),
+        })
+    }
+
+    /// The request endpoint actually bound (with the chosen port).
+    pub fn listen_endpoint(&self) -> &str {
+        &self.listen
+    }
+
+    /// The publish endpoint actually bound.
+    pub fn publish_endpoint(&self) -> &str {
+        &self.publish
+    }
+
+    /// Serves until `stop` fires (checked at least every 100 ms).
+    pub fn run(mut self, stop: zync_net::Shutdown) -> Result<(), Error> {
+        info!(epoch = %format!("{:016x}", self.index.epoch), listen = %self.listen, publish = %self.publish,
+              "tracker started");
+        let timeout = self.cfg.heartbeat * 3;
+        let mut next_tick = Instant::now() + self.cfg.heartbeat;
+        let mut out = Vec::new();
+        while !stop.is_triggered() {
+            let wait = next_tick
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            if self.router.wait_readable(wait).map_err(zerr("poll"))? {
+                // Drain everything queued before looking at timers again.
+                while let Ok(Some(frames)) = self.router.try_recv_frames() {
+                    self.serve(frames, &mut out)?;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.index.expire(now, timeout, &mut out);
+                out.push(Notification {
+                    epoch: self.index.epoch,
+                    seq: self.index.seq,
+                    event: Event::Hugz,
+                });
+                next_tick = now + self.cfg.heartbeat;
+            }
+            for n in out.drain(..) {
+                self.publisher.send(encode(&n)).map_err(zerr("publish"))?;
+            }
+        }
+        info!("tracker stopping");
+        Ok(())
+    }
+
+    fn serve(
+        &mut self,
+        mut frames: Vec<Vec<u8>>,
+        out: &mut Vec<Notification>,
+    ) -> Result<(), Error> {
+        // [identity, (empty delimiter,) body]; anything shorter cannot be answered.
+        if frames.len() < 2 {
+            debug!(
+                frames = frames.len(),
+                "dropping request without an envelope"
+            );
+            return Ok(());
+        }
+        let body = frames.pop().unwrap_or_default();
+        let reply = match decode::<TrackerRequest>(&body) {
+            Ok(req) => self
+                .index
+                .handle(req, Instant::now(), &self.cfg, &self.publish, out),
+            Err(e) => {
+                warn!(error = %e, bytes = body.len(), "rejected request");
+                error(e.kind(), e.to_string())
+            }
+        };
+        frames.push(encode(&reply));
+        // A client that went away (or a full queue) loses its reply; the
+        // tracker never blocks on one client.
+        self.router.try_send_frames(frames).map_err(zerr("reply"))?;
+        Ok(())
+    }
+}
