@@ -24,7 +24,8 @@ use zync_proto::{Event, FileEntry, Hash, Notification, RelPath, BLOCK_SIZE};
 
 use crate::http::{self, Range, Target};
 use crate::reply::{Body, Reply};
-use crate::server::{Req, State};
+use crate::request::Req;
+use crate::state::State;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -275,16 +276,9 @@ impl Cluster {
                 r
             }
         };
-        if req
-            .header("If-None-Match")
-            .is_some_and(|v| http::etag_matches(v, &etag))
-        {
-            return common(Reply::new(304, Body::Empty));
-        }
-        let range = match (req.header("Range"), req.header("If-Range")) {
-            (Some(r), None) => http::parse_range(r, e.size),
-            (Some(r), Some(ir)) if http::etag_matches(ir, &etag) => http::parse_range(r, e.size),
-            _ => Range::Full,
+        let range = match http::decide(|h| req.header(h), &etag, mtime, e.size) {
+            http::Decision::NotModified => return common(Reply::new(304, Body::Empty)),
+            http::Decision::Send(range) => range,
         };
         let (status, start, len) = match range {
             Range::Unsatisfiable => {

@@ -154,6 +154,42 @@ pub fn parse_range(value: &str, size: u64) -> Range {
     }
 }
 
+/// What a GET or HEAD of one representation answers, given its validators:
+/// the one conditional-request decision both faces use.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// `304 Not Modified`.
+    NotModified,
+    /// Send this range of it (`200`, `206` or `416`).
+    Send(Range),
+}
+
+/// Evaluates the request's conditional and range headers against a
+/// representation of `size` bytes with `etag` and `mtime` (RFC 9110 §13.2.2
+/// order): `If-None-Match`, or else `If-Modified-Since`, may make it a
+/// `304`; `Range` is honoured only if an `If-Range` present matches the ETag.
+pub fn decide<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+    etag: &str,
+    mtime: SystemTime,
+    size: u64,
+) -> Decision {
+    if let Some(inm) = header("If-None-Match") {
+        if etag_matches(inm, etag) {
+            return Decision::NotModified;
+        }
+    } else if let Some(ims) = header("If-Modified-Since") {
+        if not_modified_since(ims, mtime) {
+            return Decision::NotModified;
+        }
+    }
+    Decision::Send(match (header("Range"), header("If-Range")) {
+        (Some(r), None) => parse_range(r, size),
+        (Some(r), Some(ir)) if etag_matches(ir, etag) => parse_range(r, size),
+        _ => Range::Full,
+    })
+}
+
 /// The status code of an HTTP/1.x status line (`HTTP/1.1 200 OK` → 200);
 /// `None` for anything else, however short.
 pub fn status_code(line: &str) -> Option<u16> {
@@ -235,6 +271,41 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditional_decision_follows_rfc_9110_order() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let later = http_date(t + Duration::from_secs(10));
+        let earlier = http_date(t - Duration::from_secs(10));
+        let ask = |hs: &[(&str, &str)]| {
+            decide(
+                |n| hs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v),
+                "\"e1\"",
+                t,
+                100,
+            )
+        };
+        use Decision::*;
+        let (range, part) = (
+            ("Range", "bytes=0-9"),
+            Send(Range::Part { start: 0, end: 9 }),
+        );
+        assert_eq!(ask(&[]), Send(Range::Full));
+        assert_eq!(ask(&[("If-None-Match", "\"e1\"")]), NotModified);
+        assert_eq!(ask(&[("If-None-Match", "W/\"e1\"")]), NotModified);
+        assert_eq!(ask(&[("If-Modified-Since", &later)]), NotModified);
+        assert_eq!(ask(&[("If-Modified-Since", &earlier)]), Send(Range::Full));
+        // If-None-Match wins over If-Modified-Since when both are sent.
+        let both = [
+            ("If-None-Match", "\"other\""),
+            ("If-Modified-Since", &later),
+        ];
+        assert_eq!(ask(&both), Send(Range::Full));
+        assert_eq!(ask(&[range]), part);
+        assert_eq!(ask(&[range, ("If-Range", "\"e1\"")]), part);
+        assert_eq!(ask(&[range, ("If-Range", "\"old\"")]), Send(Range::Full));
+        assert_eq!(ask(&[("Range", "bytes=500-")]), Send(Range::Unsatisfiable));
+    }
 
     #[test]
     fn status_code_of_a_status_line_and_of_anything_shorter() {

@@ -129,14 +129,10 @@ fn main() -> anyhow::Result<()> {
     let listener = zync_web::server::bind(addr, &limits)
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, root = ?root, cluster = args.tracker.is_some(), "zync-web listening");
-    let state = Arc::new(zync_web::State::new(
-        root,
-        !args.no_listing,
-        limits,
-        cluster,
-    ));
+    let state = zync_web::State::new(root, !args.no_listing, limits);
+    let router = Arc::new(zync_web::Router::new(state, cluster));
 
-    zync_web::server::serve(listener, state, stop)?;
+    zync_web::server::serve(listener, router, stop)?;
     tracing::info!("zync-web stopped");
     // Connection threads may still hold the state and its sockets, and
     // dropping the last socket context waits for every socket: exit now.

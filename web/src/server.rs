@@ -26,16 +26,17 @@
 //!   at start.
 //! - **Chunked encoding.** Disabled for known lengths ([`Reply`]).
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::http::{self, TargetError, MAX_URI};
-use crate::reply::{Body, Reply};
+use crate::http;
+use crate::reply::Body;
+use crate::request::Req;
+use crate::router::Router;
+use crate::state::Limits;
 
 /// Longest request line or header line accepted, in bytes (nginx's
 /// `large_client_header_buffers` is 8 KiB; browsers' cookies can be more).
@@ -43,144 +44,6 @@ pub const MAX_HEAD_LINE: usize = 16 * 1024;
 
 /// Most header fields in one request.
 pub const MAX_HEADERS: usize = 128;
-
-/// Knobs with sensible defaults.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// A connection silent this long is closed.
-    pub read_timeout: Duration,
-    /// A client that does not take data for this long is dropped.
-    pub write_timeout: Duration,
-    /// A request head must arrive whole within this long of its first byte.
-    pub head_timeout: Duration,
-    /// Most connections at once.
-    pub max_connections: usize,
-    /// Largest accepted upload, bytes.
-    pub max_upload: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            read_timeout: Duration::from_secs(15),
-            write_timeout: Duration::from_secs(30),
-            head_timeout: Duration::from_secs(20),
-            max_connections: 4096,
-            max_upload: 1 << 30,
-        }
-    }
-}
-
-/// Shared server state.
-pub struct State {
-    /// Canonical static root, if any.
-    pub root: Option<PathBuf>,
-    /// The root, open as a directory, for `openat2(RESOLVE_BENEATH)`.
-    pub root_fd: Option<std::os::fd::OwnedFd>,
-    /// Directory listings on.
-    pub listing: bool,
-    /// Limits.
-    pub limits: Limits,
-    /// The cluster face, when joined to a tracker.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    hits: Mutex<HashMap<String, u64>>,
-}
-
-impl State {
-    /// New state.
-    pub fn new(
-        root: Option<PathBuf>,
-        listing: bool,
-        limits: Limits,
-        cluster: Option<Arc<crate::cluster::Cluster>>,
-    ) -> State {
-        let root_fd = root.as_ref().and_then(|r| {
-            use rustix::fs::{open, Mode, OFlags};
-            open(
-                r,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-        });
-        State {
-            root,
-            root_fd,
-            listing,
-            limits,
-            cluster,
-            hits: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts a hit on `path`; returns the running total.
-    pub fn hit(&self, path: &str) -> u64 {
-        let Ok(mut m) = self.hits.lock() else {
-            return 0;
-        };
-        let n = m.entry(path.to_owned()).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    /// Hits so far, per path.
-    pub fn hits(&self) -> HashMap<String, u64> {
-        self.hits.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-}
-
-/// What routes see of a request.
-pub struct Req {
-    /// Method.
-    pub method: tiny_http::Method,
-    /// Raw request target.
-    pub url: String,
-    /// Headers.
-    pub headers: Vec<(String, String)>,
-    /// Client address.
-    pub remote: Option<SocketAddr>,
-}
-
-impl Req {
-    fn of(rq: &tiny_http::Request) -> Req {
-        Req {
-            method: rq.method().clone(),
-            url: rq.url().to_owned(),
-            headers: rq
-                .headers()
-                .iter()
-                .map(|h| {
-                    (
-                        h.field.as_str().as_str().to_owned(),
-                        h.value.as_str().to_owned(),
-                    )
-                })
-                .collect(),
-            remote: rq.remote_addr().copied(),
-        }
-    }
-
-    /// A header's value (case-insensitive name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// GET or HEAD.
-    pub fn is_get_or_head(&self) -> bool {
-        matches!(
-            self.method,
-            tiny_http::Method::Get | tiny_http::Method::Head
-        )
-    }
-
-    /// The path part of the target, for logs and hit counts.
-    pub fn path_for_log(&self) -> String {
-        self.url.split('?').next().unwrap_or("").to_owned()
-    }
-}
 
 /// Binds `addr` with the socket options every accepted connection inherits.
 pub fn bind(addr: SocketAddr, limits: &Limits) -> std::io::Result<TcpListener> {
@@ -195,36 +58,11 @@ pub fn bind(addr: SocketAddr, limits: &Limits) -> std::io::Result<TcpListener> {
     Ok(s.into())
 }
 
-/// Routes one request.
-fn route(state: &State, req: &Req, rq: &mut tiny_http::Request) -> Reply {
-    if req.url.len() > MAX_URI {
-        return Reply::page(414, "URI Too Long", "The request target is too long.");
-    }
-    if let tiny_http::Method::NonStandard(m) = &req.method {
-        return Reply::page(
-            501,
-            "Not Implemented",
-            &format!("Method {m} is not supported."),
-        );
-    }
-    let target = match http::decode_target(&req.url) {
-        Ok(t) => t,
-        Err(TargetError::Bad(why)) => return Reply::page(400, "Bad Request", why),
-        Err(TargetError::Hidden) => return crate::statics::not_found(),
-    };
-    if let Some(c) = &state.cluster {
-        if let Some(reply) = c.route(state, req, rq, &target) {
-            return reply;
-        }
-    }
-    crate::statics::serve(state, req, &target)
-}
-
 /// Handles one request on its connection's thread: route, respond, log.
-fn handle(state: &State, mut rq: tiny_http::Request) {
+fn handle(router: &Router, mut rq: tiny_http::Request) {
     let t = Instant::now();
     let req = Req::of(&rq);
-    let reply = route(state, &req, &mut rq);
+    let reply = router.route(&req, &mut rq);
     let status = reply.status;
     let bytes = if req.method == tiny_http::Method::Head {
         0
@@ -277,7 +115,7 @@ fn send_events(rq: tiny_http::Request, rx: crossbeam_channel::Receiver<String>) 
 /// if its accept loop ends.
 pub fn serve(
     mut listener: TcpListener,
-    state: Arc<State>,
+    router: Arc<Router>,
     stop: zync_net::Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
@@ -285,11 +123,11 @@ pub fn serve(
         let head = tiny_http::Limits {
             max_line: MAX_HEAD_LINE,
             max_headers: MAX_HEADERS,
-            head_timeout: state.limits.head_timeout,
-            max_connections: state.limits.max_connections,
+            head_timeout: router.state.limits.head_timeout,
+            max_connections: router.state.limits.max_connections,
         };
-        let st = Arc::clone(&state);
-        let handler: tiny_http::Handler = Arc::new(move |rq| handle(&st, rq));
+        let r = Arc::clone(&router);
+        let handler: tiny_http::Handler = Arc::new(move |rq| handle(&r, rq));
         let server = match tiny_http::Server::from_listener_with_handler(listener, head, handler) {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(std::io::Error::other(e.to_string())),
@@ -305,7 +143,7 @@ pub fn serve(
         // `stop` fires.
         loop {
             match server.recv() {
-                Ok(rq) => handle(&state, rq), // not in handler mode; harmless
+                Ok(rq) => handle(&router, rq), // not in handler mode; harmless
                 Err(_) if stop.is_triggered() => return Ok(()),
                 Err(e) => {
                     error!(error = %e, "accept loop ended; restarting the listener");
@@ -317,7 +155,7 @@ pub fn serve(
         // The old listener was closed with the accept thread; take the address back.
         let mut wait = Duration::from_millis(50);
         listener = loop {
-            match bind(addr, &state.limits) {
+            match bind(addr, &router.state.limits) {
                 Ok(l) => break l,
                 Err(e) => {
                     warn!(error = %e, addr = %addr, retry_in = ?wait, "cannot rebind");

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::http::{self, Range, Target};
 use crate::reply::{Body, Reply};
-use crate::server::{Req, State};
+use crate::request::Req;
+use crate::state::State;
 
 /// Answers a request for a static file or folder.
 pub fn serve(state: &State, req: &Req, target: &Target) -> Reply {
@@ -114,19 +115,9 @@ pub fn send_file(state: &State, req: &Req, mut f: File, path: &Path, meta: &fs::
             .header("Last-Modified", http::http_date(mtime))
             .header("Accept-Ranges", "bytes")
     };
-    if let Some(inm) = req.header("If-None-Match") {
-        if http::etag_matches(inm, &etag) {
-            return common(Reply::new(304, Body::Empty));
-        }
-    } else if let Some(ims) = req.header("If-Modified-Since") {
-        if http::not_modified_since(ims, mtime) {
-            return common(Reply::new(304, Body::Empty));
-        }
-    }
-    let range = match (req.header("Range"), req.header("If-Range")) {
-        (Some(r), None) => http::parse_range(r, size),
-        (Some(r), Some(ir)) if http::etag_matches(ir, &etag) => http::parse_range(r, size),
-        _ => Range::Full,
+    let range = match http::decide(|h| req.header(h), &etag, mtime, size) {
+        http::Decision::NotModified => return common(Reply::new(304, Body::Empty)),
+        http::Decision::Send(range) => range,
     };
     let ctype = http::content_type(&name);
     match range {
