@@ -22,8 +22,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 use zync_proto::{
-    block_len, decode, encode, FileEntry, Hash, PeerInfo, PeerReply, PeerRequest, RelPath,
-    TrackerReply, TrackerRequest,
+    block_len, decode, encode, DecodeError, ErrorKind, FileEntry, Hash, PeerInfo, PeerReply,
+    PeerRequest, RelPath, TrackerReply, TrackerRequest,
 };
 
 use zync_net::{self as net, Context, Message, NetError, Socket, TrackerClient};
@@ -49,12 +49,14 @@ pub enum FetchError {
         sha256: Hash,
     },
     /// Every holder was tried and failed.
-    #[error("{path}: every holder failed (last: {last})")]
+    #[error("{path}: every holder failed (last: {peer}: {last})")]
     AllHoldersFailed {
         /// The file.
         path: RelPath,
-        /// The last holder's failure.
-        last: String,
+        /// The last holder tried.
+        peer: String,
+        /// Why it failed.
+        last: HolderError,
     },
     /// The assembled file does not hash to the entry's SHA-256.
     #[error("{path}: content hash mismatch (got {got}, want {want})")]
@@ -75,6 +77,34 @@ pub enum FetchError {
     /// Local I/O failed (staging folder, disk full…).
     #[error("local I/O: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Why one holder was given up during a download (the next one is tried).
+#[derive(Debug, thiserror::Error)]
+pub enum HolderError {
+    /// None of the endpoints it advertises resolves from here.
+    #[error("no resolvable endpoint in {0:?}")]
+    NoEndpoint(String),
+    /// The connection could not be set up or used.
+    #[error("connection: {0}")]
+    Socket(#[from] net::Error),
+    /// No reply for this long.
+    #[error("silent for {}", humantime::format_duration(*.0))]
+    Silent(Duration),
+    /// A block's bytes did not match its hash or length.
+    #[error("block {0} failed verification")]
+    BadBlock(u64),
+    /// It answered with an error.
+    #[error("{message} ({kind:?})")]
+    Refused {
+        /// Error kind.
+        kind: ErrorKind,
+        /// Reason given.
+        message: String,
+    },
+    /// Its reply could not be decoded.
+    #[error("bad reply: {0}")]
+    BadReply(#[from] DecodeError),
 }
 
 /// A finished, verified download, not yet in place.
@@ -207,7 +237,6 @@ impl Fetcher {
             next_id: self.next_id,
             first_id: self.next_id,
             pending: BTreeMap::new(),
-            last_error: String::new(),
         })
     }
 
@@ -403,7 +432,6 @@ pub struct BlockStream {
     next_id: u64,
     first_id: u64,
     pending: BTreeMap<u64, Block>,
-    last_error: String,
 }
 
 impl BlockStream {
@@ -430,7 +458,6 @@ impl BlockStream {
                 let name = self.source().to_owned();
                 warn!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
                       "skipping holder");
-                self.last_error = format!("{name}: {why}");
                 self.current += 1;
                 self.sock = None;
                 self.in_flight = 0;
@@ -439,7 +466,8 @@ impl BlockStream {
                 if self.current >= self.holders.len() {
                     return Err(FetchError::AllHoldersFailed {
                         path: self.entry.path.clone(),
-                        last: self.last_error.clone(),
+                        peer: name,
+                        last: why,
                     });
                 }
             }
@@ -447,16 +475,16 @@ impl BlockStream {
     }
 
     /// Tops up requests to the current holder and takes one reply.
-    fn pump(&mut self) -> Result<(), String> {
-        if self.sock.is_none() {
-            let h = &self.holders[self.current];
-            let ep = net::pick_endpoint(&h.endpoint)
-                .ok_or_else(|| format!("no resolvable endpoint in {:?}", h.endpoint))?;
-            let s = self.ctx.dealer(&ep).map_err(|e| e.to_string())?;
-            self.sock = Some((ep, s));
-        }
-        let Some((_, sock)) = self.sock.as_ref() else {
-            return Err("no socket".into());
+    fn pump(&mut self) -> Result<(), HolderError> {
+        let sock = match &mut self.sock {
+            Some((_, s)) => &*s,
+            slot @ None => {
+                let h = &self.holders[self.current];
+                let ep = net::pick_endpoint(&h.endpoint)
+                    .ok_or_else(|| HolderError::NoEndpoint(h.endpoint.clone()))?;
+                let s = self.ctx.dealer(&ep)?;
+                &slot.insert((ep, s)).1
+            }
         };
         while self.in_flight < self.window && self.next_req < self.end {
             if !self.pending.contains_key(&self.next_req) {
@@ -467,19 +495,15 @@ impl BlockStream {
                     index: self.next_req,
                 };
                 self.next_id += 1;
-                sock.send_frames([Vec::new(), encode(&req)])
-                    .map_err(|e| e.to_string())?;
+                sock.send_frames([Vec::new(), encode(&req)])?;
                 self.in_flight += 1;
             }
             self.next_req += 1;
         }
-        if !sock.wait_readable(self.stall).map_err(|e| e.to_string())? {
-            return Err(format!(
-                "silent for {}",
-                humantime::format_duration(self.stall)
-            ));
+        if !sock.wait_readable(self.stall)? {
+            return Err(HolderError::Silent(self.stall));
         }
-        let body = sock.recv_body().map_err(|e| e.to_string())?;
+        let body = sock.recv_body()?;
         let (index, at) = match decode::<PeerReply>(&body) {
             Ok(PeerReply::Block { id, index, data }) if id >= self.first_id => {
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -490,15 +514,15 @@ impl BlockStream {
                 let want = self.entry.blocks.get(index as usize);
                 let len_ok = data.len() as u64 == block_len(self.entry.size, index);
                 if !len_ok || want != Some(&Hash::of(&data)) {
-                    return Err(format!("block {index} failed verification"));
+                    return Err(HolderError::BadBlock(index));
                 }
                 (index, Block::locate(&body, data))
             }
             Ok(PeerReply::Block { .. }) | Ok(PeerReply::Pong) => return Ok(()),
             Ok(PeerReply::Error { kind, message, .. }) => {
-                return Err(format!("{message} ({kind:?})"))
+                return Err(HolderError::Refused { kind, message })
             }
-            Err(e) => return Err(format!("bad reply: {e}")),
+            Err(e) => return Err(e.into()),
         };
         self.pending.insert(index, Block::new(body, at));
         Ok(())

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorKind, MAX_MESSAGE_SIZE, PROTOCOL_VERSION};
+use crate::{ErrorKind, PathError, MAX_MESSAGE_SIZE, PROTOCOL_VERSION};
 
 /// Why a message could not be decoded. Decoding never panics.
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +21,8 @@ pub enum DecodeError {
         got: u64,
     },
     /// A path in the message broke a validation rule.
-    #[error("{0}")]
-    InvalidPath(String),
+    #[error(transparent)]
+    InvalidPath(#[from] PathError),
     /// Anything else: not MessagePack, wrong shape, unknown variant.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -80,7 +80,15 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError>
     if version != u64::from(PROTOCOL_VERSION) {
         return Err(DecodeError::BadVersion { got: version });
     }
-    let (_, msg): (u64, T) = rmp_serde::from_slice(bytes).map_err(classify)?;
+    crate::path::take_refusal();
+    let (_, msg): (u64, T) = rmp_serde::from_slice(bytes).map_err(|e| {
+        // A refused path surfaces from serde as text only; the path type
+        // noted what it refused.
+        match crate::path::take_refusal() {
+            Some(p) => DecodeError::InvalidPath(p),
+            None => classify(e),
+        }
+    })?;
     Ok(msg)
 }
 
@@ -104,7 +112,6 @@ fn classify(e: rmp_serde::decode::Error) -> DecodeError {
         {
             DecodeError::Truncated
         }
-        E::Syntax(msg) if msg.starts_with("invalid path") => DecodeError::InvalidPath(msg.clone()),
         _ => DecodeError::Malformed(e.to_string()),
     }
 }

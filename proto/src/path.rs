@@ -171,9 +171,21 @@ fn validate(s: &str) -> Result<(), PathError> {
 
 impl TryFrom<String> for RelPath {
     type Error = PathError;
+    /// Used by deserialization: a refusal is also noted for [`crate::decode`],
+    /// since serde carries a custom error only as text.
     fn try_from(s: String) -> Result<RelPath, PathError> {
-        RelPath::new(s)
+        RelPath::new(s).inspect_err(|e| REFUSED.with(|r| r.set(Some(e.clone()))))
     }
+}
+
+thread_local! {
+    /// The path refusal of the message being decoded on this thread, if any.
+    static REFUSED: std::cell::Cell<Option<PathError>> = const { std::cell::Cell::new(None) };
+}
+
+/// Takes the path refusal noted on this thread since the last call.
+pub(crate) fn take_refusal() -> Option<PathError> {
+    REFUSED.with(|r| r.take())
 }
 
 impl From<RelPath> for String {
