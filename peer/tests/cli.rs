@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::*;
+use zync_testkit::*;
 use zync_proto::Hash;
 
 fn stderr(o: &std::process::Output) -> String {

@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
+use zync_testkit::*;
 use serde::Serialize;
 use zync_net::Context;
 use zync_proto::{

@@ -25,14 +25,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use zync_testkit::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use zync_testkit::*;
 
 /// Waits, without sleeping more than a millisecond at a time, until `path`
 /// holds `bytes` (a download appears whole, by rename): the caller then acts

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::*;
+use zync_testkit::*;
 
 #[test]
 fn create_modify_rename_delete_nested_empty_unicode_across_three_peers() {

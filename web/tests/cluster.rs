@@ -2,14 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::common::{self, wait_for, Cluster, CONVERGE};
-use support::*;
+use zync_testkit::web::*;
+use zync_testkit::{self as common, wait_for, Cluster, CONVERGE};
 use zync_proto::Hash;
 
 fn web_for(c: &Cluster, extra: &[&str]) -> Web {

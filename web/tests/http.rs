@@ -2,14 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-mod support;
-
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
-use support::*;
+use zync_testkit as common;
+use zync_testkit::web::*;
 
 struct Site {
     _tmp: tempfile::TempDir,

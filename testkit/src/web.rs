@@ -1,5 +1,4 @@
 //! Raw-socket HTTP client and a zync-web process for the tests.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -7,8 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../../peer/tests/common/mod.rs"]
-pub mod common;
+use crate as common;
 
 /// A parsed response.
 #[derive(Debug)]

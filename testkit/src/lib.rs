@@ -1,6 +1,11 @@
-//! Test harness: real `zync-tracker` and `zync-peer` processes on loopback
-//! ports, each peer on its own temp folder, logs captured per process.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Zync's shared test kit, used by the peer and web test suites: real
+//! `zync-tracker` and `zync-peer` processes on loopback ports, each peer on
+//! its own temp folder, logs captured per process; waits for conditions
+//! (never fixed sleeps), fixtures, and ([`web`]) a raw HTTP client and a
+//! zync-web process.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+pub mod web;
 
 use std::fs::File;
 use std::net::TcpListener;
