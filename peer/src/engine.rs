@@ -27,11 +27,11 @@ use zync_proto::{
     TrackerRequest, VersionVector, PAGE_BYTES, STATE_DIR_NAME,
 };
 
+use crate::folder::Folder;
 use crate::fsops::{self, Found};
 use crate::hashing::{self, HashError, Stat};
-use crate::index::{LocalIndex, Record};
+use crate::index::Record;
 use crate::link::{LinkEvent, Registration};
-use crate::server::Servable;
 use crate::transfer::{FetchError, Fetched};
 use zync_net::{self as net, NetError, TrackerClient};
 
@@ -110,10 +110,10 @@ const SAVE_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// The engine's state.
 pub struct Engine {
     s: Setup,
-    /// This replica's key in version vectors ([`LocalIndex::replica`]).
+    /// This replica's key in version vectors ([`crate::index::LocalIndex::replica`]).
     replica: String,
-    index: LocalIndex,
-    servable: Servable,
+    /// The folder's index and served set, changed only through it.
+    folder: Folder,
     tracker: TrackerClient,
     jobs: Sender<Job>,
     sub_endpoints: Sender<String>,
@@ -161,28 +161,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine over `index`, talking to the tracker and workers through the given ends.
+    /// An engine over `folder`, talking to the tracker and workers through the given ends.
     pub fn new(
         s: Setup,
-        index: LocalIndex,
-        servable: Servable,
+        folder: Folder,
         ctx: &net::Context,
         jobs: Sender<Job>,
         sub_endpoints: Sender<String>,
         registration: Arc<Registration>,
     ) -> Engine {
         let tracker = TrackerClient::new(ctx, &s.tracker, Duration::from_secs(2));
-        for le in index.iter() {
-            if !le.entry.deleted && le.stat.is_some() {
-                servable.offer(le.entry.path.clone(), le.entry.sha256, le.entry.size);
-            }
-        }
         let s_rescan = s.rescan;
         Engine {
-            replica: index.replica(&s.name),
+            replica: folder.replica(&s.name),
             s,
-            index,
-            servable,
+            folder,
             tracker,
             jobs,
             sub_endpoints,
@@ -213,7 +206,7 @@ impl Engine {
     /// Runs until `shutdown` fires (or its sender is dropped).
     pub fn run(mut self, inputs: Receiver<Input>, shutdown: Receiver<()>) {
         info!(dir = %self.s.root.display(), name = %self.s.name, replica = %self.replica,
-              endpoint = %self.s.advertise, files = self.index.len(), "peer starting");
+              endpoint = %self.s.advertise, files = self.folder.len(), "peer starting");
         self.replay_journal();
         self.scan(Cause::Scan);
         loop {
@@ -245,11 +238,11 @@ impl Engine {
         if self.registered {
             let req = TrackerRequest::Unregister {
                 name: self.s.name.clone(),
-                device: self.index.device,
+                device: self.folder.device,
             };
             let _ = self.tracker.request(&req);
         }
-        if let Err(e) = self.index.save() {
+        if let Err(e) = self.folder.save() {
             error!(error = %e, "could not save the index");
         }
         info!("peer stopped");
@@ -266,7 +259,7 @@ impl Engine {
         for at in self.retry_at.values() {
             t = t.min(*at);
         }
-        if self.index.is_dirty() {
+        if self.folder.is_dirty() {
             t = t.min(self.last_save + self.save_every);
         }
         t
@@ -309,18 +302,18 @@ impl Engine {
                 self.queue.insert(p);
             }
         }
-        if self.index.is_dirty()
+        if self.folder.is_dirty()
             && !self.saves_stopped
             && now.duration_since(self.last_save) >= self.save_every
         {
-            if let Err(e) = self.index.save() {
+            if let Err(e) = self.folder.save() {
                 error!(error = %e, "could not save the index");
             }
             self.last_save = Instant::now();
             let took = self.last_save.duration_since(now);
             self.save_every = (took * SAVE_SHARE).clamp(SAVE_EVERY, SAVE_AT_MOST_EVERY);
             debug!(
-                entries = self.index.len(),
+                entries = self.folder.len(),
                 ms = took.as_millis() as u64,
                 next_in_ms = self.save_every.as_millis() as u64,
                 "index saved"
@@ -374,7 +367,7 @@ impl Engine {
     }
 
     fn batches(&self) -> Vec<Vec<FileEntry>> {
-        batch(self.index.iter().map(|le| le.entry.clone()).collect())
+        batch(self.folder.iter().map(|le| le.entry.clone()).collect())
     }
 
     /// True if a heartbeat sent under `generation` was sent after the latest
@@ -388,7 +381,7 @@ impl Engine {
         // Registering reports the whole index: record it first.
         let saved = match self.saves_stopped {
             true => Ok(()),
-            false => self.index.save(),
+            false => self.folder.save(),
         };
         if let Err(e) = saved {
             return self.register_failed(format!("cannot save the index first: {e}"));
@@ -398,7 +391,7 @@ impl Engine {
         let first = batches.next().unwrap_or_default();
         let req = TrackerRequest::Register {
             name: self.s.name.clone(),
-            device: self.index.device,
+            device: self.folder.device,
             endpoint: self.s.advertise.clone(),
             files: first,
         };
@@ -406,7 +399,7 @@ impl Engine {
             for files in batches {
                 let req = TrackerRequest::Update {
                     name: self.s.name.clone(),
-                    device: self.index.device,
+                    device: self.folder.device,
                     files,
                 };
                 self.tracker.request(&req)?;
@@ -423,7 +416,7 @@ impl Engine {
                     info!(event = %"tracker_restarted", tracker = %self.s.tracker,
                           epoch = %format!("{epoch:016x}"), "tracker restarted; re-registered");
                 }
-                info!(tracker = %self.s.tracker, files = self.index.len(), "registered with tracker");
+                info!(tracker = %self.s.tracker, files = self.folder.len(), "registered with tracker");
                 self.epoch = Some(epoch);
                 self.registered = true;
                 self.register_backoff = Duration::from_millis(250);
@@ -571,13 +564,13 @@ impl Engine {
         }
         // Recorded before reported: a crash after this loses no change the
         // cluster has heard of.
-        if let Err(e) = self.index.flush_journal() {
+        if let Err(e) = self.folder.flush_journal() {
             return error!(error = %e, "cannot journal local changes; not reporting them yet");
         }
         for files in batch(std::mem::take(&mut self.outbox)) {
             let req = TrackerRequest::Update {
                 name: self.s.name.clone(),
-                device: self.index.device,
+                device: self.folder.device,
                 files,
             };
             match self.tracker.request(&req) {
@@ -603,7 +596,7 @@ impl Engine {
     // ---- local side ------------------------------------------------------
 
     /// Adopts what the journal recorded since the last save of the index
-    /// ([`LocalIndex::take_journal`]), before the start-up scan compares the
+    /// ([`crate::index::LocalIndex::take_journal`]), before the start-up scan compares the
     /// disk with the index. A local version was reported, so it is adopted
     /// as it is. A remote version is adopted where the disk shows it was
     /// applied: a deletion if the file is gone; a download if the file holds
@@ -612,7 +605,7 @@ impl Engine {
     /// version, which is what it is). So an installed file is not taken for
     /// a new local edit, and a reported file gone since is reported gone.
     fn replay_journal(&mut self) {
-        for record in self.index.take_journal() {
+        for record in self.folder.take_journal() {
             let (r, stat) = match record {
                 Record::Local { entry, stat } => (entry, stat),
                 Record::Remote { entry: r, ino } => {
@@ -630,7 +623,7 @@ impl Engine {
                     (r, stat)
                 }
             };
-            let cur = self.index.get(&r.path);
+            let cur = self.folder.get(&r.path);
             if cur.is_some_and(|c| {
                 !matches!(
                     r.version.compare(&c.entry.version),
@@ -641,10 +634,7 @@ impl Engine {
             }
             debug!(path = %r.path, version = %r.version, deleted = r.deleted,
                    "adopted a change recorded just before the last stop");
-            if stat.is_some() && !r.deleted {
-                self.servable.offer(r.path.clone(), r.sha256, r.size);
-            }
-            self.index.put(r, stat);
+            self.folder.put(r, stat);
         }
     }
 
@@ -664,8 +654,8 @@ impl Engine {
     /// Journals `record` and writes it out at once: for a change about to
     /// be made on disk.
     fn journal_now(&mut self, record: &Record) -> Result<(), crate::index::IndexError> {
-        self.index.journal(record)?;
-        self.index.flush_journal()
+        self.folder.journal(record)?;
+        self.folder.flush_journal()
     }
 
     /// Records a new local version (index, and journal if it will be
@@ -676,11 +666,11 @@ impl Engine {
                 entry: entry.clone(),
                 stat,
             };
-            if let Err(e) = self.index.journal(&record) {
+            if let Err(e) = self.folder.journal(&record) {
                 error!(path = %entry.path, error = %e, "cannot journal a local change");
             }
         }
-        self.index.put(entry.clone(), stat);
+        self.folder.put(entry.clone(), stat);
         self.report(entry);
     }
 
@@ -688,7 +678,7 @@ impl Engine {
     fn scan(&mut self, cause: Cause) {
         let t = Instant::now();
         let mut paths: BTreeSet<RelPath> =
-            self.index.iter().map(|le| le.entry.path.clone()).collect();
+            self.folder.iter().map(|le| le.entry.path.clone()).collect();
         self.walk(&self.s.root.clone(), &mut paths);
         for p in &paths {
             self.reconcile_local(p, cause);
@@ -736,7 +726,7 @@ impl Engine {
             if let Ok(Found::Dir) = fsops::look(&self.s.root, &rel) {
                 self.walk(&p, &mut rels);
             }
-            rels.extend(self.index.paths_within(&rel));
+            rels.extend(self.folder.paths_within(&rel));
             rels.insert(rel);
         }
         for rel in rels {
@@ -756,7 +746,7 @@ impl Engine {
                 return false;
             }
         };
-        let cur = self.index.get(rel).cloned();
+        let cur = self.folder.get(rel).cloned();
         match found {
             Found::File(st) => {
                 if cur.as_ref().is_some_and(|c| c.stat == Some(st)) {
@@ -778,14 +768,12 @@ impl Engine {
                         return false;
                     }
                 };
-                if let Some(c) = cur
+                if cur
                     .as_ref()
-                    .filter(|c| !c.entry.deleted && c.entry.sha256 == h.sha256)
+                    .is_some_and(|c| !c.entry.deleted && c.entry.sha256 == h.sha256)
                 {
                     // Same content (touched, or moved aside and back): no new version.
-                    self.index.set_stat(rel, Some(h.stat));
-                    self.servable
-                        .offer(rel.clone(), c.entry.sha256, c.entry.size);
+                    self.folder.set_stat(rel, Some(h.stat));
                     return true;
                 }
                 let mut version = cur
@@ -809,7 +797,6 @@ impl Engine {
                     modified_by: self.s.name.clone(),
                 };
                 log_local_change(cause, kind, &entry);
-                self.servable.offer(rel.clone(), entry.sha256, entry.size);
                 self.record_local(entry, Some(h.stat));
                 true
             }
@@ -822,7 +809,6 @@ impl Engine {
                 version.bump_at(&self.replica, unix_now());
                 let entry = tombstone(rel.clone(), version, &self.s.name);
                 log_local_change(cause, "deleted", &entry);
-                self.servable.withdraw(rel);
                 self.record_local(entry, None);
                 true
             }
@@ -852,7 +838,7 @@ impl Engine {
             }
             return;
         }
-        let local = self.index.get(&path).cloned();
+        let local = self.folder.get(&path).cloned();
         let (version, conflict) = match &local {
             None => (r.version.clone(), false),
             Some(l) => match l.entry.resolve(&r) {
@@ -896,24 +882,21 @@ impl Engine {
                     return warn!(path = %path, error = %e, "cannot delete");
                 }
             }
-            self.servable.withdraw(&path);
             if on_disk.is_some() {
                 info!(event = %"deleted", path = %path, from = %target.modified_by, version = %target.version,
                       "deleted");
             }
-            self.index.put(target.clone(), None);
+            self.folder.put(target.clone(), None);
         } else if same_bytes {
             let stat = on_disk.and_then(|l| l.stat);
             let record = Record::Remote {
                 entry: target.clone(),
                 ino: None,
             };
-            if let Err(e) = self.index.journal(&record) {
+            if let Err(e) = self.folder.journal(&record) {
                 error!(path = %path, error = %e, "cannot journal a merged version");
             }
-            self.index.put(target.clone(), stat);
-            self.servable
-                .offer(path.clone(), target.sha256, target.size);
+            self.folder.put(target.clone(), stat);
         } else if let Some((f, took)) = fetched {
             let record = Record::Remote {
                 entry: target.clone(),
@@ -929,9 +912,7 @@ impl Engine {
                     self.kill_after_install(&path);
                     info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
                           ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
-                    self.servable
-                        .offer(path.clone(), target.sha256, target.size);
-                    self.index.put(target.clone(), Some(stat));
+                    self.folder.put(target.clone(), Some(stat));
                 }
                 Err(e) => {
                     let backoff = self.retry_later(path.clone());
@@ -959,13 +940,13 @@ impl Engine {
                 format!("{stamp}-{n}")
             };
             let c = loser.path.conflict_copy(&loser.modified_by, &s).ok()?;
-            let same = self.index.get(&c).is_some_and(|e| {
+            let same = self.folder.get(&c).is_some_and(|e| {
                 !e.entry.deleted && e.stat.is_some() && e.entry.sha256 == loser.sha256
             });
             match fsops::look(&self.s.root, &c) {
                 Ok(Found::Missing) => return Some(c),
                 Ok(Found::File(st))
-                    if same && self.index.get(&c).and_then(|e| e.stat) == Some(st) =>
+                    if same && self.folder.get(&c).and_then(|e| e.stat) == Some(st) =>
                 {
                     return Some(c)
                 }
@@ -991,10 +972,9 @@ impl Engine {
         };
         info!(event = %"conflict", path = %path, copy = %copy, winner = %winner.modified_by,
               loser = %loser.modified_by, "concurrent edits; losing version kept as a copy");
-        self.index.set_stat(path, None);
-        self.servable.withdraw(path);
+        self.folder.set_stat(path, None);
         let mut version = self
-            .index
+            .folder
             .get(&copy)
             .map(|c| c.entry.version.clone())
             .unwrap_or_default();
@@ -1005,7 +985,6 @@ impl Engine {
             modified_by: self.s.name.clone(),
             ..loser.clone()
         };
-        self.servable.offer(copy.clone(), entry.sha256, entry.size);
         self.record_local(entry, Some(stat));
         true
     }

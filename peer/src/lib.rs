@@ -6,13 +6,15 @@
 //!   paths to look at again;
 //! - the [`link`]s subscribe to the tracker's notifications and heartbeat it;
 //! - a bounded pool of fetch workers pulls versions ([`transfer`]);
-//! - the [`engine`] owns the local [`index`] and makes every decision.
+//! - the [`engine`] makes every decision; the [`folder`] it owns is the only
+//!   writer of the local [`index`] and of what the server may serve.
 //!
 //! The one-shot CLI commands (`ls`, `peers`, `get`) live in [`cli`].
 //! Sockets come from `zync-net`, the only crate that touches ZeroMQ.
 
 pub mod cli;
 pub mod engine;
+pub mod folder;
 pub mod fsops;
 pub mod hashing;
 pub mod index;
@@ -147,13 +149,13 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         let stop = stop.clone();
         move || stop.trigger()
     });
-    let servable = server::Servable::default();
+    let folder = folder::Folder::new(index);
     let sock_err = |what: &str| {
         let what = what.to_owned();
         move |source| StartError::Socket { what, source }
     };
     let listen = net::tcp(&cfg.listen);
-    let srv = server::BlockServer::bind(&ctx, &listen, root.clone(), servable.clone())
+    let srv = server::BlockServer::bind(&ctx, &listen, root.clone(), folder.view())
         .map_err(sock_err(&format!("bind {listen}")))?;
     let bound = srv.endpoint().map_err(sock_err("read bound endpoint"))?;
     let advertise = match &cfg.advertise {
@@ -191,7 +193,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     });
     spawn("zync-heartbeat", {
         let (ctx, tx, stop, reg) = (ctx.clone(), link_tx, stop.clone(), registration.clone());
-        let (tracker, name, device) = (cfg.tracker.clone(), cfg.name.clone(), index.device);
+        let (tracker, name, device) = (cfg.tracker.clone(), cfg.name.clone(), folder.device);
         move || link::heartbeat(ctx, tracker, name, device, reg, tx, stop)
     });
     spawn("zync-links", {
@@ -239,7 +241,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
     };
-    let engine = Engine::new(setup, index, servable, &ctx, job_tx, ep_tx, registration);
+    let engine = Engine::new(setup, folder, &ctx, job_tx, ep_tx, registration);
     drop(tx);
     let engine = std::thread::Builder::new()
         .name("zync-engine".into())

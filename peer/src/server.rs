@@ -1,16 +1,14 @@
 //! The block server: answers other peers' [`PeerRequest`]s on this peer's
 //! ROUTER socket, reading blocks straight from the folder.
 //!
-//! It only serves content the engine has published in [`Servable`] (path →
-//! content hash), so it never hands out a file that is half-written, being
-//! pulled, or changed since it was indexed. The receiver verifies every block
+//! It only serves content the folder's index holds on disk, as its
+//! [`ServedView`] says (path → content hash), so it never hands out a file
+//! that is half-written, being pulled, or changed since it was indexed. The receiver verifies every block
 //! against its hash anyway.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -20,29 +18,7 @@ use zync_proto::{
 
 use zync_net::{Context, Shutdown, Socket};
 
-/// What this peer can serve: path → (content hash, size).
-#[derive(Clone, Default)]
-pub struct Servable(Arc<RwLock<HashMap<RelPath, (Hash, u64)>>>);
-
-impl Servable {
-    /// Offer `path` with this content.
-    pub fn offer(&self, path: RelPath, sha256: Hash, size: u64) {
-        if let Ok(mut m) = self.0.write() {
-            m.insert(path, (sha256, size));
-        }
-    }
-
-    /// Stop offering `path`.
-    pub fn withdraw(&self, path: &RelPath) {
-        if let Ok(mut m) = self.0.write() {
-            m.remove(path);
-        }
-    }
-
-    fn lookup(&self, path: &RelPath) -> Option<(Hash, u64)> {
-        self.0.read().ok().and_then(|m| m.get(path).copied())
-    }
-}
+use crate::folder::ServedView;
 
 /// Open files kept between requests for the same file (a transfer asks for
 /// many blocks in a row). Bounded.
@@ -52,7 +28,7 @@ const OPEN_FILES: usize = 16;
 pub struct BlockServer {
     sock: Socket,
     root: PathBuf,
-    servable: Servable,
+    servable: ServedView,
     open: Vec<(RelPath, Hash, File)>,
 }
 
@@ -62,7 +38,7 @@ impl BlockServer {
         ctx: &Context,
         endpoint: &str,
         root: PathBuf,
-        servable: Servable,
+        servable: ServedView,
     ) -> Result<BlockServer, zync_net::Error> {
         let sock = ctx.router(endpoint)?;
         Ok(BlockServer {

@@ -6,8 +6,8 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use zync_testkit::*;
 use zync_proto::Hash;
+use zync_testkit::*;
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_owned()

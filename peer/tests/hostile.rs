@@ -9,13 +9,13 @@ use std::fs;
 use std::io::Write;
 use std::time::Duration;
 
-use zync_testkit::*;
 use serde::Serialize;
 use zync_net::Context;
 use zync_proto::{
     decode, encode, ErrorKind, FileEntry, Hash, PeerReply, PeerRequest, RelPath, TrackerReply,
     TrackerRequest, VersionVector, BLOCK_SIZE,
 };
+use zync_testkit::*;
 
 fn ask(ctx: &Context, endpoint: &str, bytes: &[u8]) -> Vec<u8> {
     zync_net::ask(ctx, endpoint, bytes, Duration::from_secs(30))

@@ -30,9 +30,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use zync_testkit::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use zync_testkit::*;
 
 /// How long a change may take to reach every running peer.
 const BOUND: Duration = Duration::from_secs(10);

@@ -6,9 +6,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use zync_proto::Hash;
 use zync_testkit::web::*;
 use zync_testkit::{self as common, wait_for, Cluster, CONVERGE};
-use zync_proto::Hash;
 
 fn web_for(c: &Cluster, extra: &[&str]) -> Web {
     let data = c.tmp.path().join("web-data");
