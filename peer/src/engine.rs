@@ -23,10 +23,11 @@ use crossbeam_channel::{select, Receiver, Sender};
 use hashlink::LinkedHashSet;
 use tracing::{debug, error, info, warn};
 use zync_proto::{
-    Causality, Event, FileEntry, Hash, Notification, RelPath, Resolution, TrackerReply,
-    TrackerRequest, VersionVector, PAGE_BYTES, STATE_DIR_NAME,
+    Causality, Event, FileEntry, Hash, Notification, RelPath, TrackerReply, TrackerRequest,
+    VersionVector, PAGE_BYTES, STATE_DIR_NAME,
 };
 
+use crate::decide::{self, DonePlan, LocalPlan, Outcome, RemotePlan, Step};
 use crate::folder::Folder;
 use crate::fsops::{self, Found};
 use crate::hashing::{self, HashError, Stat};
@@ -749,7 +750,7 @@ impl Engine {
         let cur = self.folder.get(rel).cloned();
         match found {
             Found::File(st) => {
-                if cur.as_ref().is_some_and(|c| c.stat == Some(st)) {
+                if !decide::needs_hash(cur.as_ref(), st) {
                     return true;
                 }
                 let h = match hashing::hash_file(&self.s.root.join(rel.as_str())) {
@@ -768,24 +769,14 @@ impl Engine {
                         return false;
                     }
                 };
-                if cur
-                    .as_ref()
-                    .is_some_and(|c| !c.entry.deleted && c.entry.sha256 == h.sha256)
-                {
-                    // Same content (touched, or moved aside and back): no new version.
-                    self.folder.set_stat(rel, Some(h.stat));
-                    return true;
-                }
-                let mut version = cur
-                    .as_ref()
-                    .map(|c| c.entry.version.clone())
-                    .unwrap_or_default();
-                version.bump_at(&self.replica, unix_now());
-                let kind = if cur.as_ref().is_some_and(|c| !c.entry.deleted) {
-                    "modified"
-                } else {
-                    "created"
-                };
+                let (kind, version) =
+                    match decide::plan_hashed(cur.as_ref(), h.sha256, &self.replica, unix_now()) {
+                        LocalPlan::NewVersion { kind, version } => (kind, version),
+                        _ => {
+                            self.folder.set_stat(rel, Some(h.stat));
+                            return true;
+                        }
+                    };
                 let entry = FileEntry {
                     path: rel.clone(),
                     size: h.stat.size,
@@ -801,12 +792,11 @@ impl Engine {
                 true
             }
             Found::Missing | Found::Dir | Found::Other => {
-                let Some(c) = cur else { return true };
-                if c.entry.deleted || c.stat.is_none() {
+                let LocalPlan::Deleted { version } =
+                    decide::plan_missing(cur.as_ref(), &self.replica, unix_now())
+                else {
                     return true;
-                }
-                let mut version = c.entry.version.clone();
-                version.bump_at(&self.replica, unix_now());
+                };
                 let entry = tombstone(rel.clone(), version, &self.s.name);
                 log_local_change(cause, "deleted", &entry);
                 self.record_local(entry, None);
@@ -839,88 +829,82 @@ impl Engine {
             return;
         }
         let local = self.folder.get(&path).cloned();
-        let (version, conflict) = match &local {
-            None => (r.version.clone(), false),
-            Some(l) => match l.entry.resolve(&r) {
-                Resolution::Keep => return,
-                Resolution::ConflictLocalWins => {
-                    if fetched.is_none() {
-                        info!(event = %"conflict", path = %path, winner = %l.entry.modified_by,
-                              loser = %r.modified_by, kept = %"local", "concurrent edits; ours wins");
-                    }
-                    return;
+        let (aside, step) = match decide::plan_remote(local.as_ref(), &r, fetched.is_some()) {
+            RemotePlan::Keep => return,
+            RemotePlan::OursWins => {
+                if let (None, Some(l)) = (&fetched, &local) {
+                    info!(event = %"conflict", path = %path, winner = %l.entry.modified_by,
+                          loser = %r.modified_by, kept = %"local", "concurrent edits; ours wins");
                 }
-                Resolution::TakeRemote => (l.entry.version.merged(&r.version), false),
-                Resolution::ConflictRemoteWins => (l.entry.version.merged(&r.version), true),
-            },
+                return;
+            }
+            RemotePlan::Fetch => return self.want(r),
+            RemotePlan::Apply { aside, step } => (aside, step),
         };
-        let on_disk = local
-            .as_ref()
-            .filter(|l| !l.entry.deleted && l.stat.is_some());
-        let same_bytes = on_disk.is_some_and(|l| !r.deleted && l.entry.sha256 == r.sha256);
-        if !r.deleted && !same_bytes && fetched.is_none() {
-            return self.want(r);
-        }
-        if conflict {
-            if let Some(l) = on_disk {
-                if !self.move_aside(&l.entry, &r) {
-                    return;
-                }
+        if let (true, Some(l)) = (aside, &local) {
+            if !self.move_aside(&l.entry, &r) {
+                return;
             }
         }
-        let target = FileEntry { version, ..r };
-        if target.deleted {
-            if on_disk.is_some() {
+        let target = match step {
+            Step::Delete { target, on_disk } => {
+                if on_disk {
+                    let record = Record::Remote {
+                        entry: target.clone(),
+                        ino: None,
+                    };
+                    if let Err(e) = self.journal_now(&record) {
+                        return warn!(path = %path, error = %e, "cannot journal a deletion; not deleting");
+                    }
+                    if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
+                        return warn!(path = %path, error = %e, "cannot delete");
+                    }
+                    info!(event = %"deleted", path = %path, from = %target.modified_by, version = %target.version,
+                          "deleted");
+                }
+                self.folder.put(target.clone(), None);
+                target
+            }
+            Step::Adopt { target } => {
+                let stat = local.as_ref().and_then(|l| l.stat);
                 let record = Record::Remote {
                     entry: target.clone(),
                     ino: None,
                 };
+                if let Err(e) = self.folder.journal(&record) {
+                    error!(path = %path, error = %e, "cannot journal a merged version");
+                }
+                self.folder.put(target.clone(), stat);
+                target
+            }
+            Step::Install { target } => {
+                // An install is only planned with the bytes here.
+                let Some((f, took)) = fetched else { return };
+                let record = Record::Remote {
+                    entry: target.clone(),
+                    ino: std::fs::symlink_metadata(&*f.file)
+                        .ok()
+                        .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
+                };
                 if let Err(e) = self.journal_now(&record) {
-                    return warn!(path = %path, error = %e, "cannot journal a deletion; not deleting");
+                    return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
                 }
-                if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
-                    return warn!(path = %path, error = %e, "cannot delete");
+                match fsops::install(f.file, &self.s.root, &path) {
+                    Ok(stat) => {
+                        self.kill_after_install(&path);
+                        info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
+                              ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
+                        self.folder.put(target.clone(), Some(stat));
+                    }
+                    Err(e) => {
+                        let backoff = self.retry_later(path.clone());
+                        return warn!(path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
+                                     "cannot put the downloaded file in place");
+                    }
                 }
+                target
             }
-            if on_disk.is_some() {
-                info!(event = %"deleted", path = %path, from = %target.modified_by, version = %target.version,
-                      "deleted");
-            }
-            self.folder.put(target.clone(), None);
-        } else if same_bytes {
-            let stat = on_disk.and_then(|l| l.stat);
-            let record = Record::Remote {
-                entry: target.clone(),
-                ino: None,
-            };
-            if let Err(e) = self.folder.journal(&record) {
-                error!(path = %path, error = %e, "cannot journal a merged version");
-            }
-            self.folder.put(target.clone(), stat);
-        } else if let Some((f, took)) = fetched {
-            let record = Record::Remote {
-                entry: target.clone(),
-                ino: std::fs::symlink_metadata(&*f.file)
-                    .ok()
-                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
-            };
-            if let Err(e) = self.journal_now(&record) {
-                return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
-            }
-            match fsops::install(f.file, &self.s.root, &path) {
-                Ok(stat) => {
-                    self.kill_after_install(&path);
-                    info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
-                          ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
-                    self.folder.put(target.clone(), Some(stat));
-                }
-                Err(e) => {
-                    let backoff = self.retry_later(path.clone());
-                    return warn!(path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
-                                 "cannot put the downloaded file in place");
-                }
-            }
-        }
+        };
         self.wanted.remove(&path);
         self.backoff.remove(&path);
         self.retry_at.remove(&path);
@@ -991,10 +975,8 @@ impl Engine {
 
     fn want(&mut self, r: FileEntry) {
         let path = r.path.clone();
-        if let Some(w) = self.wanted.get(&path) {
-            if w.version == r.version || w.supersedes(&r) {
-                return;
-            }
+        if !decide::worth_wanting(self.wanted.get(&path), &r) {
+            return;
         }
         self.wanted.insert(path.clone(), r);
         if !self.active.contains_key(&path) && !self.queue.contains(&path) {
@@ -1020,29 +1002,29 @@ impl Engine {
     fn on_done(&mut self, entry: FileEntry, result: Result<Fetched, FetchError>, took: Duration) {
         let path = entry.path.clone();
         self.active.remove(&path);
-        let current = self
-            .wanted
-            .get(&path)
-            .map(|w| w.version.compare(&entry.version));
-        if matches!(current, Some(c) if c != Causality::Equal) {
-            // Something newer is wanted meanwhile: fetch that instead.
-            self.queue.insert(path);
-            return;
-        }
-        match result {
-            Ok(f) => self.apply_remote(entry, Some((f, took))),
-            Err(e) => {
-                if matches!(e, FetchError::Deleted(_) | FetchError::NotFound(_)) {
-                    // Superseded at the tracker: a notification brings what replaced it.
-                    warn!(event = %"fetch_failed", path = %path, error = %e, "download dropped");
-                    self.wanted.remove(&path);
-                    self.backoff.remove(&path);
-                    return;
-                }
+        let outcome = match &result {
+            Ok(_) => Outcome::Fetched,
+            Err(FetchError::Deleted(_) | FetchError::NotFound(_)) => Outcome::Superseded,
+            Err(_) => Outcome::Failed,
+        };
+        let wanted = self.wanted.get(&path).map(|w| &w.version);
+        match (decide::plan_done(wanted, &entry.version, outcome), result) {
+            (DonePlan::FetchAgain, _) => {
+                self.queue.insert(path);
+            }
+            (DonePlan::Apply, Ok(f)) => self.apply_remote(entry, Some((f, took))),
+            (DonePlan::Forget, Err(e)) => {
+                // Superseded at the tracker: a notification brings what replaced it.
+                warn!(event = %"fetch_failed", path = %path, error = %e, "download dropped");
+                self.wanted.remove(&path);
+                self.backoff.remove(&path);
+            }
+            (_, Err(e)) => {
                 let backoff = self.retry_later(path.clone());
                 warn!(event = %"fetch_failed", path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
                       "download failed");
             }
+            (_, Ok(_)) => {}
         }
     }
 

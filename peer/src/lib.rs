@@ -6,13 +6,15 @@
 //!   paths to look at again;
 //! - the [`link`]s subscribe to the tracker's notifications and heartbeat it;
 //! - a bounded pool of fetch workers pulls versions ([`transfer`]);
-//! - the [`engine`] makes every decision; the [`folder`] it owns is the only
-//!   writer of the local [`index`] and of what the server may serve.
+//! - the [`engine`] carries out every decision, which [`decide`] makes as
+//!   pure functions; the [`folder`] it owns is the only writer of the local
+//!   [`index`] and of what the server may serve.
 //!
 //! The one-shot CLI commands (`ls`, `peers`, `get`) live in [`cli`].
 //! Sockets come from `zync-net`, the only crate that touches ZeroMQ.
 
 pub mod cli;
+pub mod decide;
 pub mod engine;
 pub mod folder;
 pub mod fsops;
