@@ -1,0 +1,215 @@
+//! The local side: the start-up journal replay, scans, watcher events,
+//! and turning what is on disk into new local versions.
+
+use super::*;
+
+impl Engine {
+    /// Adopts what the journal recorded since the last save of the index
+    /// ([`crate::index::LocalIndex::take_journal`]), before the start-up scan compares the
+    /// disk with the index. A local version was reported, so it is adopted
+    /// as it is. A remote version is adopted where the disk shows it was
+    /// applied: a deletion if the file is gone; a download if the file holds
+    /// its content, or is still the inode that was renamed into place
+    /// (changed since: the scan then sees a local edit made *after* that
+    /// version, which is what it is). So an installed file is not taken for
+    /// a new local edit, and a reported file gone since is reported gone.
+    pub(super) fn replay_journal(&mut self) {
+        for record in self.folder.take_journal() {
+            let (r, stat) = match record {
+                Record::Local { entry, stat } => (entry, stat),
+                Record::Remote { entry: r, ino } => {
+                    let stat = match fsops::look(&self.s.root, &r.path) {
+                        Ok(Found::Missing) if r.deleted => None,
+                        Ok(Found::File(st)) if !r.deleted => {
+                            match hashing::hash_file(&self.s.root.join(r.path.as_str())) {
+                                Ok(h) if h.sha256 == r.sha256 => Some(h.stat),
+                                _ if ino == Some(st.ino) => None, // installed, edited since
+                                _ => continue,                    // the install never happened
+                            }
+                        }
+                        _ => continue, // the change never reached the disk
+                    };
+                    (r, stat)
+                }
+            };
+            let cur = self.folder.get(&r.path);
+            if cur.is_some_and(|c| {
+                !matches!(
+                    r.version.compare(&c.entry.version),
+                    Causality::Dominates | Causality::Equal
+                )
+            }) {
+                continue; // the index already knows better
+            }
+            debug!(path = %r.path, version = %r.version, deleted = r.deleted,
+                   "adopted a change recorded just before the last stop");
+            self.folder.put(r, stat);
+        }
+    }
+
+    /// Kills the process if `ZYNC_FAULT` is `kill-after-install:PATH`.
+    pub(super) fn kill_after_install(&self, path: &RelPath) {
+        let Some(("kill-after-install", p)) = self.fault.as_deref().and_then(|f| f.split_once(':'))
+        else {
+            return;
+        };
+        if p == path.as_str() {
+            error!(path = %path, "ZYNC_FAULT: killed right after an install");
+            let me = rustix::process::getpid();
+            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Journals `record` and writes it out at once: for a change about to
+    /// be made on disk.
+    pub(super) fn journal_now(&mut self, record: &Record) -> Result<(), crate::index::IndexError> {
+        self.folder.journal(record)?;
+        self.folder.flush_journal()
+    }
+
+    /// Records a new local version (index, and journal if it will be
+    /// reported before the next save) and queues it for the tracker.
+    pub(super) fn record_local(&mut self, entry: FileEntry, stat: Option<Stat>) {
+        if self.registered {
+            let record = Record::Local {
+                entry: entry.clone(),
+                stat,
+            };
+            if let Err(e) = self.folder.journal(&record) {
+                error!(path = %entry.path, error = %e, "cannot journal a local change");
+            }
+        }
+        self.folder.put(entry.clone(), stat);
+        self.report(entry);
+    }
+
+    /// Looks at every path on disk or in the index.
+    pub(super) fn scan(&mut self, cause: Cause) {
+        let t = Instant::now();
+        let mut paths: BTreeSet<RelPath> =
+            self.folder.iter().map(|le| le.entry.path.clone()).collect();
+        self.walk(&self.s.root.clone(), &mut paths);
+        for p in &paths {
+            self.reconcile_local(p, cause);
+        }
+        let (files, ms) = (paths.len(), t.elapsed().as_millis() as u64);
+        match cause {
+            Cause::Rescan => debug!(files, ms, "rescanned folder"),
+            _ => info!(files, ms, "scanned folder"),
+        }
+    }
+
+    pub(super) fn walk(&self, dir: &Path, out: &mut BTreeSet<RelPath>) {
+        let state = self.s.root.join(STATE_DIR_NAME);
+        let it = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+        for item in it.filter_entry(|e| e.path() != state) {
+            match item {
+                Ok(e) if e.file_type().is_file() => {
+                    match RelPath::from_local(&self.s.root, e.path()) {
+                        Ok(p) => {
+                            out.insert(p);
+                        }
+                        Err(err) => warn!(path = %e.path().display(), error = %err, "not synced"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot read part of the folder"),
+            }
+        }
+    }
+
+    pub(super) fn on_fs(&mut self, paths: Vec<PathBuf>) {
+        let state = self.s.root.join(STATE_DIR_NAME);
+        let mut rels = BTreeSet::new();
+        for p in paths {
+            if p.starts_with(&state) {
+                continue;
+            }
+            if p == self.s.root {
+                return self.scan(Cause::Scan);
+            }
+            let Ok(rel) = RelPath::from_local(&self.s.root, &p) else {
+                debug!(path = %p.display(), "ignoring event outside the syncable namespace");
+                continue;
+            };
+            if let Ok(Found::Dir) = fsops::look(&self.s.root, &rel) {
+                self.walk(&p, &mut rels);
+            }
+            rels.extend(self.folder.paths_within(&rel));
+            rels.insert(rel);
+        }
+        for rel in rels {
+            self.reconcile_local(&rel, Cause::Event);
+        }
+    }
+
+    /// Brings the index in line with what is on disk at `rel`: a new version
+    /// if the content changed or the file went away. Returns whether the
+    /// index now says what the disk holds; false while the file is being
+    /// written (looked at again shortly) or cannot be read.
+    pub(super) fn reconcile_local(&mut self, rel: &RelPath, cause: Cause) -> bool {
+        let found = match fsops::look(&self.s.root, rel) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(path = %rel, error = %e, "cannot stat");
+                return false;
+            }
+        };
+        let cur = self.folder.get(rel).cloned();
+        match found {
+            Found::File(st) => {
+                if !decide::needs_hash(cur.as_ref(), st) {
+                    return true;
+                }
+                let h = match hashing::hash_file(&self.s.root.join(rel.as_str())) {
+                    Ok(h) => h,
+                    Err(HashError::Unstable) => {
+                        self.unstable.insert(rel.clone());
+                        self.unstable_at
+                            .get_or_insert(Instant::now() + Duration::from_millis(250));
+                        return false;
+                    }
+                    Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return self.reconcile_local(rel, cause);
+                    }
+                    Err(HashError::Io(e)) => {
+                        warn!(path = %rel, error = %e, "cannot read");
+                        return false;
+                    }
+                };
+                let (kind, version) =
+                    match decide::plan_hashed(cur.as_ref(), h.sha256, &self.replica, unix_now()) {
+                        LocalPlan::NewVersion { kind, version } => (kind, version),
+                        _ => {
+                            self.folder.set_stat(rel, Some(h.stat));
+                            return true;
+                        }
+                    };
+                let entry = FileEntry {
+                    path: rel.clone(),
+                    size: h.stat.size,
+                    mtime_ns: h.stat.mtime_ns,
+                    sha256: h.sha256,
+                    blocks: h.blocks,
+                    version,
+                    deleted: false,
+                    modified_by: self.s.name.clone(),
+                };
+                log_local_change(cause, kind, &entry);
+                self.record_local(entry, Some(h.stat));
+                true
+            }
+            Found::Missing | Found::Dir | Found::Other => {
+                let LocalPlan::Deleted { version } =
+                    decide::plan_missing(cur.as_ref(), &self.replica, unix_now())
+                else {
+                    return true;
+                };
+                let entry = tombstone(rel.clone(), version, &self.s.name);
+                log_local_change(cause, "deleted", &entry);
+                self.record_local(entry, None);
+                true
+            }
+        }
+    }
+}

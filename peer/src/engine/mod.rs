@@ -1,0 +1,417 @@
+//! The sync engine: one thread that owns the local index and makes every
+//! sync decision.
+//!
+//! Inputs arrive on one channel: debounced file-system events, tracker
+//! notifications, heartbeat trouble, finished downloads. For each it
+//! reconciles the disk with the index (hashing only what changed), resolves
+//! remote versions against local ones (version vectors, tombstones,
+//! conflict copies), hands downloads to a bounded pool of fetch workers,
+//! and reports its own changes to the tracker.
+//!
+//! The rule that keeps data safe: a remote version is applied only after the
+//! disk has been re-checked *at that moment*, and resolved against what the
+//! disk holds then. A local edit made while a pull was running is indexed
+//! first, becomes a version of its own, and is never overwritten silently.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use hashlink::LinkedHashSet;
+use tracing::{debug, error, info, warn};
+use zync_proto::{
+    Causality, Event, FileEntry, Hash, Notification, RelPath, TrackerReply, TrackerRequest,
+    VersionVector, PAGE_BYTES, STATE_DIR_NAME,
+};
+
+use crate::decide::{self, DonePlan, LocalPlan, Outcome, RemotePlan, Step};
+use crate::folder::Folder;
+use crate::fsops::{self, Found};
+use crate::hashing::{self, HashError, Stat};
+use crate::index::Record;
+use crate::link::{LinkEvent, Registration};
+use crate::transfer::{FetchError, Fetched};
+use zync_net::{self as net, NetError, TrackerClient};
+
+mod local;
+mod remote;
+mod session;
+
+/// Everything the engine is told.
+pub enum Input {
+    /// Paths the watcher saw change (debounced).
+    Fs(Vec<PathBuf>),
+    /// The watcher lost events: rescan everything.
+    Rescan,
+    /// From the tracker links.
+    Link(LinkEvent),
+    /// A fetch worker finished.
+    Done {
+        /// What was fetched.
+        entry: FileEntry,
+        /// The result.
+        result: Result<Fetched, FetchError>,
+        /// How long it took.
+        took: Duration,
+    },
+}
+
+/// A download job for the worker pool.
+pub struct Job {
+    /// The version to fetch.
+    pub entry: FileEntry,
+}
+
+/// The engine's fixed surroundings.
+pub struct Setup {
+    /// The synced folder (canonical).
+    pub root: PathBuf,
+    /// Temp files for downloads (inside the state folder, same file system).
+    pub staging: PathBuf,
+    /// This peer's name.
+    pub name: String,
+    /// Where other peers reach our block server.
+    pub advertise: String,
+    /// Tracker endpoint.
+    pub tracker: String,
+    /// Concurrent downloads.
+    pub workers: usize,
+    /// Gets a copy of every notification applied.
+    pub observer: Option<Sender<Notification>>,
+    /// How often to rescan the folder behind the watcher (`None`: never).
+    pub rescan: Option<Duration>,
+}
+
+/// Why a path is being looked at; says which event a change found is logged as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// A watcher event, a remote version about to be applied, a retry.
+    Event,
+    /// The start-up scan, or a rescan after the watcher said it lost events.
+    Scan,
+    /// The periodic rescan: whatever it finds, the watcher missed.
+    Rescan,
+}
+
+/// Least time between two index saves. The index is saved as soon as a
+/// batch of changes is applied (so a crash loses at most this much), but
+/// not more often than this.
+const SAVE_EVERY: Duration = Duration::from_millis(50);
+
+/// The index file is rewritten whole, so for a large index the pause after
+/// a save grows with what the save cost: saving takes at most 1/`SAVE_SHARE`
+/// of the engine's time, and the pause never exceeds [`SAVE_AT_MOST_EVERY`].
+/// Losing the last unsaved changes in a crash is harmless: a file installed
+/// but not recorded is re-hashed and, having the cluster's content, merges
+/// with its version; a local edit not recorded is found by the next scan.
+const SAVE_SHARE: u32 = 20;
+
+/// Longest pause between saves of a dirty index.
+const SAVE_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+
+/// The engine's state.
+pub struct Engine {
+    s: Setup,
+    /// This replica's key in version vectors ([`crate::index::LocalIndex::replica`]).
+    replica: String,
+    /// The folder's index and served set, changed only through it.
+    folder: Folder,
+    tracker: TrackerClient,
+    jobs: Sender<Job>,
+    sub_endpoints: Sender<String>,
+    registration: Arc<Registration>,
+    // Tracker session.
+    registered: bool,
+    next_register: Option<Instant>,
+    register_backoff: Duration,
+    epoch: Option<u64>,
+    seq: u64,
+    need_snapshot: bool,
+    outbox: Vec<FileEntry>,
+    // Downloads.
+    wanted: HashMap<RelPath, FileEntry>,
+    /// Paths waiting for a worker, in arrival order, each once (a hash set
+    /// with an order: a full folder's worth of paths can wait here, and
+    /// asking a `VecDeque` whether it holds one was quadratic).
+    queue: LinkedHashSet<RelPath>,
+    active: HashMap<RelPath, VersionVector>,
+    /// Current backoff of paths whose download failed (doubles per failure).
+    backoff: HashMap<RelPath, Duration>,
+    /// When to try a failed download again. An entry is removed when it
+    /// fires, so no deadline here is ever in the past for long.
+    retry_at: HashMap<RelPath, Instant>,
+    // Paths that changed while being hashed: look again shortly.
+    unstable: BTreeSet<RelPath>,
+    unstable_at: Option<Instant>,
+    /// Remote versions held back because their path was unstable when they
+    /// were to be applied: applied again once the disk has been looked at.
+    deferred: HashMap<RelPath, FileEntry>,
+    last_save: Instant,
+    /// Pause after a save before the next ([`SAVE_SHARE`]).
+    save_every: Duration,
+    /// Fault injection for the crash tests (`ZYNC_FAULT`, unset in normal
+    /// use): `kill-after-install:PATH` kills the process with SIGKILL right
+    /// after PATH is renamed into place, before the index records it;
+    /// `no-saves-after-registering` stops saving the index once registered
+    /// (a save that never comes, as on a very slow disk), so a later kill
+    /// loses every change since but what the journal holds.
+    fault: Option<String>,
+    /// Set by `no-saves-after-registering`.
+    saves_stopped: bool,
+    /// When the next periodic rescan is due.
+    next_rescan: Option<Instant>,
+}
+
+impl Engine {
+    /// An engine over `folder`, talking to the tracker and workers through the given ends.
+    pub fn new(
+        s: Setup,
+        folder: Folder,
+        ctx: &net::Context,
+        jobs: Sender<Job>,
+        sub_endpoints: Sender<String>,
+        registration: Arc<Registration>,
+    ) -> Engine {
+        let tracker = TrackerClient::new(ctx, &s.tracker, Duration::from_secs(2));
+        let s_rescan = s.rescan;
+        Engine {
+            replica: folder.replica(&s.name),
+            s,
+            folder,
+            tracker,
+            jobs,
+            sub_endpoints,
+            registration,
+            registered: false,
+            next_register: Some(Instant::now()),
+            register_backoff: Duration::from_millis(250),
+            epoch: None,
+            seq: 0,
+            need_snapshot: false,
+            outbox: Vec::new(),
+            wanted: HashMap::new(),
+            queue: LinkedHashSet::new(),
+            active: HashMap::new(),
+            backoff: HashMap::new(),
+            retry_at: HashMap::new(),
+            unstable: BTreeSet::new(),
+            unstable_at: None,
+            deferred: HashMap::new(),
+            last_save: Instant::now(),
+            save_every: SAVE_EVERY,
+            fault: std::env::var("ZYNC_FAULT").ok(),
+            saves_stopped: false,
+            next_rescan: s_rescan.map(|d| Instant::now() + d),
+        }
+    }
+
+    /// Runs until `shutdown` fires (or its sender is dropped).
+    pub fn run(mut self, inputs: Receiver<Input>, shutdown: Receiver<()>) {
+        info!(dir = %self.s.root.display(), name = %self.s.name, replica = %self.replica,
+              endpoint = %self.s.advertise, files = self.folder.len(), "peer starting");
+        self.replay_journal();
+        self.scan(Cause::Scan);
+        loop {
+            self.timers();
+            self.flush_outbox();
+            self.dispatch();
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            select! {
+                recv(shutdown) -> _ => break,
+                recv(inputs) -> msg => match msg {
+                    Ok(input) => {
+                        self.handle(input);
+                        // Take whatever else is queued before doing timer work.
+                        for input in inputs.try_iter().take(256) {
+                            self.handle(input);
+                        }
+                    }
+                    Err(_) => break,
+                },
+                default(wait) => {}
+            }
+        }
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.registered {
+            let req = TrackerRequest::Unregister {
+                name: self.s.name.clone(),
+                device: self.folder.device,
+            };
+            let _ = self.tracker.request(&req);
+        }
+        if let Err(e) = self.folder.save() {
+            error!(error = %e, "could not save the index");
+        }
+        info!("peer stopped");
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut t = Instant::now() + Duration::from_millis(500);
+        for d in [self.next_register, self.unstable_at, self.next_rescan]
+            .into_iter()
+            .flatten()
+        {
+            t = t.min(d);
+        }
+        for at in self.retry_at.values() {
+            t = t.min(*at);
+        }
+        if self.folder.is_dirty() {
+            t = t.min(self.last_save + self.save_every);
+        }
+        t
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.next_register.is_some_and(|t| t <= now) {
+            self.register();
+        }
+        if self.registered && self.need_snapshot {
+            self.snapshot();
+        }
+        if self.unstable_at.is_some_and(|t| t <= now) {
+            self.unstable_at = None;
+            for p in std::mem::take(&mut self.unstable) {
+                if self.reconcile_local(&p, Cause::Event) {
+                    if let Some(r) = self.deferred.remove(&p) {
+                        self.apply_remote(r, None);
+                    }
+                }
+            }
+        }
+        if self.next_rescan.is_some_and(|t| t <= now) {
+            self.scan(Cause::Rescan);
+            self.next_rescan = self.s.rescan.map(|d| Instant::now() + d);
+        }
+        let due: Vec<RelPath> = self
+            .retry_at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            self.retry_at.remove(&p);
+            if self.wanted.contains_key(&p)
+                && !self.active.contains_key(&p)
+                && !self.queue.contains(&p)
+            {
+                self.queue.insert(p);
+            }
+        }
+        if self.folder.is_dirty()
+            && !self.saves_stopped
+            && now.duration_since(self.last_save) >= self.save_every
+        {
+            if let Err(e) = self.folder.save() {
+                error!(error = %e, "could not save the index");
+            }
+            self.last_save = Instant::now();
+            let took = self.last_save.duration_since(now);
+            self.save_every = (took * SAVE_SHARE).clamp(SAVE_EVERY, SAVE_AT_MOST_EVERY);
+            debug!(
+                entries = self.folder.len(),
+                ms = took.as_millis() as u64,
+                next_in_ms = self.save_every.as_millis() as u64,
+                "index saved"
+            );
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Fs(paths) => self.on_fs(paths),
+            Input::Rescan => self.scan(Cause::Scan),
+            Input::Link(LinkEvent::Note(n)) => self.on_note(n),
+            Input::Link(LinkEvent::TrackerLost { generation }) => {
+                if self.registered && self.is_current(generation) {
+                    warn!(event = %"tracker_lost", tracker = %self.s.tracker, "tracker stopped answering heartbeats");
+                    self.registered = false;
+                    self.schedule_register(false);
+                }
+            }
+            Input::Link(LinkEvent::ForgotUs { generation }) => {
+                if self.registered && self.is_current(generation) {
+                    info!(tracker = %self.s.tracker, "tracker does not know us any more; registering again");
+                    self.registered = false;
+                    self.schedule_register(true);
+                }
+            }
+            Input::Done {
+                entry,
+                result,
+                took,
+            } => self.on_done(entry, result, took),
+        }
+    }
+}
+
+/// The one log line of a new local version: `event=local_change`, or
+/// `event=missed_change` when only the periodic rescan found it.
+fn log_local_change(cause: Cause, kind: &str, e: &FileEntry) {
+    let sha256 = (!e.deleted).then(|| tracing::field::display(e.sha256.short()));
+    match cause {
+        Cause::Rescan => {
+            warn!(event = %"missed_change", path = %e.path, kind = %kind, bytes = e.size, sha256,
+                               version = %e.version, "local change the watcher missed, found by the rescan")
+        }
+        Cause::Event | Cause::Scan => {
+            info!(event = %"local_change", path = %e.path, kind = %kind, bytes = e.size,
+                                            sha256, version = %e.version, "local change")
+        }
+    }
+}
+
+/// Time since the Unix epoch (zero for a clock set before it).
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The clock local changes are stamped with in version vectors
+/// ([`VersionVector::bump_at`]): Unix seconds.
+fn unix_now() -> u64 {
+    since_epoch().as_secs()
+}
+
+fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {
+    let now = since_epoch();
+    FileEntry {
+        path,
+        size: 0,
+        mtime_ns: now.as_nanos().min(i64::MAX as u128) as i64,
+        sha256: Hash::EMPTY,
+        blocks: Vec::new(),
+        version,
+        deleted: true,
+        modified_by: by.to_owned(),
+    }
+}
+
+/// Splits entries into batches of at most [`BATCH_BYTES`] (estimated), so no
+/// tracker message comes near the message size limit.
+fn batch(entries: Vec<FileEntry>) -> Vec<Vec<FileEntry>> {
+    let mut out = vec![Vec::new()];
+    let mut size = 0;
+    for e in entries {
+        let est = e.size_hint();
+        if size + est > PAGE_BYTES && !out.last().is_some_and(Vec::is_empty) {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += est;
+        if let Some(b) = out.last_mut() {
+            b.push(e);
+        }
+    }
+    out
+}

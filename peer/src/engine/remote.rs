@@ -1,0 +1,243 @@
+//! The remote side: applying remote versions (as `decide` plans them),
+//! conflict copies, and the download queue.
+
+use super::*;
+
+impl Engine {
+    /// Applies a remote version of a file, after re-checking the disk.
+    /// Without `fetched` bytes, content that must be downloaded is queued and
+    /// this is called again when it arrives.
+    pub(super) fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
+        let path = r.path.clone();
+        if !self.reconcile_local(&path, Cause::Event) {
+            // What is on disk is not known yet (being written, or unreadable):
+            // replacing it now could destroy an edit the index has not seen.
+            if self.unstable.contains(&path) {
+                debug!(path = %path, "local file is changing; the remote version waits");
+                self.deferred.insert(path, r);
+            } else if !r.deleted {
+                let backoff = self.retry_later(path.clone());
+                self.wanted.insert(path.clone(), r);
+                warn!(path = %path, retry_in = %humantime::format_duration(backoff),
+                      "cannot check the local file; not replacing it yet");
+            } else {
+                warn!(path = %path, "cannot check the local file; not deleting it");
+            }
+            return;
+        }
+        let local = self.folder.get(&path).cloned();
+        let (aside, step) = match decide::plan_remote(local.as_ref(), &r, fetched.is_some()) {
+            RemotePlan::Keep => return,
+            RemotePlan::OursWins => {
+                if let (None, Some(l)) = (&fetched, &local) {
+                    info!(event = %"conflict", path = %path, winner = %l.entry.modified_by,
+                          loser = %r.modified_by, kept = %"local", "concurrent edits; ours wins");
+                }
+                return;
+            }
+            RemotePlan::Fetch => return self.want(r),
+            RemotePlan::Apply { aside, step } => (aside, step),
+        };
+        if let (true, Some(l)) = (aside, &local) {
+            if !self.move_aside(&l.entry, &r) {
+                return;
+            }
+        }
+        let target = match step {
+            Step::Delete { target, on_disk } => {
+                if on_disk {
+                    let record = Record::Remote {
+                        entry: target.clone(),
+                        ino: None,
+                    };
+                    if let Err(e) = self.journal_now(&record) {
+                        return warn!(path = %path, error = %e, "cannot journal a deletion; not deleting");
+                    }
+                    if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
+                        return warn!(path = %path, error = %e, "cannot delete");
+                    }
+                    info!(event = %"deleted", path = %path, from = %target.modified_by, version = %target.version,
+                          "deleted");
+                }
+                self.folder.put(target.clone(), None);
+                target
+            }
+            Step::Adopt { target } => {
+                let stat = local.as_ref().and_then(|l| l.stat);
+                let record = Record::Remote {
+                    entry: target.clone(),
+                    ino: None,
+                };
+                if let Err(e) = self.folder.journal(&record) {
+                    error!(path = %path, error = %e, "cannot journal a merged version");
+                }
+                self.folder.put(target.clone(), stat);
+                target
+            }
+            Step::Install { target } => {
+                // An install is only planned with the bytes here.
+                let Some((f, took)) = fetched else { return };
+                let record = Record::Remote {
+                    entry: target.clone(),
+                    ino: std::fs::symlink_metadata(&*f.file)
+                        .ok()
+                        .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
+                };
+                if let Err(e) = self.journal_now(&record) {
+                    return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
+                }
+                match fsops::install(f.file, &self.s.root, &path) {
+                    Ok(stat) => {
+                        self.kill_after_install(&path);
+                        info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
+                              ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
+                        self.folder.put(target.clone(), Some(stat));
+                    }
+                    Err(e) => {
+                        let backoff = self.retry_later(path.clone());
+                        return warn!(path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
+                                     "cannot put the downloaded file in place");
+                    }
+                }
+                target
+            }
+        };
+        self.wanted.remove(&path);
+        self.backoff.remove(&path);
+        self.retry_at.remove(&path);
+        self.report(target);
+    }
+
+    /// A name for keeping `loser` beside its path: `NAME.conflict-<peer>-<stamp>.EXT`,
+    /// the same on every peer that holds the loser (so their copies merge).
+    /// An existing file there with other content is never replaced: the
+    /// stamp gets `-2`, `-3`, ... instead.
+    pub(super) fn conflict_name(&self, loser: &FileEntry) -> Option<RelPath> {
+        let stamp = fsops::stamp(loser.mtime_ns);
+        for n in 1..=100 {
+            let s = if n == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            let c = loser.path.conflict_copy(&loser.modified_by, &s).ok()?;
+            let same = self.folder.get(&c).is_some_and(|e| {
+                !e.entry.deleted && e.stat.is_some() && e.entry.sha256 == loser.sha256
+            });
+            match fsops::look(&self.s.root, &c) {
+                Ok(Found::Missing) => return Some(c),
+                Ok(Found::File(st))
+                    if same && self.folder.get(&c).and_then(|e| e.stat) == Some(st) =>
+                {
+                    return Some(c)
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Keeps the local (losing) content as a conflict copy. False if it could not.
+    pub(super) fn move_aside(&mut self, loser: &FileEntry, winner: &FileEntry) -> bool {
+        let path = &loser.path;
+        let Some(copy) = self.conflict_name(loser) else {
+            warn!(path = %path, "no usable conflict-copy name; keeping local version");
+            return false;
+        };
+        let stat = match fsops::rename(&self.s.root, path, &copy) {
+            Ok(st) => st,
+            Err(e) => {
+                warn!(path = %path, error = %e, "cannot keep conflict copy; keeping local version");
+                return false;
+            }
+        };
+        info!(event = %"conflict", path = %path, copy = %copy, winner = %winner.modified_by,
+              loser = %loser.modified_by, "concurrent edits; losing version kept as a copy");
+        self.folder.set_stat(path, None);
+        let mut version = self
+            .folder
+            .get(&copy)
+            .map(|c| c.entry.version.clone())
+            .unwrap_or_default();
+        version.bump_at(&self.replica, unix_now());
+        let entry = FileEntry {
+            path: copy.clone(),
+            version,
+            modified_by: self.s.name.clone(),
+            ..loser.clone()
+        };
+        self.record_local(entry, Some(stat));
+        true
+    }
+
+    pub(super) fn want(&mut self, r: FileEntry) {
+        let path = r.path.clone();
+        if !decide::worth_wanting(self.wanted.get(&path), &r) {
+            return;
+        }
+        self.wanted.insert(path.clone(), r);
+        if !self.active.contains_key(&path) && !self.queue.contains(&path) {
+            self.queue.insert(path);
+        }
+    }
+
+    pub(super) fn dispatch(&mut self) {
+        while self.active.len() < self.s.workers {
+            let Some(path) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.wanted.get(&path).cloned() else {
+                continue;
+            };
+            self.active.insert(path, entry.version.clone());
+            if self.jobs.send(Job { entry }).is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn on_done(
+        &mut self,
+        entry: FileEntry,
+        result: Result<Fetched, FetchError>,
+        took: Duration,
+    ) {
+        let path = entry.path.clone();
+        self.active.remove(&path);
+        let outcome = match &result {
+            Ok(_) => Outcome::Fetched,
+            Err(FetchError::Deleted(_) | FetchError::NotFound(_)) => Outcome::Superseded,
+            Err(_) => Outcome::Failed,
+        };
+        let wanted = self.wanted.get(&path).map(|w| &w.version);
+        match (decide::plan_done(wanted, &entry.version, outcome), result) {
+            (DonePlan::FetchAgain, _) => {
+                self.queue.insert(path);
+            }
+            (DonePlan::Apply, Ok(f)) => self.apply_remote(entry, Some((f, took))),
+            (DonePlan::Forget, Err(e)) => {
+                // Superseded at the tracker: a notification brings what replaced it.
+                warn!(event = %"fetch_failed", path = %path, error = %e, "download dropped");
+                self.wanted.remove(&path);
+                self.backoff.remove(&path);
+            }
+            (_, Err(e)) => {
+                let backoff = self.retry_later(path.clone());
+                warn!(event = %"fetch_failed", path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
+                      "download failed");
+            }
+            (_, Ok(_)) => {}
+        }
+    }
+
+    /// Schedules the wanted version of `path` to be fetched again, after a
+    /// backoff that doubles per failure (1 s to 30 s); returns the backoff.
+    pub(super) fn retry_later(&mut self, path: RelPath) -> Duration {
+        let backoff = self.backoff.get(&path).map_or(Duration::from_secs(1), |b| {
+            (*b * 2).min(Duration::from_secs(30))
+        });
+        self.backoff.insert(path.clone(), backoff);
+        self.retry_at.insert(path, Instant::now() + backoff);
+        backoff
+    }
+}

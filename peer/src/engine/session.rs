@@ -1,0 +1,249 @@
+//! The tracker session: registering (with backoff), the paged snapshot,
+//! notifications in epoch/sequence order, and the outbox of local versions.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn schedule_register(&mut self, now: bool) {
+        if now {
+            self.register_backoff = Duration::from_millis(250);
+        }
+        if self.next_register.is_none() || now {
+            self.next_register = Some(
+                Instant::now()
+                    + if now {
+                        Duration::ZERO
+                    } else {
+                        self.register_backoff
+                    },
+            );
+        }
+    }
+
+    pub(super) fn batches(&self) -> Vec<Vec<FileEntry>> {
+        batch(self.folder.iter().map(|le| le.entry.clone()).collect())
+    }
+
+    /// True if a heartbeat sent under `generation` was sent after the latest
+    /// registration (else what it found out is already out of date).
+    pub(super) fn is_current(&self, generation: u64) -> bool {
+        generation == self.registration.generation.load(Ordering::Acquire)
+    }
+
+    pub(super) fn register(&mut self) {
+        self.next_register = None;
+        // Registering reports the whole index: record it first.
+        let saved = match self.saves_stopped {
+            true => Ok(()),
+            false => self.folder.save(),
+        };
+        if let Err(e) = saved {
+            return self.register_failed(format!("cannot save the index first: {e}"));
+        }
+        self.last_save = Instant::now();
+        let mut batches = self.batches().into_iter();
+        let first = batches.next().unwrap_or_default();
+        let req = TrackerRequest::Register {
+            name: self.s.name.clone(),
+            device: self.folder.device,
+            endpoint: self.s.advertise.clone(),
+            files: first,
+        };
+        let reply = self.tracker.request(&req).and_then(|r| {
+            for files in batches {
+                let req = TrackerRequest::Update {
+                    name: self.s.name.clone(),
+                    device: self.folder.device,
+                    files,
+                };
+                self.tracker.request(&req)?;
+            }
+            Ok(r)
+        });
+        match reply {
+            Ok(TrackerReply::Registered {
+                epoch,
+                publish,
+                heartbeat_ms,
+            }) => {
+                if self.epoch.is_some_and(|e| e != epoch) {
+                    info!(event = %"tracker_restarted", tracker = %self.s.tracker,
+                          epoch = %format!("{epoch:016x}"), "tracker restarted; re-registered");
+                }
+                info!(tracker = %self.s.tracker, files = self.folder.len(), "registered with tracker");
+                self.epoch = Some(epoch);
+                self.registered = true;
+                self.register_backoff = Duration::from_millis(250);
+                self.registration
+                    .heartbeat_ms
+                    .store(heartbeat_ms, Ordering::Relaxed);
+                self.registration.generation.fetch_add(1, Ordering::Release);
+                let host = net::host_of(&self.s.tracker).to_owned();
+                let _ = self.sub_endpoints.send(net::reachable(&publish, &host));
+                self.outbox.clear();
+                self.need_snapshot = true;
+                if self.fault.as_deref() == Some("no-saves-after-registering") {
+                    warn!("ZYNC_FAULT: the index is not saved from now on");
+                    self.saves_stopped = true;
+                }
+            }
+            Ok(_) => self.register_failed("unexpected reply".into()),
+            Err(e) => self.register_failed(e.to_string()),
+        }
+    }
+
+    pub(super) fn register_failed(&mut self, why: String) {
+        let wait = self.register_backoff;
+        warn!(tracker = %self.s.tracker, error = %why, retry_in = %humantime::format_duration(wait),
+              "cannot register with tracker");
+        self.register_backoff = (self.register_backoff * 2).min(Duration::from_secs(10));
+        self.next_register = Some(Instant::now() + wait);
+    }
+
+    /// Fetches the cluster index page by page and applies each page as it
+    /// comes (memory stays at one page). The snapshot counts as of the first
+    /// page's `seq`: what changes while paging is also published, and the
+    /// notifications after that `seq` are applied next (twice is harmless).
+    pub(super) fn snapshot(&mut self) {
+        self.need_snapshot = false;
+        let mut after = None;
+        let mut first_seq = None;
+        loop {
+            match self.tracker.request(&TrackerRequest::List { after }) {
+                Ok(TrackerReply::Snapshot {
+                    epoch,
+                    seq,
+                    files,
+                    next,
+                    ..
+                }) => {
+                    if self.epoch != Some(epoch) {
+                        // A tracker other than the one we registered with: start over.
+                        self.registered = false;
+                        self.schedule_register(true);
+                        return;
+                    }
+                    debug!(
+                        seq,
+                        files = files.len(),
+                        more = next.is_some(),
+                        "applying snapshot page"
+                    );
+                    first_seq.get_or_insert(seq);
+                    for f in files {
+                        self.apply_remote(f.entry, None);
+                    }
+                    match next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                Ok(_) => return self.need_snapshot = true,
+                Err(e) => {
+                    warn!(error = %e, "cannot fetch the cluster index");
+                    return self.tracker_failed();
+                }
+            }
+        }
+        if let Some(seq) = first_seq {
+            self.seq = seq;
+        }
+    }
+
+    pub(super) fn tracker_failed(&mut self) {
+        self.registered = false;
+        self.schedule_register(false);
+    }
+
+    pub(super) fn on_note(&mut self, n: Notification) {
+        if !self.registered {
+            return; // a snapshot follows registration
+        }
+        if self.epoch != Some(n.epoch) {
+            self.registered = false;
+            self.schedule_register(true);
+            return;
+        }
+        match n.event {
+            Event::Hugz => {
+                if n.seq > self.seq {
+                    self.need_snapshot = true;
+                }
+            }
+            _ if n.seq <= self.seq => {}
+            _ if n.seq > self.seq + 1 => {
+                debug!(
+                    have = self.seq,
+                    got = n.seq,
+                    "missed notifications; fetching a snapshot"
+                );
+                self.need_snapshot = true;
+            }
+            _ => {
+                self.seq = n.seq;
+                if let Some(o) = &self.s.observer {
+                    let _ = o.try_send(n.clone());
+                }
+                let event = n.event;
+                match event {
+                    Event::FileChanged { file } => self.apply_remote(file.entry, None),
+                    Event::PeerJoined { peer } if peer.name != self.s.name => {
+                        info!(event = %"peer_joined", peer = %peer.name, endpoint = %peer.endpoint, "peer joined");
+                        // A new source: retry what was waiting for one.
+                        for at in self.retry_at.values_mut() {
+                            *at = Instant::now();
+                        }
+                    }
+                    Event::PeerLeft { name } if name != self.s.name => {
+                        info!(event = %"peer_left", peer = %name, "peer left");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Queues a new local version for the tracker. Until the peer is
+    /// registered there is nothing to queue: registering sends the whole
+    /// index (and a first scan of a large folder would queue all of it).
+    pub(super) fn report(&mut self, entry: FileEntry) {
+        if self.registered {
+            self.outbox.push(entry);
+        }
+    }
+
+    pub(super) fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() || !self.registered {
+            return;
+        }
+        // Recorded before reported: a crash after this loses no change the
+        // cluster has heard of.
+        if let Err(e) = self.folder.flush_journal() {
+            return error!(error = %e, "cannot journal local changes; not reporting them yet");
+        }
+        for files in batch(std::mem::take(&mut self.outbox)) {
+            let req = TrackerRequest::Update {
+                name: self.s.name.clone(),
+                device: self.folder.device,
+                files,
+            };
+            match self.tracker.request(&req) {
+                Ok(_) => {}
+                Err(NetError::Refused {
+                    kind: zync_proto::ErrorKind::UnknownPeer,
+                    ..
+                }) => {
+                    self.registered = false;
+                    self.schedule_register(true);
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot report changes to the tracker");
+                    // Registration sends the whole index, so nothing is lost.
+                    self.tracker_failed();
+                    return;
+                }
+            }
+        }
+    }
+}
