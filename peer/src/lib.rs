@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod decide;
+pub mod downloads;
 pub mod engine;
 pub mod folder;
 pub mod fsops;

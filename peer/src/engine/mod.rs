@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use hashlink::LinkedHashSet;
 use tracing::{debug, error, info, warn};
 use zync_proto::{
     Causality, Event, FileEntry, Hash, Notification, RelPath, TrackerReply, TrackerRequest,
@@ -28,6 +27,7 @@ use zync_proto::{
 };
 
 use crate::decide::{self, DonePlan, LocalPlan, Outcome, RemotePlan, Step};
+use crate::downloads::Downloads;
 use crate::folder::Folder;
 use crate::fsops::{self, Found};
 use crate::hashing::{self, HashError, Stat};
@@ -131,18 +131,8 @@ pub struct Engine {
     seq: u64,
     need_snapshot: bool,
     outbox: Vec<FileEntry>,
-    // Downloads.
-    wanted: HashMap<RelPath, FileEntry>,
-    /// Paths waiting for a worker, in arrival order, each once (a hash set
-    /// with an order: a full folder's worth of paths can wait here, and
-    /// asking a `VecDeque` whether it holds one was quadratic).
-    queue: LinkedHashSet<RelPath>,
-    active: HashMap<RelPath, VersionVector>,
-    /// Current backoff of paths whose download failed (doubles per failure).
-    backoff: HashMap<RelPath, Duration>,
-    /// When to try a failed download again. An entry is removed when it
-    /// fires, so no deadline here is ever in the past for long.
-    retry_at: HashMap<RelPath, Instant>,
+    /// Every path being downloaded or waiting to be, one state each.
+    downloads: Downloads,
     // Paths that changed while being hashed: look again shortly.
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
@@ -177,6 +167,7 @@ impl Engine {
     ) -> Engine {
         let tracker = TrackerClient::new(ctx, &s.tracker, Duration::from_secs(2));
         let s_rescan = s.rescan;
+        let workers = s.workers;
         Engine {
             replica: folder.replica(&s.name),
             s,
@@ -192,11 +183,7 @@ impl Engine {
             seq: 0,
             need_snapshot: false,
             outbox: Vec::new(),
-            wanted: HashMap::new(),
-            queue: LinkedHashSet::new(),
-            active: HashMap::new(),
-            backoff: HashMap::new(),
-            retry_at: HashMap::new(),
+            downloads: Downloads::new(workers),
             unstable: BTreeSet::new(),
             unstable_at: None,
             deferred: HashMap::new(),
@@ -261,8 +248,8 @@ impl Engine {
         {
             t = t.min(d);
         }
-        for at in self.retry_at.values() {
-            t = t.min(*at);
+        if let Some(at) = self.downloads.next_wake() {
+            t = t.min(at);
         }
         if self.folder.is_dirty() {
             t = t.min(self.last_save + self.save_every);
@@ -292,21 +279,7 @@ impl Engine {
             self.scan(Cause::Rescan);
             self.next_rescan = self.s.rescan.map(|d| Instant::now() + d);
         }
-        let due: Vec<RelPath> = self
-            .retry_at
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in due {
-            self.retry_at.remove(&p);
-            if self.wanted.contains_key(&p)
-                && !self.active.contains_key(&p)
-                && !self.queue.contains(&p)
-            {
-                self.queue.insert(p);
-            }
-        }
+        self.downloads.wake_due(now);
         if self.folder.is_dirty()
             && !self.saves_stopped
             && now.duration_since(self.last_save) >= self.save_every

@@ -16,8 +16,7 @@ impl Engine {
                 debug!(path = %path, "local file is changing; the remote version waits");
                 self.deferred.insert(path, r);
             } else if !r.deleted {
-                let backoff = self.retry_later(path.clone());
-                self.wanted.insert(path.clone(), r);
+                let backoff = self.downloads.want_later(r, Instant::now());
                 warn!(path = %path, retry_in = %humantime::format_duration(backoff),
                       "cannot check the local file; not replacing it yet");
             } else {
@@ -102,9 +101,7 @@ impl Engine {
                 target
             }
         };
-        self.wanted.remove(&path);
-        self.backoff.remove(&path);
-        self.retry_at.remove(&path);
+        self.downloads.finish(&path);
         self.report(target);
     }
 
@@ -171,25 +168,11 @@ impl Engine {
     }
 
     pub(super) fn want(&mut self, r: FileEntry) {
-        let path = r.path.clone();
-        if !decide::worth_wanting(self.wanted.get(&path), &r) {
-            return;
-        }
-        self.wanted.insert(path.clone(), r);
-        if !self.active.contains_key(&path) && !self.queue.contains(&path) {
-            self.queue.insert(path);
-        }
+        self.downloads.want(r);
     }
 
     pub(super) fn dispatch(&mut self) {
-        while self.active.len() < self.s.workers {
-            let Some(path) = self.queue.pop_front() else {
-                break;
-            };
-            let Some(entry) = self.wanted.get(&path).cloned() else {
-                continue;
-            };
-            self.active.insert(path, entry.version.clone());
+        while let Some(entry) = self.downloads.next_job() {
             if self.jobs.send(Job { entry }).is_err() {
                 return;
             }
@@ -203,23 +186,25 @@ impl Engine {
         took: Duration,
     ) {
         let path = entry.path.clone();
-        self.active.remove(&path);
+        let wanted = self.downloads.done(&path);
         let outcome = match &result {
             Ok(_) => Outcome::Fetched,
             Err(FetchError::Deleted(_) | FetchError::NotFound(_)) => Outcome::Superseded,
             Err(_) => Outcome::Failed,
         };
-        let wanted = self.wanted.get(&path).map(|w| &w.version);
-        match (decide::plan_done(wanted, &entry.version, outcome), result) {
-            (DonePlan::FetchAgain, _) => {
-                self.queue.insert(path);
+        match (
+            decide::plan_done(wanted.as_ref(), &entry.version, outcome),
+            result,
+        ) {
+            (DonePlan::FetchAgain, _) => self.downloads.again(&path),
+            (DonePlan::Apply, Ok(f)) => {
+                self.apply_remote(entry, Some((f, took)));
+                self.downloads.settle(&path);
             }
-            (DonePlan::Apply, Ok(f)) => self.apply_remote(entry, Some((f, took))),
             (DonePlan::Forget, Err(e)) => {
                 // Superseded at the tracker: a notification brings what replaced it.
                 warn!(event = %"fetch_failed", path = %path, error = %e, "download dropped");
-                self.wanted.remove(&path);
-                self.backoff.remove(&path);
+                self.downloads.finish(&path);
             }
             (_, Err(e)) => {
                 let backoff = self.retry_later(path.clone());
@@ -233,11 +218,8 @@ impl Engine {
     /// Schedules the wanted version of `path` to be fetched again, after a
     /// backoff that doubles per failure (1 s to 30 s); returns the backoff.
     pub(super) fn retry_later(&mut self, path: RelPath) -> Duration {
-        let backoff = self.backoff.get(&path).map_or(Duration::from_secs(1), |b| {
-            (*b * 2).min(Duration::from_secs(30))
-        });
-        self.backoff.insert(path.clone(), backoff);
-        self.retry_at.insert(path, Instant::now() + backoff);
-        backoff
+        self.downloads
+            .retry_later(&path, Instant::now())
+            .unwrap_or_default()
     }
 }

@@ -190,9 +190,7 @@ impl Engine {
                     Event::PeerJoined { peer } if peer.name != self.s.name => {
                         info!(event = %"peer_joined", peer = %peer.name, endpoint = %peer.endpoint, "peer joined");
                         // A new source: retry what was waiting for one.
-                        for at in self.retry_at.values_mut() {
-                            *at = Instant::now();
-                        }
+                        self.downloads.wake_all(Instant::now());
                     }
                     Event::PeerLeft { name } if name != self.s.name => {
                         info!(event = %"peer_left", peer = %name, "peer left");

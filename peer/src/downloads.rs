@@ -1,0 +1,361 @@
+//! The download queue: one state per path, instead of five maps kept in
+//! step by hand. No I/O; the time is an argument.
+//!
+//! A path is wanted at one version at a time. Its download is queued (in
+//! arrival order), active on a worker (at most `workers` at once), waiting
+//! out a backoff after a failure (1 s doubling to 30 s), or idle (its bytes
+//! came back and the engine is deciding on them).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hashlink::LinkedHashSet;
+use zync_proto::{FileEntry, RelPath, VersionVector};
+
+use crate::decide;
+
+/// First wait after a failure; it doubles per failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Queued,
+    /// On a worker, fetching this version.
+    Active(VersionVector),
+    /// Failed; try again at this time.
+    Waiting(Instant),
+    /// Back from a worker; the engine decides.
+    Idle,
+}
+
+#[derive(Debug)]
+struct Download {
+    /// The version wanted now (`None`: no longer wanted, while a worker
+    /// still has the path).
+    wanted: Option<FileEntry>,
+    state: State,
+    /// The last wait, if the last try failed.
+    backoff: Option<Duration>,
+}
+
+/// Every path being downloaded or waiting to be.
+#[derive(Debug)]
+pub struct Downloads {
+    paths: HashMap<RelPath, Download>,
+    /// Queued paths, in arrival order, each once (a full folder's worth can
+    /// wait here; asking a `VecDeque` whether it holds one was quadratic).
+    queue: LinkedHashSet<RelPath>,
+    active: usize,
+    workers: usize,
+}
+
+impl Downloads {
+    /// An empty queue for `workers` concurrent downloads (at least one).
+    pub fn new(workers: usize) -> Downloads {
+        Downloads {
+            paths: HashMap::new(),
+            queue: LinkedHashSet::new(),
+            active: 0,
+            workers: workers.max(1),
+        }
+    }
+
+    /// The version wanted for `path`, if any.
+    pub fn wanted(&self, path: &RelPath) -> Option<&FileEntry> {
+        self.paths.get(path).and_then(|d| d.wanted.as_ref())
+    }
+
+    /// Wants `r` (unless the version wanted already is it or supersedes
+    /// it), and queues it at once unless it is queued already or a worker
+    /// has the path (the worker's result then fetches it after).
+    pub fn want(&mut self, r: FileEntry) {
+        if !decide::worth_wanting(self.wanted(&r.path), &r) {
+            return;
+        }
+        let path = r.path.clone();
+        let d = self.paths.entry(path.clone()).or_insert(Download {
+            wanted: None,
+            state: State::Idle,
+            backoff: None,
+        });
+        d.wanted = Some(r);
+        if matches!(d.state, State::Waiting(_) | State::Idle) {
+            d.state = State::Queued;
+            self.queue.insert(path);
+        }
+    }
+
+    /// Wants `r`, but not before a backoff (the disk could not be checked,
+    /// or the install failed); returns the backoff.
+    pub fn want_later(&mut self, r: FileEntry, now: Instant) -> Duration {
+        let path = r.path.clone();
+        let d = self.paths.entry(path.clone()).or_insert(Download {
+            wanted: None,
+            state: State::Idle,
+            backoff: None,
+        });
+        d.wanted = Some(r);
+        self.retry_later(&path, now).unwrap_or(FIRST_BACKOFF)
+    }
+
+    /// Schedules the wanted version of `path` again after a backoff that
+    /// doubles per failure; returns it (`None` if nothing is wanted there).
+    pub fn retry_later(&mut self, path: &RelPath, now: Instant) -> Option<Duration> {
+        let d = self.paths.get_mut(path)?;
+        d.wanted.as_ref()?;
+        let backoff = d
+            .backoff
+            .map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+        d.backoff = Some(backoff);
+        if matches!(d.state, State::Active(_)) {
+            // The worker's result decides; it comes back here if it fails.
+            return Some(backoff);
+        }
+        if d.state == State::Queued {
+            self.queue.remove(path);
+        }
+        d.state = State::Waiting(now + backoff);
+        Some(backoff)
+    }
+
+    /// The next download to hand a worker, if one is free and one is queued.
+    pub fn next_job(&mut self) -> Option<FileEntry> {
+        while self.active < self.workers {
+            let path = self.queue.pop_front()?;
+            let Some(d) = self.paths.get_mut(&path) else {
+                continue;
+            };
+            let (State::Queued, Some(w)) = (&d.state, &d.wanted) else {
+                continue;
+            };
+            d.state = State::Active(w.version.clone());
+            self.active += 1;
+            return Some(w.clone());
+        }
+        None
+    }
+
+    /// A worker finished `path`; returns the version wanted for it now, for
+    /// [`decide::plan_done`]. The path is idle until the engine queues it
+    /// again, schedules a retry, or settles it.
+    pub fn done(&mut self, path: &RelPath) -> Option<VersionVector> {
+        let d = self.paths.get_mut(path)?;
+        if matches!(d.state, State::Active(_)) {
+            self.active -= 1;
+            d.state = State::Idle;
+        }
+        d.wanted.as_ref().map(|w| w.version.clone())
+    }
+
+    /// Queues `path` again at once (a newer version was wanted meanwhile).
+    pub fn again(&mut self, path: &RelPath) {
+        if let Some(d) = self.paths.get_mut(path) {
+            if d.wanted.is_some() && d.state == State::Idle {
+                d.state = State::Queued;
+                self.queue.insert(path.clone());
+            }
+        }
+    }
+
+    /// `path` holds what it should (or its version is gone): nothing is
+    /// wanted there any more. A worker that still has it reports back.
+    pub fn finish(&mut self, path: &RelPath) {
+        let Some(d) = self.paths.get_mut(path) else {
+            return;
+        };
+        if matches!(d.state, State::Active(_)) {
+            d.wanted = None;
+            d.backoff = None;
+            return;
+        }
+        if d.state == State::Queued {
+            self.queue.remove(path);
+        }
+        self.paths.remove(path);
+    }
+
+    /// After the engine decided on a finished download: a path left idle
+    /// (kept, superseded, deferred) is no longer a download.
+    pub fn settle(&mut self, path: &RelPath) {
+        if self.paths.get(path).is_some_and(|d| d.state == State::Idle) {
+            self.paths.remove(path);
+        }
+    }
+
+    /// Queues every path whose backoff is over.
+    pub fn wake_due(&mut self, now: Instant) {
+        for (path, d) in &mut self.paths {
+            if matches!(d.state, State::Waiting(at) if at <= now) {
+                d.state = State::Queued;
+                self.queue.insert(path.clone());
+            }
+        }
+    }
+
+    /// Ends every backoff now (a new holder joined).
+    pub fn wake_all(&mut self, now: Instant) {
+        for d in self.paths.values_mut() {
+            if let State::Waiting(at) = &mut d.state {
+                *at = now;
+            }
+        }
+    }
+
+    /// When the next backoff ends.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.paths
+            .values()
+            .filter_map(|d| match d.state {
+                State::Waiting(at) => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Downloads on workers now.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use zync_proto::Hash;
+
+    fn v(path: &str, n: u64) -> FileEntry {
+        let mut version = VersionVector::new();
+        version.bump_at("them@1", n);
+        FileEntry {
+            path: RelPath::new(path).unwrap(),
+            size: 1,
+            mtime_ns: n as i64,
+            sha256: Hash::of(&n.to_le_bytes()),
+            blocks: vec![Hash::of(&n.to_le_bytes())],
+            version,
+            deleted: false,
+            modified_by: "them".into(),
+        }
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn jobs_go_out_in_arrival_order_and_no_more_than_the_workers() {
+        let mut d = Downloads::new(2);
+        for name in ["a", "b", "c"] {
+            d.want(v(name, 1));
+        }
+        assert_eq!(d.next_job().unwrap().path, p("a"));
+        assert_eq!(d.next_job().unwrap().path, p("b"));
+        assert!(d.next_job().is_none(), "both workers busy");
+        assert_eq!(d.active(), 2);
+        d.done(&p("a"));
+        d.finish(&p("a"));
+        assert_eq!(d.next_job().unwrap().path, p("c"));
+    }
+
+    #[test]
+    fn a_newer_version_replaces_the_wanted_one_and_an_older_one_is_ignored() {
+        let mut d = Downloads::new(1);
+        d.want(v("a", 2));
+        d.want(v("a", 1));
+        assert_eq!(d.wanted(&p("a")).unwrap().version, v("a", 2).version);
+        d.want(v("a", 3));
+        let job = d.next_job().unwrap();
+        assert_eq!(job.version, v("a", 3).version);
+        assert!(d.next_job().is_none(), "queued once");
+    }
+
+    #[test]
+    fn a_version_wanted_during_its_download_is_fetched_after_it() {
+        let mut d = Downloads::new(4);
+        d.want(v("a", 1));
+        let job = d.next_job().unwrap();
+        d.want(v("a", 2));
+        assert!(d.next_job().is_none(), "not twice at once");
+        let now = d.done(&p("a")).unwrap();
+        assert_ne!(now, job.version);
+        d.again(&p("a"));
+        assert_eq!(d.next_job().unwrap().version, v("a", 2).version);
+    }
+
+    #[test]
+    fn failures_back_off_doubling_to_thirty_seconds() {
+        let mut d = Downloads::new(1);
+        let t = Instant::now();
+        d.want(v("a", 1));
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            assert!(d.next_job().is_some());
+            d.done(&p("a"));
+            waits.push(d.retry_later(&p("a"), t).unwrap().as_secs());
+            assert!(d.next_job().is_none(), "waiting");
+            assert_eq!(
+                d.next_wake(),
+                Some(t + Duration::from_secs(*waits.last().unwrap()))
+            );
+            d.wake_due(t + Duration::from_secs(60));
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+    }
+
+    #[test]
+    fn a_new_holder_ends_every_backoff() {
+        let mut d = Downloads::new(1);
+        let t = Instant::now();
+        d.want(v("a", 1));
+        d.next_job();
+        d.done(&p("a"));
+        d.retry_later(&p("a"), t);
+        d.wake_due(t);
+        assert!(d.next_job().is_none());
+        d.wake_all(t);
+        d.wake_due(t);
+        assert!(d.next_job().is_some());
+    }
+
+    #[test]
+    fn a_path_finished_while_a_worker_has_it_is_forgotten_when_it_returns() {
+        let mut d = Downloads::new(1);
+        d.want(v("a", 1));
+        d.next_job();
+        d.finish(&p("a"));
+        assert!(d.wanted(&p("a")).is_none());
+        assert_eq!(d.active(), 1, "the worker still counts");
+        assert_eq!(d.done(&p("a")), None);
+        d.settle(&p("a"));
+        assert_eq!(d.active(), 0);
+        assert!(d.next_wake().is_none() && d.next_job().is_none());
+    }
+
+    #[test]
+    fn a_download_decided_on_and_not_requeued_is_no_longer_tracked() {
+        let mut d = Downloads::new(1);
+        d.want(v("a", 1));
+        d.next_job();
+        d.done(&p("a"));
+        d.settle(&p("a"));
+        assert!(d.wanted(&p("a")).is_none());
+        // A later notification of the same version is wanted afresh.
+        d.want(v("a", 1));
+        assert!(d.next_job().is_some());
+    }
+
+    #[test]
+    fn wanting_again_while_waiting_queues_at_once_and_keeps_the_backoff() {
+        let mut d = Downloads::new(1);
+        let t = Instant::now();
+        assert_eq!(d.want_later(v("a", 1), t), Duration::from_secs(1));
+        assert!(d.next_job().is_none());
+        d.want(v("a", 2));
+        assert!(d.next_job().is_some());
+        d.done(&p("a"));
+        assert_eq!(d.retry_later(&p("a"), t), Some(Duration::from_secs(2)));
+    }
+}
