@@ -225,6 +225,7 @@ pub fn get(
     let fetched = f.fetch(&entry, &dir, &mut |n| bar.inc(n));
     bar.finish_and_clear();
     let fetched = fetched?;
-    fetched.file.persist(&out).map_err(|e| e.error)?;
-    Ok((out, fetched.from, entry.size))
+    let from = fetched.from().to_owned();
+    fetched.persist(&out)?;
+    Ok((out, from, entry.size))
 }

@@ -72,14 +72,16 @@ pub fn prepare_target(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
     Ok(root.join(rel.as_str()))
 }
 
-/// Moves a finished temp file to `root/rel` atomically (same file system).
+/// Moves a finished temp file to `root/rel` atomically (same file system):
+/// a verified download (only through `transfer::Fetched::install`), or an
+/// upload, which is a local write like any user's.
 ///
 /// Returns the stat of what was renamed into place, taken *before* the
 /// rename (a rename keeps size, mtime and inode). Taken after, it could
 /// fail (the folder renamed away that instant) although the file was
 /// installed, or take in a user's write made right after the rename and so
 /// pass that write off as ours.
-pub fn install(tmp: tempfile::TempPath, root: &Path, rel: &RelPath) -> io::Result<Stat> {
+pub fn place(tmp: tempfile::TempPath, root: &Path, rel: &RelPath) -> io::Result<Stat> {
     let target = prepare_target(root, rel)?;
     if let Ok(m) = std::fs::symlink_metadata(&target) {
         if m.file_type().is_dir() {
@@ -95,7 +97,7 @@ pub fn install(tmp: tempfile::TempPath, root: &Path, rel: &RelPath) -> io::Resul
 }
 
 /// Renames `root/from` to `root/to` (creating `to`'s folders). Returns the
-/// stat taken before the rename, for the reasons given at [`install`]: a
+/// stat taken before the rename, for the reasons given at [`place`]: a
 /// change made in between only makes the stat stale, so the file is looked
 /// at again, never missed.
 pub fn rename(root: &Path, from: &RelPath, to: &RelPath) -> io::Result<Stat> {
@@ -154,7 +156,7 @@ mod tests {
         let tmp = tempfile::NamedTempFile::new_in(root.path())
             .unwrap()
             .into_temp_path();
-        assert!(install(tmp, root.path(), &rel).is_err());
+        assert!(place(tmp, root.path(), &rel).is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
@@ -164,7 +166,7 @@ mod tests {
         let rel = RelPath::new("a/b/c.txt").unwrap();
         let tmp = tempfile::NamedTempFile::new_in(root.path()).unwrap();
         std::fs::write(tmp.path(), b"hi").unwrap();
-        let st = install(tmp.into_temp_path(), root.path(), &rel).unwrap();
+        let st = place(tmp.into_temp_path(), root.path(), &rel).unwrap();
         assert_eq!(st.size, 2);
         assert_eq!(std::fs::read(root.path().join("a/b/c.txt")).unwrap(), b"hi");
         std::fs::write(root.path().join("a/keep"), b"").unwrap();
@@ -191,7 +193,7 @@ mod tests {
         std::fs::write(tmp.path(), b"content").unwrap();
         let before = Stat::of(&std::fs::metadata(tmp.path()).unwrap());
         let rel = RelPath::new("d/f").unwrap();
-        let st = install(tmp.into_temp_path(), root.path(), &rel).unwrap();
+        let st = place(tmp.into_temp_path(), root.path(), &rel).unwrap();
         assert_eq!(st, before);
         assert_eq!(
             Stat::of(&std::fs::metadata(root.path().join("d/f")).unwrap()),

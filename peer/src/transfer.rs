@@ -28,6 +28,9 @@ use zync_proto::{
 
 use zync_net::{self as net, Context, Message, NetError, Socket, TrackerClient};
 
+use crate::fsops;
+use crate::hashing::Stat;
+
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -107,12 +110,40 @@ pub enum HolderError {
     BadReply(#[from] DecodeError),
 }
 
-/// A finished, verified download, not yet in place.
+/// A finished, verified download, not yet in place: every block and the
+/// whole content checked against the entry's hashes. Only the fetch code
+/// here can make one (its fields are private), and [`Fetched::install`] is
+/// how a remote version gets into a folder, so no unverified bytes can.
 pub struct Fetched {
     /// The temp file, with the entry's content and mtime, fsynced.
-    pub file: tempfile::TempPath,
+    file: tempfile::TempPath,
     /// The holder it came from (empty for an empty file).
-    pub from: String,
+    from: String,
+}
+
+impl Fetched {
+    /// The holder it came from (empty for an empty file).
+    pub fn from(&self) -> &str {
+        &self.from
+    }
+
+    /// The inode of the temp file, which it keeps when renamed into place.
+    pub fn ino(&self) -> Option<u64> {
+        std::fs::symlink_metadata(&self.file)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    }
+
+    /// Renames it into place at `root/rel` (see [`fsops::place`]); returns
+    /// the stat it was renamed with.
+    pub fn install(self, root: &Path, rel: &RelPath) -> io::Result<Stat> {
+        fsops::place(self.file, root, rel)
+    }
+
+    /// Keeps it at `out`, outside any folder (`zync-peer get`).
+    pub fn persist(self, out: &Path) -> io::Result<()> {
+        self.file.persist(out).map(|_| ()).map_err(|e| e.error)
+    }
 }
 
 /// Connections to holders kept between downloads, per fetcher. Bounded.

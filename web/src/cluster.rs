@@ -516,7 +516,7 @@ impl Cluster {
 
     /// Renames a finished upload into the data folder, where the member picks it up.
     fn place(&self, tmp: tempfile::TempPath, path: &RelPath) -> Result<(), UploadError> {
-        zync_peer::fsops::install(tmp, &self.data, path)
+        zync_peer::fsops::place(tmp, &self.data, path)
             .map(|_| ())
             .map_err(UploadError::Io)
     }

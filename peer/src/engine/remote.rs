@@ -78,17 +78,16 @@ impl Engine {
                 let Some((f, took)) = fetched else { return };
                 let record = Record::Remote {
                     entry: target.clone(),
-                    ino: std::fs::symlink_metadata(&*f.file)
-                        .ok()
-                        .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
+                    ino: f.ino(),
                 };
                 if let Err(e) = self.journal_now(&record) {
                     return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
                 }
-                match fsops::install(f.file, &self.s.root, &path) {
+                let from = f.from().to_owned();
+                match f.install(&self.s.root, &path) {
                     Ok(stat) => {
                         self.kill_after_install(&path);
-                        info!(event = %"synced", path = %path, from = %f.from, bytes = target.size,
+                        info!(event = %"synced", path = %path, from = %from, bytes = target.size,
                               ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
                         self.folder.put(target.clone(), Some(stat));
                     }
