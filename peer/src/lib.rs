@@ -23,6 +23,7 @@ pub mod hashing;
 pub mod index;
 pub mod link;
 pub mod server;
+pub mod session;
 pub mod transfer;
 pub mod watch;
 

@@ -70,7 +70,7 @@ impl Engine {
     /// Records a new local version (index, and journal if it will be
     /// reported before the next save) and queues it for the tracker.
     pub(super) fn record_local(&mut self, entry: FileEntry, stat: Option<Stat>) {
-        if self.registered {
+        if self.session.is_registered() {
             let record = Record::Local {
                 entry: entry.clone(),
                 stat,

@@ -33,12 +33,13 @@ use crate::fsops::{self, Found};
 use crate::hashing::{self, HashError, Stat};
 use crate::index::Record;
 use crate::link::{LinkEvent, Registration};
+use crate::session::{NoteVerdict, Session};
 use crate::transfer::{FetchError, Fetched};
 use zync_net::{self as net, NetError, TrackerClient};
 
 mod local;
 mod remote;
-mod session;
+mod tracker;
 
 /// Everything the engine is told.
 pub enum Input {
@@ -123,13 +124,8 @@ pub struct Engine {
     jobs: Sender<Job>,
     sub_endpoints: Sender<String>,
     registration: Arc<Registration>,
-    // Tracker session.
-    registered: bool,
-    next_register: Option<Instant>,
-    register_backoff: Duration,
-    epoch: Option<u64>,
-    seq: u64,
-    need_snapshot: bool,
+    /// The tracker session's state machine.
+    session: Session,
     outbox: Vec<FileEntry>,
     /// Every path being downloaded or waiting to be, one state each.
     downloads: Downloads,
@@ -176,12 +172,7 @@ impl Engine {
             jobs,
             sub_endpoints,
             registration,
-            registered: false,
-            next_register: Some(Instant::now()),
-            register_backoff: Duration::from_millis(250),
-            epoch: None,
-            seq: 0,
-            need_snapshot: false,
+            session: Session::new(Instant::now()),
             outbox: Vec::new(),
             downloads: Downloads::new(workers),
             unstable: BTreeSet::new(),
@@ -227,7 +218,7 @@ impl Engine {
     }
 
     fn stop(&mut self) {
-        if self.registered {
+        if self.session.is_registered() {
             let req = TrackerRequest::Unregister {
                 name: self.s.name.clone(),
                 device: self.folder.device,
@@ -242,9 +233,13 @@ impl Engine {
 
     fn next_deadline(&self) -> Instant {
         let mut t = Instant::now() + Duration::from_millis(500);
-        for d in [self.next_register, self.unstable_at, self.next_rescan]
-            .into_iter()
-            .flatten()
+        for d in [
+            self.session.register_at(),
+            self.unstable_at,
+            self.next_rescan,
+        ]
+        .into_iter()
+        .flatten()
         {
             t = t.min(d);
         }
@@ -259,10 +254,10 @@ impl Engine {
 
     fn timers(&mut self) {
         let now = Instant::now();
-        if self.next_register.is_some_and(|t| t <= now) {
+        if self.session.start_register(now) {
             self.register();
         }
-        if self.registered && self.need_snapshot {
+        if self.session.wants_snapshot() {
             self.snapshot();
         }
         if self.unstable_at.is_some_and(|t| t <= now) {
@@ -305,17 +300,15 @@ impl Engine {
             Input::Rescan => self.scan(Cause::Scan),
             Input::Link(LinkEvent::Note(n)) => self.on_note(n),
             Input::Link(LinkEvent::TrackerLost { generation }) => {
-                if self.registered && self.is_current(generation) {
+                if self.session.is_registered() && self.is_current(generation) {
                     warn!(event = %"tracker_lost", tracker = %self.s.tracker, "tracker stopped answering heartbeats");
-                    self.registered = false;
-                    self.schedule_register(false);
+                    self.session.lost(Instant::now(), false);
                 }
             }
             Input::Link(LinkEvent::ForgotUs { generation }) => {
-                if self.registered && self.is_current(generation) {
+                if self.session.is_registered() && self.is_current(generation) {
                     info!(tracker = %self.s.tracker, "tracker does not know us any more; registering again");
-                    self.registered = false;
-                    self.schedule_register(true);
+                    self.session.lost(Instant::now(), true);
                 }
             }
             Input::Done {

@@ -1,25 +1,10 @@
-//! The tracker session: registering (with backoff), the paged snapshot,
-//! notifications in epoch/sequence order, and the outbox of local versions.
+//! The tracker session carried out: registering, the paged snapshot,
+//! notifications, and the outbox of local versions. What state the session
+//! is in, and what each event does to it, is [`crate::session::Session`]'s.
 
 use super::*;
 
 impl Engine {
-    pub(super) fn schedule_register(&mut self, now: bool) {
-        if now {
-            self.register_backoff = Duration::from_millis(250);
-        }
-        if self.next_register.is_none() || now {
-            self.next_register = Some(
-                Instant::now()
-                    + if now {
-                        Duration::ZERO
-                    } else {
-                        self.register_backoff
-                    },
-            );
-        }
-    }
-
     pub(super) fn batches(&self) -> Vec<Vec<FileEntry>> {
         batch(self.folder.iter().map(|le| le.entry.clone()).collect())
     }
@@ -30,8 +15,8 @@ impl Engine {
         generation == self.registration.generation.load(Ordering::Acquire)
     }
 
+    /// Registers (the session has taken the attempt as started).
     pub(super) fn register(&mut self) {
-        self.next_register = None;
         // Registering reports the whole index: record it first.
         let saved = match self.saves_stopped {
             true => Ok(()),
@@ -66,14 +51,11 @@ impl Engine {
                 publish,
                 heartbeat_ms,
             }) => {
-                if self.epoch.is_some_and(|e| e != epoch) {
+                if self.session.registered(epoch) {
                     info!(event = %"tracker_restarted", tracker = %self.s.tracker,
                           epoch = %format!("{epoch:016x}"), "tracker restarted; re-registered");
                 }
                 info!(tracker = %self.s.tracker, files = self.folder.len(), "registered with tracker");
-                self.epoch = Some(epoch);
-                self.registered = true;
-                self.register_backoff = Duration::from_millis(250);
                 self.registration
                     .heartbeat_ms
                     .store(heartbeat_ms, Ordering::Relaxed);
@@ -81,7 +63,6 @@ impl Engine {
                 let host = net::host_of(&self.s.tracker).to_owned();
                 let _ = self.sub_endpoints.send(net::reachable(&publish, &host));
                 self.outbox.clear();
-                self.need_snapshot = true;
                 if self.fault.as_deref() == Some("no-saves-after-registering") {
                     warn!("ZYNC_FAULT: the index is not saved from now on");
                     self.saves_stopped = true;
@@ -93,11 +74,9 @@ impl Engine {
     }
 
     pub(super) fn register_failed(&mut self, why: String) {
-        let wait = self.register_backoff;
+        let wait = self.session.register_failed(Instant::now());
         warn!(tracker = %self.s.tracker, error = %why, retry_in = %humantime::format_duration(wait),
               "cannot register with tracker");
-        self.register_backoff = (self.register_backoff * 2).min(Duration::from_secs(10));
-        self.next_register = Some(Instant::now() + wait);
     }
 
     /// Fetches the cluster index page by page and applies each page as it
@@ -105,7 +84,6 @@ impl Engine {
     /// page's `seq`: what changes while paging is also published, and the
     /// notifications after that `seq` are applied next (twice is harmless).
     pub(super) fn snapshot(&mut self) {
-        self.need_snapshot = false;
         let mut after = None;
         let mut first_seq = None;
         loop {
@@ -117,10 +95,8 @@ impl Engine {
                     next,
                     ..
                 }) => {
-                    if self.epoch != Some(epoch) {
+                    if !self.session.page(Instant::now(), epoch) {
                         // A tracker other than the one we registered with: start over.
-                        self.registered = false;
-                        self.schedule_register(true);
                         return;
                     }
                     debug!(
@@ -138,49 +114,31 @@ impl Engine {
                         None => break,
                     }
                 }
-                Ok(_) => return self.need_snapshot = true,
+                // Still snapshotting: the next turn of the loop asks again.
+                Ok(_) => return,
                 Err(e) => {
                     warn!(error = %e, "cannot fetch the cluster index");
-                    return self.tracker_failed();
+                    return self.session.lost(Instant::now(), false);
                 }
             }
         }
-        if let Some(seq) = first_seq {
-            self.seq = seq;
-        }
-    }
-
-    pub(super) fn tracker_failed(&mut self) {
-        self.registered = false;
-        self.schedule_register(false);
+        self.session
+            .snapshot_done(first_seq.unwrap_or(self.session.seq()));
     }
 
     pub(super) fn on_note(&mut self, n: Notification) {
-        if !self.registered {
-            return; // a snapshot follows registration
-        }
-        if self.epoch != Some(n.epoch) {
-            self.registered = false;
-            self.schedule_register(true);
-            return;
-        }
-        match n.event {
-            Event::Hugz => {
-                if n.seq > self.seq {
-                    self.need_snapshot = true;
+        let (before, hugz) = (self.session.seq(), matches!(n.event, Event::Hugz));
+        match self.session.note(Instant::now(), n.epoch, n.seq, hugz) {
+            NoteVerdict::Ignore => {
+                if self.session.wants_snapshot() && n.seq > before + 1 && !hugz {
+                    debug!(
+                        have = before,
+                        got = n.seq,
+                        "missed notifications; fetching a snapshot"
+                    );
                 }
             }
-            _ if n.seq <= self.seq => {}
-            _ if n.seq > self.seq + 1 => {
-                debug!(
-                    have = self.seq,
-                    got = n.seq,
-                    "missed notifications; fetching a snapshot"
-                );
-                self.need_snapshot = true;
-            }
-            _ => {
-                self.seq = n.seq;
+            NoteVerdict::Apply => {
                 if let Some(o) = &self.s.observer {
                     let _ = o.try_send(n.clone());
                 }
@@ -205,13 +163,13 @@ impl Engine {
     /// registered there is nothing to queue: registering sends the whole
     /// index (and a first scan of a large folder would queue all of it).
     pub(super) fn report(&mut self, entry: FileEntry) {
-        if self.registered {
+        if self.session.is_registered() {
             self.outbox.push(entry);
         }
     }
 
     pub(super) fn flush_outbox(&mut self) {
-        if self.outbox.is_empty() || !self.registered {
+        if self.outbox.is_empty() || !self.session.is_registered() {
             return;
         }
         // Recorded before reported: a crash after this loses no change the
@@ -231,14 +189,13 @@ impl Engine {
                     kind: zync_proto::ErrorKind::UnknownPeer,
                     ..
                 }) => {
-                    self.registered = false;
-                    self.schedule_register(true);
+                    self.session.lost(Instant::now(), true);
                     return;
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot report changes to the tracker");
                     // Registration sends the whole index, so nothing is lost.
-                    self.tracker_failed();
+                    self.session.lost(Instant::now(), false);
                     return;
                 }
             }
