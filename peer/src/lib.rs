@@ -10,10 +10,12 @@
 //!   pure functions; the [`folder`] it owns is the only writer of the local
 //!   [`index`] and of what the server may serve.
 //!
-//! The one-shot CLI commands (`ls`, `peers`, `get`) live in [`cli`].
+//! The one-shot CLI commands (`ls`, `peers`, `get`) live in [`cli`], on top
+//! of the [`client`], which is also what zync-web uses.
 //! Sockets come from `zync-net`, the only crate that touches ZeroMQ.
 
 pub mod cli;
+pub mod client;
 pub mod decide;
 pub mod downloads;
 pub mod engine;

@@ -119,6 +119,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let ctx = zync_net::Context::new();
+    let client = zync_peer::client::Client::new(&ctx, &cli.tracker);
     // Buffered: a listing leaves in a few large writes, not one per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     match cli.cmd {
@@ -150,16 +151,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             zync_peer::run(cfg, stop).context("cannot start peer")?;
         }
         Cmd::Ls { json } => {
-            let rows = zync_peer::cli::files(&ctx, &cli.tracker)?;
+            let rows = client.files()?;
             zync_peer::cli::print_files(&rows, json, &mut stdout)?;
         }
         Cmd::Peers { json } => {
-            let rows = zync_peer::cli::peers(&ctx, &cli.tracker)?;
+            let rows = client.peers()?;
             zync_peer::cli::print_peers(&rows, json, &mut stdout)?;
         }
         Cmd::Get { path, output } => {
-            let (out, from, size) =
-                zync_peer::cli::get(&ctx, &cli.tracker, &path, output.as_deref())?;
+            let (out, from, size) = zync_peer::cli::get(&client, &path, output.as_deref())?;
             eprintln!(
                 "{path}: {size} bytes from {from}, verified, written to {}",
                 out.display()

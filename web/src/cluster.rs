@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
-use zync_peer::transfer::{Block, BlockStream, FetchError, Fetcher};
+use zync_peer::client::{Block, BlockStream, Client, ClientError, FetchError, Fetcher};
 use zync_proto::{Event, FileEntry, Hash, Notification, RelPath, BLOCK_SIZE};
 
 use crate::http::{self, Range, Target};
@@ -31,8 +31,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The cluster face's state.
 pub struct Cluster {
-    ctx: zync_net::Context,
-    tracker: String,
+    client: Client,
     data: PathBuf,
     uploads: PathBuf,
     feeds: Mutex<Vec<Sender<String>>>,
@@ -89,8 +88,7 @@ impl Cluster {
             .name("zync-web-member".into())
             .spawn(move || member.wait())?;
         let c = Arc::new(Cluster {
-            ctx: zync_net::Context::new(),
-            tracker: join.tracker,
+            client: Client::new(&zync_net::Context::new(), &join.tracker),
             data,
             uploads,
             feeds: Mutex::new(Vec::new()),
@@ -142,12 +140,8 @@ impl Cluster {
         Some(match comps.as_slice() {
             [] if !root_has_index(state) => self.only_get(req, dashboard),
             ["cluster"] => self.only_get(req, dashboard),
-            ["api", "files"] => self.only_get(req, || {
-                self.api(zync_peer::cli::files(&self.ctx, &self.tracker))
-            }),
-            ["api", "peers"] => self.only_get(req, || {
-                self.api(zync_peer::cli::peers(&self.ctx, &self.tracker))
-            }),
+            ["api", "files"] => self.only_get(req, || self.api(self.client.files())),
+            ["api", "peers"] => self.only_get(req, || self.api(self.client.peers())),
             ["api", "hits"] => self.only_get(req, || Reply::json(200, &state.hits())),
             ["api", "events"] => self.only_get(req, || self.events()),
             ["api", "resolve", ..] if get => match rest(2) {
@@ -187,7 +181,7 @@ impl Cluster {
         }
     }
 
-    fn api<T: Serialize>(&self, r: Result<T, zync_peer::cli::CliError>) -> Reply {
+    fn api<T: Serialize>(&self, r: Result<T, ClientError>) -> Reply {
         match r {
             Ok(v) => Reply::json(200, &v),
             Err(e) => Reply::json(503, &serde_json::json!({"error": e.to_string()})),
@@ -203,7 +197,7 @@ impl Cluster {
     }
 
     fn fetcher(&self) -> Fetcher {
-        Fetcher::new(&self.ctx, &self.tracker, None)
+        self.client.fetcher()
     }
 
     fn resolve(&self, path: &RelPath) -> Reply {

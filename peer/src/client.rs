@@ -1,0 +1,161 @@
+//! The cluster client other programs are built on (the CLI and zync-web):
+//! list the cluster's files and peers, locate a file, download it verified
+//! from its holders. An API boundary: zync-web uses this, not the engine.
+
+use std::io;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use zync_net::{Context, NetError, TrackerClient};
+use zync_proto::{FileEntry, RelPath, TrackerReply, TrackerRequest};
+
+pub use crate::transfer::{Block, BlockStream, FetchError, Fetched, Fetcher, HolderError};
+
+/// A client of one cluster. Cheap to clone; each call opens what it needs.
+#[derive(Clone)]
+pub struct Client {
+    ctx: Context,
+    tracker: String,
+}
+
+/// How long a request waits for the tracker.
+pub const TRACKER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a client request failed; each prints as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The tracker failed or did not answer.
+    #[error("tracker: {0}")]
+    Tracker(#[from] NetError),
+    /// The download failed.
+    #[error("{0}")]
+    Fetch(#[from] FetchError),
+    /// The path is not a valid cluster path.
+    #[error("{0}")]
+    Path(#[from] zync_proto::PathError),
+    /// Writing output failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The tracker sent something unexpected.
+    #[error("unexpected reply from the tracker")]
+    Unexpected,
+    /// The tracker restarted while the listing was being read; try again.
+    #[error("the tracker restarted during the listing; try again")]
+    TrackerRestarted,
+}
+
+/// One file in `ls --json`.
+#[derive(Serialize)]
+pub struct FileRow {
+    /// Path in the folder.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, RFC 3339.
+    pub mtime: String,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Content hash (hex).
+    pub sha256: String,
+    /// Version vector.
+    pub version: String,
+    /// Who made this version.
+    pub modified_by: String,
+    /// Live peers holding it.
+    pub holders: Vec<String>,
+}
+
+/// One peer in `peers --json`.
+#[derive(Serialize)]
+pub struct PeerRow {
+    /// Peer name.
+    pub name: String,
+    /// Transfer endpoint.
+    pub endpoint: String,
+    /// Milliseconds since the tracker last heard from it.
+    pub last_seen_ms: u64,
+}
+
+fn rfc3339(ns: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64))
+        .to_string()
+}
+
+impl Client {
+    /// A client of the cluster whose tracker is at `tracker` (`HOST:PORT`).
+    pub fn new(ctx: &Context, tracker: &str) -> Client {
+        Client {
+            ctx: ctx.clone(),
+            tracker: tracker.to_owned(),
+        }
+    }
+
+    /// The cluster's live files (tombstones left out), sorted by path, read
+    /// page by page.
+    pub fn files(&self) -> Result<Vec<FileRow>, ClientError> {
+        let mut c = TrackerClient::new(&self.ctx, &self.tracker, TRACKER_TIMEOUT);
+        let mut files = Vec::new();
+        let mut after = None;
+        let mut epoch = None;
+        loop {
+            let TrackerReply::Snapshot {
+                epoch: e,
+                files: page,
+                next,
+                ..
+            } = c.request(&TrackerRequest::List { after })?
+            else {
+                return Err(ClientError::Unexpected);
+            };
+            if epoch.is_some_and(|was| was != e) {
+                return Err(ClientError::TrackerRestarted);
+            }
+            epoch = Some(e);
+            files.extend(page.into_iter().filter(|f| !f.entry.deleted));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok(files
+            .into_iter()
+            .map(|f| FileRow {
+                path: f.entry.path.to_string(),
+                size: f.entry.size,
+                mtime: rfc3339(f.entry.mtime_ns),
+                mtime_ns: f.entry.mtime_ns,
+                sha256: f.entry.sha256.to_hex(),
+                version: f.entry.version.to_string(),
+                modified_by: f.entry.modified_by,
+                holders: f.holders,
+            })
+            .collect())
+    }
+
+    /// The live peers.
+    pub fn peers(&self) -> Result<Vec<PeerRow>, ClientError> {
+        let mut c = TrackerClient::new(&self.ctx, &self.tracker, TRACKER_TIMEOUT);
+        let TrackerReply::Peers { peers } = c.request(&TrackerRequest::Peers)? else {
+            return Err(ClientError::Unexpected);
+        };
+        Ok(peers
+            .into_iter()
+            .map(|p| PeerRow {
+                name: p.name,
+                endpoint: p.endpoint,
+                last_seen_ms: p.last_seen_ms,
+            })
+            .collect())
+    }
+
+    /// The current entry of `path` (tombstones included).
+    pub fn locate(&self, path: &RelPath) -> Result<FileEntry, FetchError> {
+        self.fetcher().lookup(path)
+    }
+
+    /// A downloader of file versions from their holders (verified block by
+    /// block): [`Fetcher::fetch`] to a file, [`Fetcher::stream`] as blocks.
+    pub fn fetcher(&self) -> Fetcher {
+        Fetcher::new(&self.ctx, &self.tracker, None)
+    }
+}
