@@ -75,12 +75,7 @@ impl Downloads {
             return;
         }
         let path = r.path.clone();
-        let d = self.paths.entry(path.clone()).or_insert(Download {
-            wanted: None,
-            state: State::Idle,
-            backoff: None,
-        });
-        d.wanted = Some(r);
+        let d = self.set_wanted(r);
         if matches!(d.state, State::Waiting(_) | State::Idle) {
             d.state = State::Queued;
             self.queue.insert(path);
@@ -91,13 +86,19 @@ impl Downloads {
     /// or the install failed); returns the backoff.
     pub fn want_later(&mut self, r: FileEntry, now: Instant) -> Duration {
         let path = r.path.clone();
-        let d = self.paths.entry(path.clone()).or_insert(Download {
+        self.set_wanted(r);
+        self.retry_later(&path, now).unwrap_or(FIRST_BACKOFF)
+    }
+
+    /// Makes `r` the version wanted for its path (a new path starts idle).
+    fn set_wanted(&mut self, r: FileEntry) -> &mut Download {
+        let d = self.paths.entry(r.path.clone()).or_insert(Download {
             wanted: None,
             state: State::Idle,
             backoff: None,
         });
         d.wanted = Some(r);
-        self.retry_later(&path, now).unwrap_or(FIRST_BACKOFF)
+        d
     }
 
     /// Schedules the wanted version of `path` again after a backoff that
