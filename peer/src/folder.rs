@@ -1,32 +1,57 @@
 //! A synced folder's state, with one owner: [`Folder`] is the only way to
-//! change the local index, and the set of files the block server may serve
-//! follows from it by one rule, so the two can never disagree.
+//! change the local index, the set of files the block server may serve, and
+//! (for sync) the files on disk.
 //!
-//! The served set is `{ path → (sha256, size) }` of every entry that is not
-//! a tombstone and has a file on disk (a recorded stat). The block server
-//! sees it through a read-only [`ServedView`].
+//! - The served set is `{ path → (sha256, size) }` of every entry that is
+//!   not a tombstone and has a file on disk (a recorded stat). It follows
+//!   from the index by that one rule; the block server sees it through a
+//!   read-only [`ServedView`].
+//! - Replacing, deleting or moving a file aside takes a [`Fresh`]: proof
+//!   that the index agrees with what the disk holds at that path, as just
+//!   seen. Only looking makes one ([`Folder::look`], [`Folder::hash`], then
+//!   [`Folder::confirm`]), and each change consumes it, so a file can only
+//!   be replaced by code that has just compared it with the index: an edit
+//!   the index has not seen is never overwritten.
+//! - Installing takes a [`Fetched`], which only the verifying download code
+//!   makes: only verified content lands under a file's real name.
+//! - Every change to the disk is journaled first ([`Record::Remote`]), so a
+//!   crash right after it is recognised at the next start.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io;
 use std::sync::{Arc, RwLock};
 
 use zync_proto::{FileEntry, Hash, RelPath};
 
-use crate::hashing::Stat;
+use crate::fsops::{Found, Root};
+use crate::hashing::{self, HashError, Hashed, Stat};
 use crate::index::{IndexError, LocalEntry, LocalIndex, Record};
+use crate::transfer::Fetched;
 
-/// What the block server may serve: path → (content hash, size). Read-only;
-/// only a [`Folder`] changes it.
-#[derive(Clone, Default)]
-pub struct ServedView(Arc<RwLock<HashMap<RelPath, (Hash, u64)>>>);
+/// What the block server may serve: path → (content hash, size), and the
+/// folder to read it from. Read-only; only a [`Folder`] changes it.
+#[derive(Clone)]
+pub struct ServedView {
+    map: Arc<RwLock<HashMap<RelPath, (Hash, u64)>>>,
+    root: Root,
+}
 
 impl ServedView {
     /// The content `path` may be served with, if any.
     pub fn lookup(&self, path: &RelPath) -> Option<(Hash, u64)> {
-        self.0.read().ok().and_then(|m| m.get(path).copied())
+        self.map.read().ok().and_then(|m| m.get(path).copied())
+    }
+
+    /// Opens `path` for serving (after [`ServedView::lookup`] said it may
+    /// be). The reader checks what it reads against the served size; the
+    /// receiver checks every block against its hash.
+    pub fn open(&self, path: &RelPath) -> io::Result<File> {
+        self.root.open(path)
     }
 
     fn set(&self, path: &RelPath, served: Option<(Hash, u64)>) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.map.write() {
             match served {
                 Some(v) => m.insert(path.clone(), v),
                 None => m.remove(path),
@@ -35,12 +60,64 @@ impl ServedView {
     }
 }
 
-/// The local index of one folder and what it lets the block server serve.
-/// Reads go through `Deref` to the [`LocalIndex`]; every change of an entry
-/// goes through [`Folder::put`] or [`Folder::set_stat`].
+/// What the disk held at one path, as just seen. Only [`Folder::look`] and
+/// [`Folder::hash`] make one.
+#[derive(Debug)]
+pub struct Seen {
+    path: RelPath,
+    found: Found,
+}
+
+impl Seen {
+    /// What was there.
+    pub fn found(&self) -> Found {
+        self.found
+    }
+}
+
+/// Proof that the index agrees with the disk at one path, as just seen:
+/// what [`Folder::install`], [`Folder::delete`], [`Folder::adopt`] and
+/// [`Folder::move_aside`] need. Only [`Folder::confirm`] makes one.
+#[derive(Debug)]
+#[must_use]
+pub struct Fresh {
+    path: RelPath,
+    /// The stat the index and the disk agree on (`None`: no file of ours).
+    stat: Option<Stat>,
+}
+
+impl Fresh {
+    /// The path it is about.
+    pub fn path(&self) -> &RelPath {
+        &self.path
+    }
+}
+
+/// Why the folder did not make a change.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// The proof was for another path, or the index changed there since.
+    #[error("{0}: the index changed since the disk was looked at")]
+    Stale(RelPath),
+    /// The change could not be journaled first, so it was not made.
+    #[error("cannot journal the change first, so it was not made: {0}")]
+    Journal(#[from] IndexError),
+    /// The file system refused.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Called right after a file is installed, before the index records it
+/// (the crash tests' fault injection).
+pub type InstallHook = Box<dyn Fn(&RelPath) + Send>;
+
+/// The local index of one folder, what it lets the block server serve, and
+/// the folder on disk. Reads go through `Deref` to the [`LocalIndex`].
 pub struct Folder {
     index: LocalIndex,
     served: ServedView,
+    root: Root,
+    after_install: Option<InstallHook>,
 }
 
 fn served(le: &LocalEntry) -> Option<(Hash, u64)> {
@@ -48,21 +125,156 @@ fn served(le: &LocalEntry) -> Option<(Hash, u64)> {
 }
 
 impl Folder {
-    /// Takes over `index`; everything it holds on disk becomes servable.
-    pub fn new(index: LocalIndex) -> Folder {
-        let view = ServedView::default();
+    /// Takes over `index` of the folder at `root`; everything it holds on
+    /// disk becomes servable.
+    pub fn new(index: LocalIndex, root: Root) -> Folder {
+        let view = ServedView {
+            map: Arc::default(),
+            root: root.clone(),
+        };
         for le in index.iter() {
             view.set(&le.entry.path, served(le));
         }
         Folder {
             index,
             served: view,
+            root,
+            after_install: None,
         }
+    }
+
+    /// Calls `hook` right after each install, before the index records it.
+    pub fn on_install(&mut self, hook: InstallHook) {
+        self.after_install = Some(hook);
+    }
+
+    /// The folder on disk.
+    pub fn root(&self) -> &Root {
+        &self.root
     }
 
     /// The read-only view the block server serves from.
     pub fn view(&self) -> ServedView {
         self.served.clone()
+    }
+
+    /// Looks at what is on disk at `rel` now.
+    pub fn look(&self, rel: &RelPath) -> io::Result<Seen> {
+        Ok(Seen {
+            path: rel.clone(),
+            found: self.root.look(rel)?,
+        })
+    }
+
+    /// Hashes the file `seen` found; what it returns is seen anew (the
+    /// stat the file had, unchanged, while it was read).
+    pub fn hash(&self, seen: &Seen) -> Result<(Hashed, Seen), HashError> {
+        let h = hashing::hash_file(&self.root.file(&seen.path))?;
+        let again = Seen {
+            path: seen.path.clone(),
+            found: Found::File(h.stat),
+        };
+        Ok((h, again))
+    }
+
+    /// The proof that the index agrees with `seen`, if it does: a file with
+    /// the recorded stat, or no file where none of ours is recorded.
+    pub fn confirm(&self, seen: Seen) -> Option<Fresh> {
+        let on_disk = match seen.found {
+            Found::File(st) => Some(st),
+            Found::Missing | Found::Dir | Found::Other => None,
+        };
+        (self.recorded_stat(&seen.path) == on_disk).then_some(Fresh {
+            path: seen.path,
+            stat: on_disk,
+        })
+    }
+
+    fn recorded_stat(&self, path: &RelPath) -> Option<Stat> {
+        self.index.get(path).and_then(|l| l.stat)
+    }
+
+    fn check(&self, fresh: &Fresh, target: &FileEntry) -> Result<(), FolderError> {
+        if fresh.path != target.path || self.recorded_stat(&fresh.path) != fresh.stat {
+            return Err(FolderError::Stale(fresh.path.clone()));
+        }
+        Ok(())
+    }
+
+    /// Renames the verified content `f` into place as `target`, journaled
+    /// first; returns the stat it was installed with.
+    pub fn install(
+        &mut self,
+        fresh: Fresh,
+        target: FileEntry,
+        f: Fetched,
+    ) -> Result<Stat, FolderError> {
+        self.check(&fresh, &target)?;
+        self.journal_now(&Record::Remote {
+            entry: target.clone(),
+            ino: f.ino(),
+        })?;
+        let stat = f.install(&self.root, &target.path)?;
+        if let Some(hook) = &self.after_install {
+            hook(&target.path);
+        }
+        self.put(target, Some(stat));
+        Ok(stat)
+    }
+
+    /// Records the tombstone `target`, first removing our file (journaled)
+    /// if one is there. Returns whether a file was removed.
+    pub fn delete(&mut self, fresh: Fresh, target: FileEntry) -> Result<bool, FolderError> {
+        self.check(&fresh, &target)?;
+        let on_disk = fresh.stat.is_some()
+            && self
+                .index
+                .get(&target.path)
+                .is_some_and(|l| !l.entry.deleted);
+        if on_disk {
+            self.journal_now(&Record::Remote {
+                entry: target.clone(),
+                ino: None,
+            })?;
+            self.root.remove_and_prune(&target.path)?;
+        }
+        self.put(target, None);
+        Ok(on_disk)
+    }
+
+    /// Records `target` for the file already on disk, which holds its
+    /// content (two peers made the same bytes).
+    pub fn adopt(&mut self, fresh: Fresh, target: FileEntry) -> Result<(), FolderError> {
+        self.check(&fresh, &target)?;
+        // Buffered: losing it costs only a re-hash that merges again.
+        let journaled = self.index.journal(&Record::Remote {
+            entry: target.clone(),
+            ino: None,
+        });
+        self.put(target, fresh.stat);
+        journaled.map_err(FolderError::from)
+    }
+
+    /// Renames our file at the proof's path to `copy`; the path then awaits
+    /// other content (no file recorded). Returns the stat the copy has, and
+    /// the proof for the path as it now is. The caller records the copy.
+    pub fn move_aside(
+        &mut self,
+        fresh: Fresh,
+        copy: &RelPath,
+    ) -> Result<(Stat, Fresh), FolderError> {
+        if self.recorded_stat(&fresh.path) != fresh.stat {
+            return Err(FolderError::Stale(fresh.path));
+        }
+        let stat = self.root.rename(&fresh.path, copy)?;
+        self.set_stat(&fresh.path, None);
+        Ok((
+            stat,
+            Fresh {
+                path: fresh.path,
+                stat: None,
+            },
+        ))
     }
 
     /// Records `entry`, with the stat of its file on disk (`None`: no file
@@ -86,6 +298,13 @@ impl Folder {
     /// Appends `record` to the journal (buffered).
     pub fn journal(&mut self, record: &Record) -> Result<(), IndexError> {
         self.index.journal(record)
+    }
+
+    /// Journals `record` and writes it out at once: for a change about to
+    /// be made on disk.
+    fn journal_now(&mut self, record: &Record) -> Result<(), IndexError> {
+        self.index.journal(record)?;
+        self.index.flush_journal()
     }
 
     /// Writes the buffered journal records out.
@@ -144,7 +363,7 @@ mod tests {
         let mut index = LocalIndex::load(dir.path()).unwrap();
         index.put(entry("kept", b"k", false), Some(stat(1)));
         index.put(entry("gone", b"", true), None);
-        let mut f = Folder::new(index);
+        let mut f = Folder::new(index, Root::new(dir.path().canonicalize().unwrap()));
         let view = f.view();
         let p = |s: &str| RelPath::new(s).unwrap();
         assert_eq!(view.lookup(&p("kept")), Some((Hash::of(b"k"), 1)));
@@ -165,5 +384,136 @@ mod tests {
         // A stat for a path the index does not hold serves nothing.
         f.set_stat(&p("stranger"), Some(stat(9)));
         assert_eq!(view.lookup(&p("stranger")), None);
+    }
+
+    /// A folder in a temp dir with `a` = "old" on disk and indexed.
+    fn folder_with_a() -> (tempfile::TempDir, Folder) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().canonicalize().unwrap());
+        std::fs::create_dir_all(root.state()).unwrap();
+        let index = LocalIndex::load(root.state()).unwrap();
+        let mut f = Folder::new(index, root);
+        let a = RelPath::new("a").unwrap();
+        std::fs::write(f.root().file(&a), b"old").unwrap();
+        let Found::File(st) = f.root().look(&a).unwrap() else {
+            panic!("no file")
+        };
+        f.put(entry("a", b"old", false), Some(st));
+        (dir, f)
+    }
+
+    fn fetched(f: &Folder, content: &[u8]) -> Fetched {
+        let tmp = tempfile::NamedTempFile::new_in(f.root().state()).unwrap();
+        std::fs::write(tmp.path(), content).unwrap();
+        // Dated like a download (the entry's mtime), not "being written".
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        tmp.as_file().set_modified(then).unwrap();
+        Fetched::check_local(tmp.into_temp_path(), Hash::of(content)).unwrap()
+    }
+
+    fn edit_later(f: &Folder, rel: &RelPath, content: &[u8]) {
+        // Another size, so the stat differs whatever the clock's grain.
+        std::fs::write(f.root().file(rel), content).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_replaced_only_with_proof_that_the_index_has_seen_it() {
+        let (_d, mut f) = folder_with_a();
+        let a = RelPath::new("a").unwrap();
+        let fresh = f
+            .confirm(f.look(&a).unwrap())
+            .expect("index and disk agree");
+
+        // The user edits the file after it was looked at: nothing proves
+        // the index knows the edit, so no new look confirms, ...
+        edit_later(&f, &a, b"the user's edit");
+        assert!(f.confirm(f.look(&a).unwrap()).is_none());
+        // ... and an install with the old proof is refused once the index
+        // moved on (it recorded the edit's stat meanwhile).
+        let Found::File(st) = f.root().look(&a).unwrap() else {
+            panic!()
+        };
+        f.set_stat(&a, Some(st));
+        let err = f
+            .install(fresh, entry("a", b"new", false), fetched(&f, b"new"))
+            .unwrap_err();
+        assert!(matches!(err, FolderError::Stale(_)), "{err}");
+        assert_eq!(
+            std::fs::read(f.root().file(&a)).unwrap(),
+            b"the user's edit"
+        );
+
+        // With a proof of what is there now, the install goes through.
+        let fresh = f.confirm(f.look(&a).unwrap()).unwrap();
+        let stat = f
+            .install(fresh, entry("a", b"new", false), fetched(&f, b"new"))
+            .unwrap();
+        assert_eq!(std::fs::read(f.root().file(&a)).unwrap(), b"new");
+        assert_eq!(f.get(&a).unwrap().stat, Some(stat));
+        assert_eq!(f.view().lookup(&a), Some((Hash::of(b"new"), 3)));
+    }
+
+    #[test]
+    fn a_proof_is_for_one_path_only() {
+        let (_d, mut f) = folder_with_a();
+        let b = RelPath::new("b").unwrap();
+        let fresh_b = f
+            .confirm(f.look(&b).unwrap())
+            .expect("nothing there, nothing indexed");
+        let err = f
+            .install(fresh_b, entry("a", b"x", false), fetched(&f, b"x"))
+            .unwrap_err();
+        assert!(matches!(err, FolderError::Stale(_)));
+        assert_eq!(
+            std::fs::read(f.root().file(&RelPath::new("a").unwrap())).unwrap(),
+            b"old"
+        );
+    }
+
+    #[test]
+    fn moving_aside_then_installing_keeps_both_contents() {
+        let (_d, mut f) = folder_with_a();
+        let a = RelPath::new("a").unwrap();
+        let copy = RelPath::new("a.conflict").unwrap();
+        let fresh = f.confirm(f.look(&a).unwrap()).unwrap();
+        let (_, fresh) = f.move_aside(fresh, &copy).unwrap();
+        assert_eq!(f.view().lookup(&a), None, "content awaited is not served");
+        f.install(fresh, entry("a", b"theirs", false), fetched(&f, b"theirs"))
+            .unwrap();
+        assert_eq!(std::fs::read(f.root().file(&a)).unwrap(), b"theirs");
+        assert_eq!(std::fs::read(f.root().file(&copy)).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_deletion_removes_our_file_and_its_empty_folders_journaled_first() {
+        let (_d, mut f) = folder_with_a();
+        let deep = RelPath::new("d/e/f").unwrap();
+        std::fs::create_dir_all(f.root().file(&RelPath::new("d/e").unwrap())).unwrap();
+        std::fs::write(f.root().file(&deep), b"x").unwrap();
+        let Found::File(st) = f.root().look(&deep).unwrap() else {
+            panic!()
+        };
+        f.put(entry("d/e/f", b"x", false), Some(st));
+        let fresh = f.confirm(f.look(&deep).unwrap()).unwrap();
+        assert!(f.delete(fresh, entry("d/e/f", b"", true)).unwrap());
+        assert!(!f.root().dir().join("d").exists());
+        assert!(f.get(&deep).unwrap().entry.deleted);
+        assert_eq!(f.view().lookup(&deep), None);
+        // The journal holds the deletion, so a crash now is recognised.
+        let state = f.root().state().to_path_buf();
+        drop(f);
+        let mut again = LocalIndex::load(&state).unwrap();
+        assert!(again.take_journal().iter().any(
+            |r| matches!(r, Record::Remote { entry, .. } if entry.path == deep && entry.deleted)
+        ));
+    }
+
+    #[test]
+    fn a_deletion_where_no_file_of_ours_is_leaves_the_disk_alone() {
+        let (_d, mut f) = folder_with_a();
+        let b = RelPath::new("b").unwrap();
+        let fresh = f.confirm(f.look(&b).unwrap()).unwrap();
+        assert!(!f.delete(fresh, entry("b", b"", true)).unwrap());
+        assert!(f.get(&b).unwrap().entry.deleted);
     }
 }

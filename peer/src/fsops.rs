@@ -1,13 +1,18 @@
-//! File-system operations on a synced folder, all addressed by [`RelPath`]:
-//! resolving a path safely (no symlinked or non-directory ancestors, so a
-//! path can only land inside the folder), installing a verified temp file,
-//! removing a file and the folders it leaves empty, and naming conflicts.
+//! File-system operations on a synced folder, all addressed by [`RelPath`]
+//! through one type, [`Root`]: the only place a `RelPath` becomes a path on
+//! disk. It resolves a path safely (no symlinked or non-directory
+//! ancestors, so a path can only land inside the folder), installs a
+//! finished temp file, removes a file and the folders it leaves empty, and
+//! walks the folder (never into its state folder).
 
+use std::collections::BTreeSet;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use zync_proto::RelPath;
+use tracing::warn;
+use zync_proto::{PathError, RelPath, STATE_DIR_NAME};
 
 use crate::hashing::Stat;
 
@@ -24,107 +29,175 @@ pub enum Found {
     Other,
 }
 
-/// Looks at `root/rel` without following a final symlink.
-pub fn look(root: &Path, rel: &RelPath) -> io::Result<Found> {
-    match std::fs::symlink_metadata(root.join(rel.as_str())) {
-        Ok(m) if m.file_type().is_file() => Ok(Found::File(Stat::of(&m))),
-        Ok(m) if m.file_type().is_dir() => Ok(Found::Dir),
-        Ok(_) => Ok(Found::Other),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            Ok(Found::Missing)
-        }
-        Err(e) => Err(e),
-    }
+/// A synced folder's root (canonical): every path of the folder on disk is
+/// made here, from a [`RelPath`].
+#[derive(Clone, Debug)]
+pub struct Root {
+    dir: PathBuf,
+    state: PathBuf,
 }
 
-/// `root/rel`, after checking that no existing ancestor below `root` is a
-/// symlink or a non-directory, and creating the missing ones.
-pub fn prepare_target(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<&str> = rel.components().collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        cur.push(c);
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(_) => {
+impl Root {
+    /// The folder at `dir`, which must be canonical (no symlink, absolute),
+    /// so that a path inside it can be recognised by its prefix.
+    pub fn new(dir: PathBuf) -> Root {
+        let state = dir.join(STATE_DIR_NAME);
+        Root { dir, state }
+    }
+
+    /// The folder itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The state folder inside it (index, journal, staging), never synced.
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// `rel` on disk. Reading through it is safe; to write, use
+    /// [`Root::prepare_target`] (or a method built on it), which checks the
+    /// ancestors.
+    pub fn file(&self, rel: &RelPath) -> PathBuf {
+        self.dir.join(rel.as_str())
+    }
+
+    /// The synced path of `p`, a path inside the folder.
+    pub fn rel(&self, p: &Path) -> Result<RelPath, PathError> {
+        RelPath::from_local(&self.dir, p)
+    }
+
+    /// Whether `p` is the state folder or inside it.
+    pub fn is_state(&self, p: &Path) -> bool {
+        p.starts_with(&self.state)
+    }
+
+    /// Opens `rel` for reading.
+    pub fn open(&self, rel: &RelPath) -> io::Result<File> {
+        File::open(self.file(rel))
+    }
+
+    /// Adds every regular file at or below `dir` (a path inside the folder)
+    /// to `out`, skipping the state folder; a name that cannot be synced is
+    /// logged and left out.
+    pub fn walk(&self, dir: &Path, out: &mut BTreeSet<RelPath>) {
+        let it = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+        for item in it.filter_entry(|e| !self.is_state(e.path())) {
+            match item {
+                Ok(e) if e.file_type().is_file() => match self.rel(e.path()) {
+                    Ok(p) => {
+                        out.insert(p);
+                    }
+                    Err(err) => warn!(path = %e.path().display(), error = %err, "not synced"),
+                },
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot read part of the folder"),
+            }
+        }
+    }
+
+    /// Looks at `rel` without following a final symlink.
+    pub fn look(&self, rel: &RelPath) -> io::Result<Found> {
+        match std::fs::symlink_metadata(self.file(rel)) {
+            Ok(m) if m.file_type().is_file() => Ok(Found::File(Stat::of(&m))),
+            Ok(m) if m.file_type().is_dir() => Ok(Found::Dir),
+            Ok(_) => Ok(Found::Other),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(Found::Missing)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `rel` on disk, after checking that no existing ancestor below the
+    /// root is a symlink or a non-directory, and creating the missing ones.
+    pub fn prepare_target(&self, rel: &RelPath) -> io::Result<PathBuf> {
+        let mut cur = self.dir.clone();
+        let comps: Vec<&str> = rel.components().collect();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            cur.push(c);
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{} is not a plain directory", cur.display()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(&cur)
+                    .or_else(|e| {
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.file(rel))
+    }
+
+    /// Moves a finished temp file to `rel` atomically (same file system):
+    /// a verified download (only through `transfer::Fetched::install`), or an
+    /// upload, which is a local write like any user's.
+    ///
+    /// Returns the stat of what was renamed into place, taken *before* the
+    /// rename (a rename keeps size, mtime and inode). Taken after, it could
+    /// fail (the folder renamed away that instant) although the file was
+    /// installed, or take in a user's write made right after the rename and so
+    /// pass that write off as ours.
+    pub fn place(&self, tmp: tempfile::TempPath, rel: &RelPath) -> io::Result<Stat> {
+        let target = self.prepare_target(rel)?;
+        if let Ok(m) = std::fs::symlink_metadata(&target) {
+            if m.file_type().is_dir() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("{} is not a plain directory", cur.display()),
-                ))
+                    format!("{} is a directory", target.display()),
+                ));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir(&cur).or_else(|e| {
-                    if e.kind() == io::ErrorKind::AlreadyExists {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?
-            }
+        }
+        let stat = Stat::of(&std::fs::symlink_metadata(&tmp)?);
+        tmp.persist(&target).map_err(|e| e.error)?;
+        Ok(stat)
+    }
+
+    /// Renames `from` to `to` (creating `to`'s folders). Returns the
+    /// stat taken before the rename, for the reasons given at [`Root::place`]: a
+    /// change made in between only makes the stat stale, so the file is looked
+    /// at again, never missed.
+    pub fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<Stat> {
+        let target = self.prepare_target(to)?;
+        let source = self.file(from);
+        let stat = Stat::of(&std::fs::symlink_metadata(&source)?);
+        std::fs::rename(&source, &target)?;
+        Ok(stat)
+    }
+
+    /// Removes `rel` (if present) and then each parent folder it leaves
+    /// empty, up to but not including the root.
+    pub fn remove_and_prune(&self, rel: &RelPath) -> io::Result<()> {
+        let root = &self.dir;
+        let target = self.file(rel);
+        match std::fs::remove_file(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-    }
-    Ok(root.join(rel.as_str()))
-}
-
-/// Moves a finished temp file to `root/rel` atomically (same file system):
-/// a verified download (only through `transfer::Fetched::install`), or an
-/// upload, which is a local write like any user's.
-///
-/// Returns the stat of what was renamed into place, taken *before* the
-/// rename (a rename keeps size, mtime and inode). Taken after, it could
-/// fail (the folder renamed away that instant) although the file was
-/// installed, or take in a user's write made right after the rename and so
-/// pass that write off as ours.
-pub fn place(tmp: tempfile::TempPath, root: &Path, rel: &RelPath) -> io::Result<Stat> {
-    let target = prepare_target(root, rel)?;
-    if let Ok(m) = std::fs::symlink_metadata(&target) {
-        if m.file_type().is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is a directory", target.display()),
-            ));
+        let mut dir = target.parent();
+        while let Some(d) = dir {
+            if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
         }
+        Ok(())
     }
-    let stat = Stat::of(&std::fs::symlink_metadata(&tmp)?);
-    tmp.persist(&target).map_err(|e| e.error)?;
-    Ok(stat)
-}
-
-/// Renames `root/from` to `root/to` (creating `to`'s folders). Returns the
-/// stat taken before the rename, for the reasons given at [`place`]: a
-/// change made in between only makes the stat stale, so the file is looked
-/// at again, never missed.
-pub fn rename(root: &Path, from: &RelPath, to: &RelPath) -> io::Result<Stat> {
-    let target = prepare_target(root, to)?;
-    let source = root.join(from.as_str());
-    let stat = Stat::of(&std::fs::symlink_metadata(&source)?);
-    std::fs::rename(&source, &target)?;
-    Ok(stat)
-}
-
-/// Removes `root/rel` (if present) and then each parent folder it leaves
-/// empty, up to but not including `root`.
-pub fn remove_and_prune(root: &Path, rel: &RelPath) -> io::Result<()> {
-    let target = root.join(rel.as_str());
-    match std::fs::remove_file(&target) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut dir = target.parent();
-    while let Some(d) = dir {
-        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
-            break;
-        }
-        dir = d.parent();
-    }
-    Ok(())
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) of a modification time, for conflict names.
@@ -148,31 +221,33 @@ mod tests {
 
     #[test]
     fn refuses_to_write_through_a_symlinked_folder() {
-        let root = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().canonicalize().unwrap());
         let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.dir().join("link")).unwrap();
         let rel = RelPath::new("link/passwd").unwrap();
-        assert!(prepare_target(root.path(), &rel).is_err());
-        let tmp = tempfile::NamedTempFile::new_in(root.path())
+        assert!(root.prepare_target(&rel).is_err());
+        let tmp = tempfile::NamedTempFile::new_in(root.dir())
             .unwrap()
             .into_temp_path();
-        assert!(place(tmp, root.path(), &rel).is_err());
+        assert!(root.place(tmp, &rel).is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn install_creates_folders_and_prune_removes_them() {
-        let root = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().canonicalize().unwrap());
         let rel = RelPath::new("a/b/c.txt").unwrap();
-        let tmp = tempfile::NamedTempFile::new_in(root.path()).unwrap();
+        let tmp = tempfile::NamedTempFile::new_in(root.dir()).unwrap();
         std::fs::write(tmp.path(), b"hi").unwrap();
-        let st = place(tmp.into_temp_path(), root.path(), &rel).unwrap();
+        let st = root.place(tmp.into_temp_path(), &rel).unwrap();
         assert_eq!(st.size, 2);
-        assert_eq!(std::fs::read(root.path().join("a/b/c.txt")).unwrap(), b"hi");
-        std::fs::write(root.path().join("a/keep"), b"").unwrap();
-        remove_and_prune(root.path(), &rel).unwrap();
-        assert!(!root.path().join("a/b").exists());
-        assert!(root.path().join("a/keep").exists());
+        assert_eq!(std::fs::read(root.dir().join("a/b/c.txt")).unwrap(), b"hi");
+        std::fs::write(root.dir().join("a/keep"), b"").unwrap();
+        root.remove_and_prune(&rel).unwrap();
+        assert!(!root.dir().join("a/b").exists());
+        assert!(root.dir().join("a/keep").exists());
     }
 
     #[test]
@@ -188,19 +263,20 @@ mod tests {
         // instant, so an installed file went unrecorded and its deletion
         // was later reported against the version before it. The stat of
         // the temp file, taken first, is what the rename put in place.
-        let root = tempfile::tempdir().unwrap();
-        let tmp = tempfile::NamedTempFile::new_in(root.path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().canonicalize().unwrap());
+        let tmp = tempfile::NamedTempFile::new_in(root.dir()).unwrap();
         std::fs::write(tmp.path(), b"content").unwrap();
         let before = Stat::of(&std::fs::metadata(tmp.path()).unwrap());
         let rel = RelPath::new("d/f").unwrap();
-        let st = place(tmp.into_temp_path(), root.path(), &rel).unwrap();
+        let st = root.place(tmp.into_temp_path(), &rel).unwrap();
         assert_eq!(st, before);
         assert_eq!(
-            Stat::of(&std::fs::metadata(root.path().join("d/f")).unwrap()),
+            Stat::of(&std::fs::metadata(root.dir().join("d/f")).unwrap()),
             st
         );
         // The same for a rename: the stat of what was moved.
         let to = RelPath::new("e/g").unwrap();
-        assert_eq!(rename(root.path(), &rel, &to).unwrap(), st);
+        assert_eq!(root.rename(&rel, &to).unwrap(), st);
     }
 }

@@ -155,13 +155,13 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         let stop = stop.clone();
         move || stop.trigger()
     });
-    let folder = folder::Folder::new(index);
+    let folder = folder::Folder::new(index, fsops::Root::new(root.clone()));
     let sock_err = |what: &str| {
         let what = what.to_owned();
         move |source| StartError::Socket { what, source }
     };
     let listen = net::tcp(&cfg.listen);
-    let srv = server::BlockServer::bind(&ctx, &listen, root.clone(), folder.view())
+    let srv = server::BlockServer::bind(&ctx, &listen, folder.view())
         .map_err(sock_err(&format!("bind {listen}")))?;
     let bound = srv.endpoint().map_err(sock_err("read bound endpoint"))?;
     let advertise = match &cfg.advertise {
@@ -238,7 +238,6 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     }
 
     let setup = Setup {
-        root,
         staging,
         name: cfg.name.clone(),
         advertise,

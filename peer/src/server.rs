@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -27,7 +26,6 @@ const OPEN_FILES: usize = 16;
 /// Serves blocks until `stop` is set.
 pub struct BlockServer {
     sock: Socket,
-    root: PathBuf,
     servable: ServedView,
     open: Vec<(RelPath, Hash, File)>,
 }
@@ -37,13 +35,11 @@ impl BlockServer {
     pub fn bind(
         ctx: &Context,
         endpoint: &str,
-        root: PathBuf,
         servable: ServedView,
     ) -> Result<BlockServer, zync_net::Error> {
         let sock = ctx.router(endpoint)?;
         Ok(BlockServer {
             sock,
-            root,
             servable,
             open: Vec::new(),
         })
@@ -136,7 +132,9 @@ impl BlockServer {
         let pos = match pos {
             Some(i) => i,
             None => {
-                let f = File::open(self.root.join(path.as_str()))
+                let f = self
+                    .servable
+                    .open(path)
                     .map_err(|e| (ErrorKind::NotFound, format!("{path}: {e}")))?;
                 if self.open.len() >= OPEN_FILES {
                     self.open.remove(0);

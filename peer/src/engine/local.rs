@@ -18,15 +18,16 @@ impl Engine {
             let (r, stat) = match record {
                 Record::Local { entry, stat } => (entry, stat),
                 Record::Remote { entry: r, ino } => {
-                    let stat = match fsops::look(&self.s.root, &r.path) {
-                        Ok(Found::Missing) if r.deleted => None,
-                        Ok(Found::File(st)) if !r.deleted => {
-                            match hashing::hash_file(&self.s.root.join(r.path.as_str())) {
-                                Ok(h) if h.sha256 == r.sha256 => Some(h.stat),
-                                _ if ino == Some(st.ino) => None, // installed, edited since
-                                _ => continue,                    // the install never happened
-                            }
-                        }
+                    let Ok(seen) = self.folder.look(&r.path) else {
+                        continue;
+                    };
+                    let stat = match seen.found() {
+                        Found::Missing if r.deleted => None,
+                        Found::File(st) if !r.deleted => match self.folder.hash(&seen) {
+                            Ok((h, _)) if h.sha256 == r.sha256 => Some(h.stat),
+                            _ if ino == Some(st.ino) => None, // installed, edited since
+                            _ => continue,                    // the install never happened
+                        },
                         _ => continue, // the change never reached the disk
                     };
                     (r, stat)
@@ -45,26 +46,6 @@ impl Engine {
                    "adopted a change recorded just before the last stop");
             self.folder.put(r, stat);
         }
-    }
-
-    /// Kills the process if `ZYNC_FAULT` is `kill-after-install:PATH`.
-    pub(super) fn kill_after_install(&self, path: &RelPath) {
-        let Some(("kill-after-install", p)) = self.fault.as_deref().and_then(|f| f.split_once(':'))
-        else {
-            return;
-        };
-        if p == path.as_str() {
-            error!(path = %path, "ZYNC_FAULT: killed right after an install");
-            let me = rustix::process::getpid();
-            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
-        }
-    }
-
-    /// Journals `record` and writes it out at once: for a change about to
-    /// be made on disk.
-    pub(super) fn journal_now(&mut self, record: &Record) -> Result<(), crate::index::IndexError> {
-        self.folder.journal(record)?;
-        self.folder.flush_journal()
     }
 
     /// Records a new local version (index, and journal if it will be
@@ -88,7 +69,8 @@ impl Engine {
         let t = Instant::now();
         let mut paths: BTreeSet<RelPath> =
             self.folder.iter().map(|le| le.entry.path.clone()).collect();
-        self.walk(&self.s.root.clone(), &mut paths);
+        let root = self.folder.root().clone();
+        root.walk(root.dir(), &mut paths);
         for p in &paths {
             self.reconcile_local(p, cause);
         }
@@ -99,41 +81,22 @@ impl Engine {
         }
     }
 
-    pub(super) fn walk(&self, dir: &Path, out: &mut BTreeSet<RelPath>) {
-        let state = self.s.root.join(STATE_DIR_NAME);
-        let it = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
-        for item in it.filter_entry(|e| e.path() != state) {
-            match item {
-                Ok(e) if e.file_type().is_file() => {
-                    match RelPath::from_local(&self.s.root, e.path()) {
-                        Ok(p) => {
-                            out.insert(p);
-                        }
-                        Err(err) => warn!(path = %e.path().display(), error = %err, "not synced"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "cannot read part of the folder"),
-            }
-        }
-    }
-
     pub(super) fn on_fs(&mut self, paths: Vec<PathBuf>) {
-        let state = self.s.root.join(STATE_DIR_NAME);
+        let root = self.folder.root().clone();
         let mut rels = BTreeSet::new();
         for p in paths {
-            if p.starts_with(&state) {
+            if root.is_state(&p) {
                 continue;
             }
-            if p == self.s.root {
+            if p == root.dir() {
                 return self.scan(Cause::Scan);
             }
-            let Ok(rel) = RelPath::from_local(&self.s.root, &p) else {
+            let Ok(rel) = root.rel(&p) else {
                 debug!(path = %p.display(), "ignoring event outside the syncable namespace");
                 continue;
             };
-            if let Ok(Found::Dir) = fsops::look(&self.s.root, &rel) {
-                self.walk(&p, &mut rels);
+            if let Ok(Found::Dir) = root.look(&rel) {
+                root.walk(&p, &mut rels);
             }
             rels.extend(self.folder.paths_within(&rel));
             rels.insert(rel);
@@ -144,37 +107,37 @@ impl Engine {
     }
 
     /// Brings the index in line with what is on disk at `rel`: a new version
-    /// if the content changed or the file went away. Returns whether the
-    /// index now says what the disk holds; false while the file is being
-    /// written (looked at again shortly) or cannot be read.
-    pub(super) fn reconcile_local(&mut self, rel: &RelPath, cause: Cause) -> bool {
-        let found = match fsops::look(&self.s.root, rel) {
-            Ok(f) => f,
+    /// if the content changed or the file went away. Returns the proof that
+    /// the index now says what the disk holds; `None` while the file is
+    /// being written (looked at again shortly) or cannot be read.
+    pub(super) fn reconcile_local(&mut self, rel: &RelPath, cause: Cause) -> Option<Fresh> {
+        let seen = match self.folder.look(rel) {
+            Ok(s) => s,
             Err(e) => {
                 warn!(path = %rel, error = %e, "cannot stat");
-                return false;
+                return None;
             }
         };
         let cur = self.folder.get(rel).cloned();
-        match found {
+        match seen.found() {
             Found::File(st) => {
                 if !decide::needs_hash(cur.as_ref(), st) {
-                    return true;
+                    return self.folder.confirm(seen);
                 }
-                let h = match hashing::hash_file(&self.s.root.join(rel.as_str())) {
+                let (h, seen) = match self.folder.hash(&seen) {
                     Ok(h) => h,
                     Err(HashError::Unstable) => {
                         self.unstable.insert(rel.clone());
                         self.unstable_at
                             .get_or_insert(Instant::now() + Duration::from_millis(250));
-                        return false;
+                        return None;
                     }
                     Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                         return self.reconcile_local(rel, cause);
                     }
                     Err(HashError::Io(e)) => {
                         warn!(path = %rel, error = %e, "cannot read");
-                        return false;
+                        return None;
                     }
                 };
                 let (kind, version) =
@@ -182,7 +145,7 @@ impl Engine {
                         LocalPlan::NewVersion { kind, version } => (kind, version),
                         _ => {
                             self.folder.set_stat(rel, Some(h.stat));
-                            return true;
+                            return self.folder.confirm(seen);
                         }
                     };
                 let entry = FileEntry {
@@ -197,18 +160,17 @@ impl Engine {
                 };
                 log_local_change(cause, kind, &entry);
                 self.record_local(entry, Some(h.stat));
-                true
+                self.folder.confirm(seen)
             }
             Found::Missing | Found::Dir | Found::Other => {
-                let LocalPlan::Deleted { version } =
+                if let LocalPlan::Deleted { version } =
                     decide::plan_missing(cur.as_ref(), &self.replica, unix_now())
-                else {
-                    return true;
-                };
-                let entry = tombstone(rel.clone(), version, &self.s.name);
-                log_local_change(cause, "deleted", &entry);
-                self.record_local(entry, None);
-                true
+                {
+                    let entry = tombstone(rel.clone(), version, &self.s.name);
+                    log_local_change(cause, "deleted", &entry);
+                    self.record_local(entry, None);
+                }
+                self.folder.confirm(seen)
             }
         }
     }

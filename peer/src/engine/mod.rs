@@ -14,7 +14,7 @@
 //! first, becomes a version of its own, and is never overwritten silently.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,14 +23,14 @@ use crossbeam_channel::{select, Receiver, Sender};
 use tracing::{debug, error, info, warn};
 use zync_proto::{
     Causality, Event, FileEntry, Hash, Notification, RelPath, TrackerReply, TrackerRequest,
-    VersionVector, PAGE_BYTES, STATE_DIR_NAME,
+    VersionVector, PAGE_BYTES,
 };
 
 use crate::decide::{self, DonePlan, LocalPlan, Outcome, RemotePlan, Step};
 use crate::downloads::Downloads;
-use crate::folder::Folder;
+use crate::folder::{Folder, FolderError, Fresh};
 use crate::fsops::{self, Found};
-use crate::hashing::{self, HashError, Stat};
+use crate::hashing::{HashError, Stat};
 use crate::index::Record;
 use crate::link::{LinkEvent, Registration};
 use crate::session::{NoteVerdict, Session};
@@ -68,8 +68,6 @@ pub struct Job {
 
 /// The engine's fixed surroundings.
 pub struct Setup {
-    /// The synced folder (canonical).
-    pub root: PathBuf,
     /// Temp files for downloads (inside the state folder, same file system).
     pub staging: PathBuf,
     /// This peer's name.
@@ -155,13 +153,17 @@ impl Engine {
     /// An engine over `folder`, talking to the tracker and workers through the given ends.
     pub fn new(
         s: Setup,
-        folder: Folder,
+        mut folder: Folder,
         ctx: &net::Context,
         jobs: Sender<Job>,
         sub_endpoints: Sender<String>,
         registration: Arc<Registration>,
     ) -> Engine {
         let tracker = TrackerClient::new(ctx, &s.tracker, Duration::from_secs(2));
+        let fault = std::env::var("ZYNC_FAULT").ok();
+        if let Some(hook) = fault.as_deref().and_then(kill_after_install) {
+            folder.on_install(hook);
+        }
         let s_rescan = s.rescan;
         let workers = s.workers;
         Engine {
@@ -180,7 +182,7 @@ impl Engine {
             deferred: HashMap::new(),
             last_save: Instant::now(),
             save_every: SAVE_EVERY,
-            fault: std::env::var("ZYNC_FAULT").ok(),
+            fault,
             saves_stopped: false,
             next_rescan: s_rescan.map(|d| Instant::now() + d),
         }
@@ -188,7 +190,7 @@ impl Engine {
 
     /// Runs until `shutdown` fires (or its sender is dropped).
     pub fn run(mut self, inputs: Receiver<Input>, shutdown: Receiver<()>) {
-        info!(dir = %self.s.root.display(), name = %self.s.name, replica = %self.replica,
+        info!(dir = %self.folder.root().dir().display(), name = %self.s.name, replica = %self.replica,
               endpoint = %self.s.advertise, files = self.folder.len(), "peer starting");
         self.replay_journal();
         self.scan(Cause::Scan);
@@ -263,7 +265,7 @@ impl Engine {
         if self.unstable_at.is_some_and(|t| t <= now) {
             self.unstable_at = None;
             for p in std::mem::take(&mut self.unstable) {
-                if self.reconcile_local(&p, Cause::Event) {
+                if self.reconcile_local(&p, Cause::Event).is_some() {
                     if let Some(r) = self.deferred.remove(&p) {
                         self.apply_remote(r, None);
                     }
@@ -318,6 +320,22 @@ impl Engine {
             } => self.on_done(entry, result, took),
         }
     }
+}
+
+/// For `ZYNC_FAULT=kill-after-install:PATH`: a hook that kills the process
+/// with SIGKILL right after PATH is renamed into place.
+fn kill_after_install(fault: &str) -> Option<crate::folder::InstallHook> {
+    let ("kill-after-install", p) = fault.split_once(':')? else {
+        return None;
+    };
+    let p = p.to_owned();
+    Some(Box::new(move |path: &RelPath| {
+        if p == path.as_str() {
+            error!(path = %path, "ZYNC_FAULT: killed right after an install");
+            let me = rustix::process::getpid();
+            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+        }
+    }))
 }
 
 /// The one log line of a new local version: `event=local_change`, or

@@ -9,7 +9,7 @@ impl Engine {
     /// this is called again when it arrives.
     pub(super) fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
         let path = r.path.clone();
-        if !self.reconcile_local(&path, Cause::Event) {
+        let Some(fresh) = self.reconcile_local(&path, Cause::Event) else {
             // What is on disk is not known yet (being written, or unreadable):
             // replacing it now could destroy an edit the index has not seen.
             if self.unstable.contains(&path) {
@@ -23,7 +23,7 @@ impl Engine {
                 warn!(path = %path, "cannot check the local file; not deleting it");
             }
             return;
-        }
+        };
         let local = self.folder.get(&path).cloned();
         let (aside, step) = match decide::plan_remote(local.as_ref(), &r, fetched.is_some()) {
             RemotePlan::Keep => return,
@@ -37,59 +37,41 @@ impl Engine {
             RemotePlan::Fetch => return self.want(r),
             RemotePlan::Apply { aside, step } => (aside, step),
         };
-        if let (true, Some(l)) = (aside, &local) {
-            if !self.move_aside(&l.entry, &r) {
-                return;
-            }
-        }
+        let fresh = match (aside, &local) {
+            (true, Some(l)) => match self.move_aside(fresh, &l.entry, &r) {
+                Some(fresh) => fresh,
+                None => return,
+            },
+            _ => fresh,
+        };
         let target = match step {
-            Step::Delete { target, on_disk } => {
-                if on_disk {
-                    let record = Record::Remote {
-                        entry: target.clone(),
-                        ino: None,
-                    };
-                    if let Err(e) = self.journal_now(&record) {
-                        return warn!(path = %path, error = %e, "cannot journal a deletion; not deleting");
+            Step::Delete { target, .. } => match self.folder.delete(fresh, target.clone()) {
+                Ok(removed) => {
+                    if removed {
+                        info!(event = %"deleted", path = %path, from = %target.modified_by,
+                              version = %target.version, "deleted");
                     }
-                    if let Err(e) = fsops::remove_and_prune(&self.s.root, &path) {
-                        return warn!(path = %path, error = %e, "cannot delete");
-                    }
-                    info!(event = %"deleted", path = %path, from = %target.modified_by, version = %target.version,
-                          "deleted");
+                    target
                 }
-                self.folder.put(target.clone(), None);
-                target
-            }
+                Err(e) => return warn!(path = %path, error = %e, "cannot delete"),
+            },
             Step::Adopt { target } => {
-                let stat = local.as_ref().and_then(|l| l.stat);
-                let record = Record::Remote {
-                    entry: target.clone(),
-                    ino: None,
-                };
-                if let Err(e) = self.folder.journal(&record) {
+                if let Err(e) = self.folder.adopt(fresh, target.clone()) {
                     error!(path = %path, error = %e, "cannot journal a merged version");
                 }
-                self.folder.put(target.clone(), stat);
                 target
             }
             Step::Install { target } => {
                 // An install is only planned with the bytes here.
                 let Some((f, took)) = fetched else { return };
-                let record = Record::Remote {
-                    entry: target.clone(),
-                    ino: f.ino(),
-                };
-                if let Err(e) = self.journal_now(&record) {
-                    return warn!(path = %path, error = %e, "cannot journal a download; not installing it");
-                }
                 let from = f.from().to_owned();
-                match f.install(&self.s.root, &path) {
-                    Ok(stat) => {
-                        self.kill_after_install(&path);
+                match self.folder.install(fresh, target.clone(), f) {
+                    Ok(_) => {
                         info!(event = %"synced", path = %path, from = %from, bytes = target.size,
                               ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
-                        self.folder.put(target.clone(), Some(stat));
+                    }
+                    Err(e @ FolderError::Journal(_)) => {
+                        return warn!(path = %path, error = %e, "not installing a download");
                     }
                     Err(e) => {
                         let backoff = self.retry_later(path.clone());
@@ -120,7 +102,7 @@ impl Engine {
             let same = self.folder.get(&c).is_some_and(|e| {
                 !e.entry.deleted && e.stat.is_some() && e.entry.sha256 == loser.sha256
             });
-            match fsops::look(&self.s.root, &c) {
+            match self.folder.root().look(&c) {
                 Ok(Found::Missing) => return Some(c),
                 Ok(Found::File(st))
                     if same && self.folder.get(&c).and_then(|e| e.stat) == Some(st) =>
@@ -133,23 +115,28 @@ impl Engine {
         None
     }
 
-    /// Keeps the local (losing) content as a conflict copy. False if it could not.
-    pub(super) fn move_aside(&mut self, loser: &FileEntry, winner: &FileEntry) -> bool {
+    /// Keeps the local (losing) content as a conflict copy; returns the
+    /// proof for the path, which now holds no file. `None` if it could not.
+    pub(super) fn move_aside(
+        &mut self,
+        fresh: Fresh,
+        loser: &FileEntry,
+        winner: &FileEntry,
+    ) -> Option<Fresh> {
         let path = &loser.path;
         let Some(copy) = self.conflict_name(loser) else {
             warn!(path = %path, "no usable conflict-copy name; keeping local version");
-            return false;
+            return None;
         };
-        let stat = match fsops::rename(&self.s.root, path, &copy) {
-            Ok(st) => st,
+        let (stat, fresh) = match self.folder.move_aside(fresh, &copy) {
+            Ok(moved) => moved,
             Err(e) => {
                 warn!(path = %path, error = %e, "cannot keep conflict copy; keeping local version");
-                return false;
+                return None;
             }
         };
         info!(event = %"conflict", path = %path, copy = %copy, winner = %winner.modified_by,
               loser = %loser.modified_by, "concurrent edits; losing version kept as a copy");
-        self.folder.set_stat(path, None);
         let mut version = self
             .folder
             .get(&copy)
@@ -163,7 +150,7 @@ impl Engine {
             ..loser.clone()
         };
         self.record_local(entry, Some(stat));
-        true
+        Some(fresh)
     }
 
     pub(super) fn want(&mut self, r: FileEntry) {

@@ -27,7 +27,7 @@ use zync_proto::{
 
 use zync_net::{self as net, Context, NetError, Socket, TrackerClient};
 
-use crate::fsops;
+use crate::fsops::Root;
 use crate::hashing::Stat;
 
 mod stream;
@@ -137,10 +137,21 @@ impl Fetched {
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
     }
 
-    /// Renames it into place at `root/rel` (see [`fsops::place`]); returns
-    /// the stat it was renamed with.
-    pub fn install(self, root: &Path, rel: &RelPath) -> io::Result<Stat> {
-        fsops::place(self.file, root, rel)
+    /// Renames it into place at `rel` (see [`Root::place`]); returns the
+    /// stat it was renamed with. Only a [`crate::folder::Folder`] installs.
+    pub(crate) fn install(self, root: &Root, rel: &RelPath) -> io::Result<Stat> {
+        root.place(self.file, rel)
+    }
+
+    /// A local temp file whose content is checked against `sha256` here, as
+    /// a download's is: for the folder's unit tests, which have no holder.
+    #[cfg(test)]
+    pub(crate) fn check_local(file: tempfile::TempPath, sha256: Hash) -> Option<Fetched> {
+        let h = crate::hashing::hash_file(&file).ok()?;
+        (h.sha256 == sha256).then(|| Fetched {
+            file,
+            from: String::new(),
+        })
     }
 
     /// Keeps it at `out`, outside any folder (`zync-peer get`).

@@ -32,7 +32,8 @@ const DASHBOARD: &str = include_str!("../dashboard.html");
 /// The cluster face's state.
 pub struct Cluster {
     client: Client,
-    data: PathBuf,
+    /// The member's folder, where uploads are placed like any user's write.
+    data: zync_peer::fsops::Root,
     uploads: PathBuf,
     feeds: Mutex<Vec<Sender<String>>>,
 }
@@ -89,7 +90,7 @@ impl Cluster {
             .spawn(move || member.wait())?;
         let c = Arc::new(Cluster {
             client: Client::new(&zync_net::Context::new(), &join.tracker),
-            data,
+            data: zync_peer::fsops::Root::new(data),
             uploads,
             feeds: Mutex::new(Vec::new()),
         });

@@ -190,7 +190,8 @@ impl Cluster {
 
     /// Renames a finished upload into the data folder, where the member picks it up.
     fn place(&self, tmp: tempfile::TempPath, path: &RelPath) -> Result<(), UploadError> {
-        zync_peer::fsops::place(tmp, &self.data, path)
+        self.data
+            .place(tmp, path)
             .map(|_| ())
             .map_err(UploadError::Io)
     }
