@@ -26,7 +26,7 @@ use zync_proto::{FileEntry, Hash, RelPath};
 
 use crate::fsops::{Found, Root};
 use crate::hashing::{self, HashError, Hashed, Stat};
-use crate::index::{IndexError, LocalEntry, LocalIndex, Record};
+use crate::index::{IndexError, IndexStore, LocalEntry, Record};
 use crate::transfer::Fetched;
 
 /// What the block server may serve: path → (content hash, size), and the
@@ -112,12 +112,14 @@ pub enum FolderError {
 pub type InstallHook = Box<dyn Fn(&RelPath) + Send>;
 
 /// The local index of one folder, what it lets the block server serve, and
-/// the folder on disk. Reads go through `Deref` to the [`LocalIndex`].
+/// the folder on disk. Reads go through `Deref` to the [`IndexStore`].
 pub struct Folder {
-    index: LocalIndex,
+    index: Box<dyn IndexStore>,
     served: ServedView,
     root: Root,
     after_install: Option<InstallHook>,
+    /// Set by [`Folder::stop_saving`].
+    saves_stopped: bool,
 }
 
 fn served(le: &LocalEntry) -> Option<(Hash, u64)> {
@@ -127,19 +129,20 @@ fn served(le: &LocalEntry) -> Option<(Hash, u64)> {
 impl Folder {
     /// Takes over `index` of the folder at `root`; everything it holds on
     /// disk becomes servable.
-    pub fn new(index: LocalIndex, root: Root) -> Folder {
+    pub fn new(index: impl IndexStore + 'static, root: Root) -> Folder {
         let view = ServedView {
             map: Arc::default(),
             root: root.clone(),
         };
-        for le in index.iter() {
-            view.set(&le.entry.path, served(le));
+        for le in index.entries() {
+            view.set(&le.entry.path, served(&le));
         }
         Folder {
-            index,
+            index: Box::new(index),
             served: view,
             root,
             after_install: None,
+            saves_stopped: false,
         }
     }
 
@@ -292,7 +295,8 @@ impl Folder {
     }
 
     fn sync_served(&self, path: &RelPath) {
-        self.served.set(path, self.index.get(path).and_then(served));
+        self.served
+            .set(path, self.index.get(path).as_ref().and_then(served));
     }
 
     /// Appends `record` to the journal (buffered).
@@ -317,16 +321,40 @@ impl Folder {
         self.index.take_journal()
     }
 
-    /// Saves the index (and empties the journal).
+    /// When the index's unsaved changes are due to be saved (the store
+    /// paces itself); `None` if none are, or saves are stopped.
+    pub fn save_due(&self) -> Option<std::time::Instant> {
+        self.index.save_due().filter(|_| !self.saves_stopped)
+    }
+
+    /// Saves the index if a save is due by `now`.
+    pub fn save_if_due(&mut self, now: std::time::Instant) -> Result<(), IndexError> {
+        match self.save_due() {
+            Some(at) if at <= now => self.save(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Saves the index (and empties the journal), unless saves are stopped.
     pub fn save(&mut self) -> Result<(), IndexError> {
+        if self.saves_stopped {
+            return Ok(());
+        }
         self.index.save()
+    }
+
+    /// Stops every save from now on, as a disk too slow to ever finish
+    /// one would: what a crash then keeps is what the journal holds
+    /// (fault injection for the crash tests, `ZYNC_FAULT`).
+    pub fn stop_saving(&mut self) {
+        self.saves_stopped = true;
     }
 }
 
 impl std::ops::Deref for Folder {
-    type Target = LocalIndex;
-    fn deref(&self) -> &LocalIndex {
-        &self.index
+    type Target = dyn IndexStore;
+    fn deref(&self) -> &(dyn IndexStore + 'static) {
+        &*self.index
     }
 }
 
@@ -334,6 +362,7 @@ impl std::ops::Deref for Folder {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::index::LocalIndex;
     use zync_proto::VersionVector;
 
     fn entry(path: &str, content: &[u8], deleted: bool) -> FileEntry {

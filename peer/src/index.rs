@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use zync_proto::{FileEntry, RelPath};
@@ -116,7 +117,85 @@ pub enum IndexError {
     },
 }
 
-/// The local index and where it is saved.
+/// Where a folder's index lives: what [`crate::folder::Folder`] reads and
+/// writes, and all it needs of a store. [`LocalIndex`] keeps it in memory
+/// and saves it as one file with a journal beside it; an embedded database
+/// implements the same, and the engine does not change.
+///
+/// A store decides itself when its unsaved changes are due to be saved
+/// ([`IndexStore::save_due`]), since only it knows what a save costs.
+pub trait IndexStore: Send {
+    /// This folder's random device id, stable across restarts.
+    fn device(&self) -> u64;
+
+    /// This replica's key in version vectors: `NAME@DEVICE` (the device
+    /// id's low 32 bits in hex), so a folder whose index was lost counts
+    /// its changes afresh instead of reusing counters the cluster has seen.
+    fn replica(&self, name: &str) -> String {
+        format!("{name}@{:08x}", self.device() as u32)
+    }
+
+    /// The entry for `path`.
+    fn get(&self, path: &RelPath) -> Option<LocalEntry>;
+
+    /// Records `entry` with the stat it was recorded at.
+    fn put(&mut self, entry: FileEntry, stat: Option<Stat>);
+
+    /// Updates only the recorded stat of `path` (nothing if it has no entry).
+    fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>);
+
+    /// Every entry, in path order.
+    fn entries(&self) -> Box<dyn Iterator<Item = LocalEntry> + '_>;
+
+    /// Paths of entries at `dir` or below it.
+    fn paths_within(&self, dir: &RelPath) -> Vec<RelPath>;
+
+    /// Number of entries.
+    fn len(&self) -> usize;
+
+    /// True when there are no entries.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `record` to the journal, buffered: it is kept from the next
+    /// [`IndexStore::flush_journal`] on (or made moot by a save).
+    fn journal(&mut self, record: &Record) -> Result<(), IndexError>;
+
+    /// Keeps the buffered journal records. Called before a journaled change
+    /// is reported or made on disk.
+    fn flush_journal(&mut self) -> Result<(), IndexError>;
+
+    /// The journal's records found at load (each once): versions that were
+    /// being applied when the process last stopped without saving.
+    fn take_journal(&mut self) -> Vec<Record>;
+
+    /// When the unsaved changes should be saved; `None` if there are none.
+    fn save_due(&self) -> Option<Instant>;
+
+    /// Saves every change (and empties the journal).
+    fn save(&mut self) -> Result<(), IndexError>;
+}
+
+/// Least time between two saves of a [`LocalIndex`]. It is saved as soon
+/// as a batch of changes is applied (so a crash loses at most this much),
+/// but not more often than this.
+const SAVE_EVERY: Duration = Duration::from_millis(50);
+
+/// The index file is rewritten whole, so for a large index the pause after
+/// a save grows with what the save cost: saving takes at most 1/`SAVE_SHARE`
+/// of the engine's time, and the pause never exceeds [`SAVE_AT_MOST_EVERY`].
+/// Losing the last unsaved changes in a crash is harmless: the journal
+/// holds every change that was reported or made on disk; a file installed
+/// but not recorded is re-hashed and, having the cluster's content, merges
+/// with its version; a local edit not recorded is found by the next scan.
+const SAVE_SHARE: u32 = 20;
+
+/// Longest pause between saves of a dirty [`LocalIndex`].
+const SAVE_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+
+/// The local index in memory, saved whole as `index.msgpack` with a
+/// journal (`journal.msgpack`) of the changes since.
 pub struct LocalIndex {
     /// This folder's random device id, stable across restarts.
     pub device: u64,
@@ -135,6 +214,9 @@ pub struct LocalIndex {
     journal_stale: bool,
     /// Records found in the journal at load, for the engine to check against the disk.
     replay: Vec<Record>,
+    /// When the index was last saved, and the pause after it ([`SAVE_SHARE`]).
+    last_save: Instant,
+    save_every: Duration,
 }
 
 impl LocalIndex {
@@ -162,6 +244,8 @@ impl LocalIndex {
             journal_buf: Vec::new(),
             journal_stale,
             replay: replay.clone(),
+            last_save: Instant::now(),
+            save_every: SAVE_EVERY,
         };
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
@@ -190,6 +274,8 @@ impl LocalIndex {
                 journal_buf: Vec::new(),
                 journal_stale,
                 replay: replay.clone(),
+                last_save: Instant::now(),
+                save_every: SAVE_EVERY,
             }),
             Err(reason) => {
                 let aside = state_dir.join(format!("{FILE_NAME}.corrupt"));
@@ -201,18 +287,13 @@ impl LocalIndex {
         }
     }
 
-    /// This replica's key in version vectors: `NAME@DEVICE` (the device id's
-    /// low 32 bits in hex), so a folder whose index was lost counts its
-    /// changes afresh instead of reusing counters the cluster has seen.
-    pub fn replica(&self, name: &str) -> String {
-        format!("{name}@{:08x}", self.device as u32)
-    }
-
-    /// Writes the index atomically (temp file, fsync, rename) if it changed.
-    pub fn save(&mut self) -> Result<(), IndexError> {
+    /// Writes the index atomically (temp file, fsync, rename) if it
+    /// changed, and sets the pause before the next save by what it cost.
+    fn write(&mut self) -> Result<(), IndexError> {
         if !self.dirty {
             return Ok(());
         }
+        let t = Instant::now();
         let io_err = |source| IndexError::Io {
             path: self.file.clone(),
             source,
@@ -247,12 +328,35 @@ impl LocalIndex {
             }
         }
         self.journal_stale = false;
+        self.last_save = Instant::now();
+        let took = self.last_save.duration_since(t);
+        self.save_every = (took * SAVE_SHARE).clamp(SAVE_EVERY, SAVE_AT_MOST_EVERY);
+        tracing::debug!(
+            entries = self.entries.len(),
+            ms = took.as_millis() as u64,
+            next_in_ms = self.save_every.as_millis() as u64,
+            "index saved"
+        );
         Ok(())
+    }
+}
+
+impl IndexStore for LocalIndex {
+    fn device(&self) -> u64 {
+        self.device
+    }
+
+    fn save(&mut self) -> Result<(), IndexError> {
+        self.write()
+    }
+
+    fn save_due(&self) -> Option<Instant> {
+        self.dirty.then(|| self.last_save + self.save_every)
     }
 
     /// Adds `record` to the journal, buffered: it reaches the file with the
     /// next [`LocalIndex::flush_journal`] (or is made moot by a save).
-    pub fn journal(&mut self, record: &Record) -> Result<(), IndexError> {
+    fn journal(&mut self, record: &Record) -> Result<(), IndexError> {
         rmp_serde::encode::write(&mut self.journal_buf, record).map_err(|e| IndexError::Corrupt {
             path: self.journal_file.clone(),
             reason: e.to_string(),
@@ -263,7 +367,7 @@ impl LocalIndex {
     /// journaled change is reported or made on disk: the records are then
     /// written (not fsynced: they survive the process being killed, as
     /// the page cache does, but not a power cut).
-    pub fn flush_journal(&mut self) -> Result<(), IndexError> {
+    fn flush_journal(&mut self) -> Result<(), IndexError> {
         if self.journal_buf.is_empty() {
             return Ok(());
         }
@@ -288,29 +392,24 @@ impl LocalIndex {
 
     /// The journal's records found at load (each once): versions that were
     /// being applied when the process last stopped without saving.
-    pub fn take_journal(&mut self) -> Vec<Record> {
+    fn take_journal(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.replay)
     }
 
-    /// True when there are changes not yet saved.
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
     /// The entry for `path`.
-    pub fn get(&self, path: &RelPath) -> Option<&LocalEntry> {
-        self.entries.get(path)
+    fn get(&self, path: &RelPath) -> Option<LocalEntry> {
+        self.entries.get(path).cloned()
     }
 
     /// Records `entry` with the stat it was recorded at.
-    pub fn put(&mut self, entry: FileEntry, stat: Option<Stat>) {
+    fn put(&mut self, entry: FileEntry, stat: Option<Stat>) {
         self.dirty = true;
         self.entries
             .insert(entry.path.clone(), LocalEntry { entry, stat });
     }
 
     /// Updates only the recorded stat of `path`.
-    pub fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>) {
+    fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>) {
         if let Some(e) = self.entries.get_mut(path) {
             if e.stat != stat {
                 e.stat = stat;
@@ -320,12 +419,12 @@ impl LocalIndex {
     }
 
     /// Every entry.
-    pub fn iter(&self) -> impl Iterator<Item = &LocalEntry> {
-        self.entries.values()
+    fn entries(&self) -> Box<dyn Iterator<Item = LocalEntry> + '_> {
+        Box::new(self.entries.values().cloned())
     }
 
     /// Paths of entries at `dir` or below it.
-    pub fn paths_within(&self, dir: &RelPath) -> Vec<RelPath> {
+    fn paths_within(&self, dir: &RelPath) -> Vec<RelPath> {
         self.entries
             .range(dir.clone()..)
             .take_while(|(p, _)| p.as_str().starts_with(dir.as_str()))
@@ -335,13 +434,8 @@ impl LocalIndex {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// True when there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
@@ -486,5 +580,23 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         let mut again = LocalIndex::load(dir.path()).unwrap();
         assert_eq!(again.take_journal(), vec![a]);
+    }
+
+    #[test]
+    fn a_save_is_due_only_with_changes_and_not_sooner_than_the_least_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = LocalIndex::load(dir.path()).unwrap();
+        ix.save().unwrap();
+        assert_eq!(ix.save_due(), None, "nothing to save");
+        let before = Instant::now();
+        ix.put(entry("a", "me"), None);
+        let due = ix.save_due().expect("a change is due to be saved");
+        assert!(due >= ix.last_save + SAVE_EVERY);
+        assert!(due <= before + SAVE_AT_MOST_EVERY);
+        ix.save().unwrap();
+        assert_eq!(ix.save_due(), None);
+        // Only a real change makes a save due: the same stat again is none.
+        ix.set_stat(&RelPath::new("a").unwrap(), None);
+        assert_eq!(ix.save_due(), None);
     }
 }

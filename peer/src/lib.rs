@@ -199,7 +199,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     });
     spawn("zync-heartbeat", {
         let (ctx, tx, stop, reg) = (ctx.clone(), link_tx, stop.clone(), registration.clone());
-        let (tracker, name, device) = (cfg.tracker.clone(), cfg.name.clone(), folder.device);
+        let (tracker, name, device) = (cfg.tracker.clone(), cfg.name.clone(), folder.device());
         move || link::heartbeat(ctx, tracker, name, device, reg, tx, stop)
     });
     spawn("zync-links", {

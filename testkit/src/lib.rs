@@ -394,11 +394,12 @@ pub fn wait_index_saved(c: &Cluster, i: usize) {
             if !state.join("index.msgpack").exists() {
                 return false;
             }
+            use zync_peer::index::IndexStore;
             let Ok(index) = zync_peer::index::LocalIndex::load(&state) else {
                 return false;
             };
             let saved: std::collections::BTreeMap<String, zync_proto::Hash> = index
-                .iter()
+                .entries()
                 .filter(|le| !le.entry.deleted && le.stat.is_some())
                 .map(|le| (le.entry.path.as_str().to_owned(), le.entry.sha256))
                 .collect();

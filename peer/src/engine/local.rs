@@ -67,8 +67,7 @@ impl Engine {
     /// Looks at every path on disk or in the index.
     pub(super) fn scan(&mut self, cause: Cause) {
         let t = Instant::now();
-        let mut paths: BTreeSet<RelPath> =
-            self.folder.iter().map(|le| le.entry.path.clone()).collect();
+        let mut paths: BTreeSet<RelPath> = self.folder.entries().map(|le| le.entry.path).collect();
         let root = self.folder.root().clone();
         root.walk(root.dir(), &mut paths);
         for p in &paths {
@@ -118,7 +117,7 @@ impl Engine {
                 return None;
             }
         };
-        let cur = self.folder.get(rel).cloned();
+        let cur = self.folder.get(rel);
         match seen.found() {
             Found::File(st) => {
                 if !decide::needs_hash(cur.as_ref(), st) {

@@ -95,26 +95,10 @@ enum Cause {
     Rescan,
 }
 
-/// Least time between two index saves. The index is saved as soon as a
-/// batch of changes is applied (so a crash loses at most this much), but
-/// not more often than this.
-const SAVE_EVERY: Duration = Duration::from_millis(50);
-
-/// The index file is rewritten whole, so for a large index the pause after
-/// a save grows with what the save cost: saving takes at most 1/`SAVE_SHARE`
-/// of the engine's time, and the pause never exceeds [`SAVE_AT_MOST_EVERY`].
-/// Losing the last unsaved changes in a crash is harmless: a file installed
-/// but not recorded is re-hashed and, having the cluster's content, merges
-/// with its version; a local edit not recorded is found by the next scan.
-const SAVE_SHARE: u32 = 20;
-
-/// Longest pause between saves of a dirty index.
-const SAVE_AT_MOST_EVERY: Duration = Duration::from_secs(5);
-
 /// The engine's state.
 pub struct Engine {
     s: Setup,
-    /// This replica's key in version vectors ([`crate::index::LocalIndex::replica`]).
+    /// This replica's key in version vectors ([`crate::index::IndexStore::replica`]).
     replica: String,
     /// The folder's index and served set, changed only through it.
     folder: Folder,
@@ -133,9 +117,6 @@ pub struct Engine {
     /// Remote versions held back because their path was unstable when they
     /// were to be applied: applied again once the disk has been looked at.
     deferred: HashMap<RelPath, FileEntry>,
-    last_save: Instant,
-    /// Pause after a save before the next ([`SAVE_SHARE`]).
-    save_every: Duration,
     /// Fault injection for the crash tests (`ZYNC_FAULT`, unset in normal
     /// use): `kill-after-install:PATH` kills the process with SIGKILL right
     /// after PATH is renamed into place, before the index records it;
@@ -143,8 +124,6 @@ pub struct Engine {
     /// (a save that never comes, as on a very slow disk), so a later kill
     /// loses every change since but what the journal holds.
     fault: Option<String>,
-    /// Set by `no-saves-after-registering`.
-    saves_stopped: bool,
     /// When the next periodic rescan is due.
     next_rescan: Option<Instant>,
 }
@@ -180,10 +159,7 @@ impl Engine {
             unstable: BTreeSet::new(),
             unstable_at: None,
             deferred: HashMap::new(),
-            last_save: Instant::now(),
-            save_every: SAVE_EVERY,
             fault,
-            saves_stopped: false,
             next_rescan: s_rescan.map(|d| Instant::now() + d),
         }
     }
@@ -223,7 +199,7 @@ impl Engine {
         if self.session.is_registered() {
             let req = TrackerRequest::Unregister {
                 name: self.s.name.clone(),
-                device: self.folder.device,
+                device: self.folder.device(),
             };
             let _ = self.tracker.request(&req);
         }
@@ -248,8 +224,8 @@ impl Engine {
         if let Some(at) = self.downloads.next_wake() {
             t = t.min(at);
         }
-        if self.folder.is_dirty() {
-            t = t.min(self.last_save + self.save_every);
+        if let Some(at) = self.folder.save_due() {
+            t = t.min(at);
         }
         t
     }
@@ -277,22 +253,8 @@ impl Engine {
             self.next_rescan = self.s.rescan.map(|d| Instant::now() + d);
         }
         self.downloads.wake_due(now);
-        if self.folder.is_dirty()
-            && !self.saves_stopped
-            && now.duration_since(self.last_save) >= self.save_every
-        {
-            if let Err(e) = self.folder.save() {
-                error!(error = %e, "could not save the index");
-            }
-            self.last_save = Instant::now();
-            let took = self.last_save.duration_since(now);
-            self.save_every = (took * SAVE_SHARE).clamp(SAVE_EVERY, SAVE_AT_MOST_EVERY);
-            debug!(
-                entries = self.folder.len(),
-                ms = took.as_millis() as u64,
-                next_in_ms = self.save_every.as_millis() as u64,
-                "index saved"
-            );
+        if let Err(e) = self.folder.save_if_due(now) {
+            error!(error = %e, "could not save the index");
         }
     }
 

@@ -24,7 +24,7 @@ impl Engine {
             }
             return;
         };
-        let local = self.folder.get(&path).cloned();
+        let local = self.folder.get(&path);
         let (aside, step) = match decide::plan_remote(local.as_ref(), &r, fetched.is_some()) {
             RemotePlan::Keep => return,
             RemotePlan::OursWins => {

@@ -6,7 +6,7 @@ use super::*;
 
 impl Engine {
     pub(super) fn batches(&self) -> Vec<Vec<FileEntry>> {
-        batch(self.folder.iter().map(|le| le.entry.clone()).collect())
+        batch(self.folder.entries().map(|le| le.entry).collect())
     }
 
     /// True if a heartbeat sent under `generation` was sent after the latest
@@ -18,19 +18,14 @@ impl Engine {
     /// Registers (the session has taken the attempt as started).
     pub(super) fn register(&mut self) {
         // Registering reports the whole index: record it first.
-        let saved = match self.saves_stopped {
-            true => Ok(()),
-            false => self.folder.save(),
-        };
-        if let Err(e) = saved {
+        if let Err(e) = self.folder.save() {
             return self.register_failed(format!("cannot save the index first: {e}"));
         }
-        self.last_save = Instant::now();
         let mut batches = self.batches().into_iter();
         let first = batches.next().unwrap_or_default();
         let req = TrackerRequest::Register {
             name: self.s.name.clone(),
-            device: self.folder.device,
+            device: self.folder.device(),
             endpoint: self.s.advertise.clone(),
             files: first,
         };
@@ -38,7 +33,7 @@ impl Engine {
             for files in batches {
                 let req = TrackerRequest::Update {
                     name: self.s.name.clone(),
-                    device: self.folder.device,
+                    device: self.folder.device(),
                     files,
                 };
                 self.tracker.request(&req)?;
@@ -65,7 +60,7 @@ impl Engine {
                 self.outbox.clear();
                 if self.fault.as_deref() == Some("no-saves-after-registering") {
                     warn!("ZYNC_FAULT: the index is not saved from now on");
-                    self.saves_stopped = true;
+                    self.folder.stop_saving();
                 }
             }
             Ok(_) => self.register_failed("unexpected reply".into()),
@@ -180,7 +175,7 @@ impl Engine {
         for files in batch(std::mem::take(&mut self.outbox)) {
             let req = TrackerRequest::Update {
                 name: self.s.name.clone(),
-                device: self.folder.device,
+                device: self.folder.device(),
                 files,
             };
             match self.tracker.request(&req) {
