@@ -2,6 +2,8 @@
 //! a timeout the socket is thrown away and a fresh one is made for the next
 //! request).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use zync_proto::{decode, encode, DecodeError, ErrorKind, TrackerReply, TrackerRequest};
@@ -61,43 +63,151 @@ pub fn ask(ctx: &Context, addr: &str, body: &[u8], timeout: Duration) -> Result<
     Ok(sock.recv_body()?)
 }
 
-/// A request-reply client for the tracker that never hangs: each request
-/// gets a reply or a [`NetError::Timeout`], after which a fresh socket is used.
+/// Which of a list of tracker endpoints is in use: an index into the list,
+/// shared by every [`TrackerClient`] of a process that follows one choice
+/// (the peer's engine chooses when it registers; its heartbeat and fetch
+/// workers follow).
+#[derive(Clone, Debug, Default)]
+pub struct Choice(Arc<AtomicUsize>);
+
+impl Choice {
+    /// The endpoint index in use.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, i: usize) {
+        self.0.store(i, Ordering::Release);
+    }
+}
+
+/// Splits a list of trackers as users write it (`HOST:PORT,HOST:PORT`, the
+/// first one preferred) into endpoints.
+pub fn tracker_endpoints(addrs: &str) -> Vec<String> {
+    let v: Vec<String> = addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(tcp)
+        .collect();
+    if v.is_empty() {
+        vec![tcp(addrs)]
+    } else {
+        v
+    }
+}
+
+/// A request-reply client for a tracker that never hangs: each request gets
+/// a reply or an error within its timeout, after which a fresh socket is
+/// used (Lazy Pirate).
+///
+/// It knows a *list* of trackers, the first preferred (the guide's Binary
+/// Star from the client side). [`TrackerClient::request`] asks the one in
+/// use, as the [`Choice`] says; [`TrackerClient::request_first`] asks each
+/// in order from the first until one answers, and makes that one the choice.
 pub struct TrackerClient {
     ctx: Context,
-    endpoint: String,
+    endpoints: Vec<String>,
+    choice: Choice,
+    /// The endpoint `sock` is connected to.
+    used: usize,
     timeout: Duration,
     sock: Option<Socket>,
 }
 
 impl TrackerClient {
-    /// A client for the tracker at `addr` (`HOST:PORT` or an endpoint).
-    pub fn new(ctx: &Context, addr: &str, timeout: Duration) -> TrackerClient {
+    /// A client for the trackers `addrs` (`HOST:PORT` or endpoints,
+    /// comma-separated, the first preferred), with a choice of its own.
+    pub fn new(ctx: &Context, addrs: &str, timeout: Duration) -> TrackerClient {
+        TrackerClient::following(ctx, addrs, timeout, Choice::default())
+    }
+
+    /// A client that uses whichever tracker `choice` says, and changes it
+    /// when [`TrackerClient::request_first`] finds another.
+    pub fn following(
+        ctx: &Context,
+        addrs: &str,
+        timeout: Duration,
+        choice: Choice,
+    ) -> TrackerClient {
         TrackerClient {
             ctx: ctx.clone(),
-            endpoint: tcp(addr),
+            endpoints: tracker_endpoints(addrs),
+            used: choice.get(),
+            choice,
             timeout,
             sock: None,
         }
     }
 
-    /// The tracker's endpoint.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    /// The choice this client follows.
+    pub fn choice(&self) -> Choice {
+        self.choice.clone()
     }
 
-    /// Sends `req` and waits for the reply. A tracker-side `Error` reply is
-    /// returned as [`NetError::Refused`].
+    /// Every tracker it knows, the first preferred.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The endpoint in use.
+    pub fn endpoint(&self) -> &str {
+        let i = self.choice.get().min(self.endpoints.len() - 1);
+        &self.endpoints[i]
+    }
+
+    /// Sends `req` to the tracker in use and waits for the reply. A
+    /// tracker-side `Error` reply is returned as [`NetError::Refused`].
     pub fn request(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
+        let i = self.choice.get().min(self.endpoints.len() - 1);
+        self.request_at(i, req)
+    }
+
+    /// Sends `req` to each tracker in turn, from the first, until one
+    /// answers (a refusal is an answer), and makes that one the choice.
+    /// Returns the last error if none answers.
+    pub fn request_first(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
+        let mut last = None;
+        for i in 0..self.endpoints.len() {
+            match self.request_at(i, req) {
+                Err(e @ (NetError::Timeout { .. } | NetError::Zmq(_))) => last = Some(e),
+                answered => {
+                    self.choice.set(i);
+                    return answered;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| NetError::Unexpected("no tracker endpoint".into())))
+    }
+
+    /// Sends `req` to the tracker in use; if it does not answer, to each
+    /// in turn from the first ([`TrackerClient::request_first`]). For a
+    /// client that only reads (the CLI, zync-web): whichever tracker
+    /// answers will do.
+    pub fn request_any(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
+        match self.request(req) {
+            Err(NetError::Timeout { .. } | NetError::Zmq(_)) if self.endpoints.len() > 1 => {
+                self.request_first(req)
+            }
+            answered => answered,
+        }
+    }
+
+    fn request_at(&mut self, i: usize, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
+        if i != self.used {
+            self.sock = None;
+            self.used = i;
+        }
+        let endpoint = &self.endpoints[i];
         let sock = match self.sock.take() {
             Some(s) => s,
-            None => self.ctx.requester(&self.endpoint)?,
+            None => self.ctx.requester(endpoint)?,
         };
         sock.send(encode(req))?;
         if !sock.wait_readable(self.timeout)? {
             // Dropping a REQ socket that is waiting for a reply resets it.
             return Err(NetError::Timeout {
-                endpoint: self.endpoint.clone(),
+                endpoint: endpoint.clone(),
                 after: self.timeout,
             });
         }
@@ -105,13 +215,13 @@ impl TrackerClient {
         self.sock = Some(sock);
         match decode::<TrackerReply>(&body) {
             Ok(TrackerReply::Error { kind, message }) => Err(NetError::Refused {
-                endpoint: self.endpoint.clone(),
+                endpoint: endpoint.clone(),
                 kind,
                 message,
             }),
             Ok(r) => Ok(r),
             Err(source) => Err(NetError::Decode {
-                endpoint: self.endpoint.clone(),
+                endpoint: endpoint.clone(),
                 source,
             }),
         }
@@ -138,6 +248,63 @@ mod tests {
             c.request(&TrackerRequest::Peers),
             Err(NetError::Timeout { .. })
         ));
+    }
+
+    #[test]
+    fn a_list_of_trackers_is_split_and_the_first_is_preferred() {
+        assert_eq!(
+            tracker_endpoints("a:1, b:2,,tcp://c:3"),
+            ["tcp://a:1", "tcp://b:2", "tcp://c:3"]
+        );
+        assert_eq!(tracker_endpoints("a:1"), ["tcp://a:1"]);
+        let ctx = Context::new();
+        let c = TrackerClient::new(&ctx, "a:1,b:2", Duration::from_millis(10));
+        assert_eq!(c.endpoint(), "tcp://a:1");
+    }
+
+    #[test]
+    fn request_first_moves_to_the_first_tracker_that_answers_and_followers_follow() {
+        let ctx = Context::new();
+        // A tracker stand-in on an ephemeral port that refuses everything:
+        // a refusal is an answer.
+        let rep = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let live = rep.endpoint().unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let frames = rep.recv_frames().unwrap();
+                let mut reply: Vec<Vec<u8>> = frames[..frames.len() - 1].to_vec();
+                reply.push(encode(&TrackerReply::Error {
+                    kind: ErrorKind::UnknownPeer,
+                    message: "who?".into(),
+                }));
+                rep.send_frames(reply).unwrap();
+            }
+        });
+        let addrs = format!("127.0.0.1:1,{live}");
+        let mut c = TrackerClient::new(&ctx, &addrs, Duration::from_millis(200));
+        let mut follower =
+            TrackerClient::following(&ctx, &addrs, Duration::from_millis(200), c.choice());
+        // The one in use (the first) is silent: a plain request fails ...
+        assert!(matches!(
+            c.request(&TrackerRequest::Peers),
+            Err(NetError::Timeout { .. })
+        ));
+        // ... and request_first finds the second and chooses it.
+        assert!(matches!(
+            c.request_first(&TrackerRequest::Peers),
+            Err(NetError::Refused {
+                kind: ErrorKind::UnknownPeer,
+                ..
+            })
+        ));
+        assert_eq!(c.endpoint(), live);
+        // A follower now asks the chosen one.
+        assert_eq!(follower.endpoint(), live);
+        assert!(matches!(
+            follower.request(&TrackerRequest::Peers),
+            Err(NetError::Refused { .. })
+        ));
+        server.join().unwrap();
     }
 
     #[test]

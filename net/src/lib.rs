@@ -17,7 +17,7 @@ pub mod logging;
 mod shutdown;
 mod socket;
 
-pub use client::{ask, NetError, TrackerClient};
+pub use client::{ask, tracker_endpoints, Choice, NetError, TrackerClient};
 pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
 pub use shutdown::Shutdown;
 pub use socket::{Context, Error, Message, Socket};

@@ -82,7 +82,9 @@ fn rfc3339(ns: i64) -> String {
 }
 
 impl Client {
-    /// A client of the cluster whose tracker is at `tracker` (`HOST:PORT`).
+    /// A client of the cluster whose trackers are at `tracker` (`HOST:PORT`,
+    /// or several comma-separated, the first preferred; whichever answers
+    /// is asked).
     pub fn new(ctx: &Context, tracker: &str) -> Client {
         Client {
             ctx: ctx.clone(),
@@ -95,6 +97,8 @@ impl Client {
     pub fn files(&self) -> Result<Vec<FileRow>, ClientError> {
         let mut c = TrackerClient::new(&self.ctx, &self.tracker, TRACKER_TIMEOUT);
         let mut files = Vec::new();
+        // The first page from whichever tracker answers, the rest from it.
+        let mut first = true;
         let mut after = None;
         let mut epoch = None;
         loop {
@@ -103,7 +107,10 @@ impl Client {
                 files: page,
                 next,
                 ..
-            } = c.request(&TrackerRequest::List { after })?
+            } = (match std::mem::take(&mut first) {
+                true => c.request_any(&TrackerRequest::List { after })?,
+                false => c.request(&TrackerRequest::List { after })?,
+            })
             else {
                 return Err(ClientError::Unexpected);
             };
@@ -135,7 +142,7 @@ impl Client {
     /// The live peers.
     pub fn peers(&self) -> Result<Vec<PeerRow>, ClientError> {
         let mut c = TrackerClient::new(&self.ctx, &self.tracker, TRACKER_TIMEOUT);
-        let TrackerReply::Peers { peers } = c.request(&TrackerRequest::Peers)? else {
+        let TrackerReply::Peers { peers } = c.request_any(&TrackerRequest::Peers)? else {
             return Err(ClientError::Unexpected);
         };
         Ok(peers
@@ -156,6 +163,6 @@ impl Client {
     /// A downloader of file versions from their holders (verified block by
     /// block): [`Fetcher::fetch`] to a file, [`Fetcher::stream`] as blocks.
     pub fn fetcher(&self) -> Fetcher {
-        Fetcher::new(&self.ctx, &self.tracker, None)
+        Fetcher::new(&self.ctx, &self.tracker)
     }
 }

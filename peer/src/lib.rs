@@ -189,6 +189,10 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         watch_tx.send(input).is_ok()
     })?;
 
+    // Which tracker of the list is in use: the engine chooses when it
+    // registers, the heartbeat and the fetch workers follow.
+    let choice = net::Choice::default();
+
     // Tracker links.
     let (ep_tx, ep_rx) = unbounded::<String>();
     let (link_tx, link_rx) = bounded::<LinkEvent>(1024);
@@ -199,8 +203,18 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     });
     spawn("zync-heartbeat", {
         let (ctx, tx, stop, reg) = (ctx.clone(), link_tx, stop.clone(), registration.clone());
-        let (tracker, name, device) = (cfg.tracker.clone(), cfg.name.clone(), folder.device());
-        move || link::heartbeat(ctx, tracker, name, device, reg, tx, stop)
+        let hb = link::Heartbeat {
+            tracker: net::TrackerClient::following(
+                &ctx,
+                &cfg.tracker,
+                link::HEARTBEAT_TIMEOUT,
+                choice.clone(),
+            ),
+            name: cfg.name.clone(),
+            device: folder.device(),
+            registration: reg,
+        };
+        move || hb.run(ctx, tx, stop)
     });
     spawn("zync-links", {
         let tx = tx.clone();
@@ -217,9 +231,9 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     let (job_tx, job_rx) = unbounded::<Job>();
     for i in 0..cfg.workers.max(1) {
         let (ctx, jobs, tx) = (ctx.clone(), job_rx.clone(), tx.clone());
-        let (tracker, me, staging) = (cfg.tracker.clone(), cfg.name.clone(), staging.clone());
+        let mut fetcher = Fetcher::following(&ctx, &cfg.tracker, choice.clone(), cfg.name.clone());
+        let staging = staging.clone();
         spawn(&format!("zync-fetch-{i}"), move || {
-            let mut fetcher = Fetcher::new(&ctx, &tracker, Some(me));
             for Job { entry } in jobs {
                 let t = Instant::now();
                 let result = fetcher.fetch(&entry, &staging, &mut |_| {});
@@ -241,7 +255,8 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         staging,
         name: cfg.name.clone(),
         advertise,
-        tracker: net::tcp(&cfg.tracker),
+        tracker: cfg.tracker.clone(),
+        choice: choice.clone(),
         workers: cfg.workers.max(1),
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),

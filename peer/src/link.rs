@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tracing::{debug, warn};
@@ -24,6 +24,12 @@ pub enum LinkEvent {
     },
     /// The tracker answered but does not know us (it restarted, or dropped us).
     ForgotUs {
+        /// Registration the heartbeat belonged to.
+        generation: u64,
+    },
+    /// We are registered with a backup tracker and the preferred one (the
+    /// first of the list) answers again.
+    PreferredBack {
         /// Registration the heartbeat belonged to.
         generation: u64,
     },
@@ -99,53 +105,82 @@ pub fn subscriber(
     }
 }
 
-/// Heartbeats the tracker every `registration.heartbeat_ms` (which the engine may change)
-/// and reports transitions: lost, or forgotten.
-pub fn heartbeat(
-    ctx: Context,
-    tracker: String,
-    name: String,
-    device: u64,
-    registration: Arc<Registration>,
-    out: Sender<LinkEvent>,
-    stop: Shutdown,
-) {
-    let mut client = TrackerClient::new(&ctx, &tracker, Duration::from_millis(1000));
-    let mut reachable = true;
-    loop {
-        let interval = registration
-            .heartbeat_ms
-            .load(Ordering::Relaxed)
-            .clamp(50, 60_000);
-        if stop.sleep(Duration::from_millis(interval)) {
-            return;
-        }
-        let generation = registration.generation.load(Ordering::Acquire);
-        let req = TrackerRequest::Heartbeat {
-            name: name.clone(),
-            device,
-        };
-        let event = match client.request(&req) {
-            Ok(_) => {
-                reachable = true;
-                None
-            }
-            Err(NetError::Refused {
-                kind: ErrorKind::UnknownPeer,
-                ..
-            }) => {
-                reachable = true;
-                Some(LinkEvent::ForgotUs { generation })
-            }
-            Err(e) => {
-                debug!(error = %e, "heartbeat failed");
-                let was = std::mem::replace(&mut reachable, false);
-                was.then_some(LinkEvent::TrackerLost { generation })
-            }
-        };
-        if let Some(ev) = event {
-            if out.send(ev).is_err() {
+/// How long a heartbeat waits for the tracker's answer.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// While registered with a backup tracker, how often the preferred one is
+/// asked whether it is back, and how long it has to answer.
+const PROBE_EVERY: Duration = Duration::from_secs(3);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The heartbeat link: beats the tracker in use (its client follows the
+/// engine's choice) every `registration.heartbeat_ms`, which the engine may
+/// change, and reports transitions: lost, forgotten, preferred one back.
+pub struct Heartbeat {
+    /// Follows the engine's choice of tracker.
+    pub tracker: TrackerClient,
+    /// Our name.
+    pub name: String,
+    /// Our device id.
+    pub device: u64,
+    /// Shared with the engine.
+    pub registration: Arc<Registration>,
+}
+
+impl Heartbeat {
+    /// Runs until `stop` fires or the engine is gone.
+    pub fn run(mut self, ctx: Context, out: Sender<LinkEvent>, stop: Shutdown) {
+        let preferred = self.tracker.endpoints()[0].clone();
+        let mut probe = TrackerClient::new(&ctx, &preferred, PROBE_TIMEOUT);
+        let mut probed = Instant::now();
+        let mut reachable = true;
+        loop {
+            let interval = self
+                .registration
+                .heartbeat_ms
+                .load(Ordering::Relaxed)
+                .clamp(50, 60_000);
+            if stop.sleep(Duration::from_millis(interval)) {
                 return;
+            }
+            let generation = self.registration.generation.load(Ordering::Acquire);
+            let req = TrackerRequest::Heartbeat {
+                name: self.name.clone(),
+                device: self.device,
+            };
+            let mut event = match self.tracker.request(&req) {
+                Ok(_) => {
+                    reachable = true;
+                    None
+                }
+                Err(NetError::Refused {
+                    kind: ErrorKind::UnknownPeer,
+                    ..
+                }) => {
+                    reachable = true;
+                    Some(LinkEvent::ForgotUs { generation })
+                }
+                Err(e) => {
+                    debug!(error = %e, "heartbeat failed");
+                    let was = std::mem::replace(&mut reachable, false);
+                    was.then_some(LinkEvent::TrackerLost { generation })
+                }
+            };
+            // On a backup: is the preferred tracker back? Any answer says so
+            // (it will not know us).
+            if event.is_none()
+                && self.tracker.choice().get() != 0
+                && probed.elapsed() >= PROBE_EVERY
+            {
+                probed = Instant::now();
+                if matches!(probe.request(&req), Ok(_) | Err(NetError::Refused { .. })) {
+                    event = Some(LinkEvent::PreferredBack { generation });
+                }
+            }
+            if let Some(ev) = event {
+                if out.send(ev).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -12,13 +12,15 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Tracker request endpoint.
+    /// Tracker request endpoint; several, comma-separated, are tried in
+    /// order: a peer registers with the first that answers, moves to the
+    /// next when it dies, and returns to the first when it is back.
     #[arg(
         long,
         global = true,
         env = "ZYNC_TRACKER",
         default_value = "127.0.0.1:5555",
-        value_name = "HOST:PORT"
+        value_name = "HOST:PORT[,HOST:PORT...]"
     )]
     tracker: String,
     /// Log format.

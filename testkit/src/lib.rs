@@ -146,19 +146,38 @@ pub struct Cluster {
     pub tmp: tempfile::TempDir,
     pub port: u16,
     pub tracker: Option<Proc>,
+    /// A second tracker, listed after the first wherever a tracker is given
+    /// (`--tracker FIRST,SECOND`): its port, and its process while it runs.
+    pub backup_port: Option<u16>,
+    pub backup: Option<Proc>,
     pub peers: Vec<Peer>,
 }
 
 impl Cluster {
     /// A tracker and `n` peers named p1..pn.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_trackers(n, false)
+    }
+
+    /// Two trackers (the first preferred) and `n` peers named p1..pn, which
+    /// register with the first.
+    pub fn start_with_backup(n: usize) -> Cluster {
+        Cluster::start_trackers(n, true)
+    }
+
+    fn start_trackers(n: usize, backup: bool) -> Cluster {
         let mut c = Cluster {
             tmp: tempfile::tempdir().unwrap(),
             port: free_port(),
             tracker: None,
+            backup_port: backup.then(free_port),
+            backup: None,
             peers: Vec::new(),
         };
         c.start_tracker();
+        if backup {
+            c.start_backup();
+        }
         for i in 1..=n {
             c.add_peer(&format!("p{i}"));
         }
@@ -166,21 +185,49 @@ impl Cluster {
         c
     }
 
+    /// The first tracker's `HOST:PORT`.
     pub fn tracker_addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn start_tracker(&mut self) {
+    /// The second tracker's `HOST:PORT` (panics without one).
+    pub fn backup_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.backup_port.expect("a cluster with a backup tracker")
+        )
+    }
+
+    /// What peers and the CLI are given as `--tracker`.
+    pub fn trackers(&self) -> String {
+        match self.backup_port {
+            Some(_) => format!("{},{}", self.tracker_addr(), self.backup_addr()),
+            None => self.tracker_addr(),
+        }
+    }
+
+    fn tracker_cmd(&self, addr: &str) -> Command {
         let mut cmd = Command::new(tracker_bin());
         cmd.args([
             "--listen",
-            &self.tracker_addr(),
+            addr,
             "--publish",
             "127.0.0.1:0",
             "--heartbeat-ms",
             "300",
         ]);
+        cmd
+    }
+
+    pub fn start_tracker(&mut self) {
+        let cmd = self.tracker_cmd(&self.tracker_addr());
         self.tracker = Some(Proc::spawn(cmd, self.tmp.path().join("tracker.log")));
+    }
+
+    /// Starts the second tracker (again).
+    pub fn start_backup(&mut self) {
+        let cmd = self.tracker_cmd(&self.backup_addr());
+        self.backup = Some(Proc::spawn(cmd, self.tmp.path().join("backup.log")));
     }
 
     pub fn dir_of(&self, name: &str) -> PathBuf {
@@ -191,7 +238,7 @@ impl Cluster {
         let mut cmd = Command::new(peer_bin());
         cmd.args([
             "--tracker",
-            &self.tracker_addr(),
+            &self.trackers(),
             "run",
             "--listen",
             "127.0.0.1:0",
@@ -253,27 +300,45 @@ impl Cluster {
         &self.peers[i].dir
     }
 
-    /// Runs a one-shot `zync-peer` command against this cluster's tracker.
+    /// Runs a one-shot `zync-peer` command against this cluster's trackers.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_at(&self.trackers(), args)
+    }
+
+    /// Runs a one-shot `zync-peer` command with `--tracker TRACKERS`.
+    pub fn cli_at(&self, trackers: &str, args: &[&str]) -> std::process::Output {
         Command::new(peer_bin())
             .arg("--tracker")
-            .arg(self.tracker_addr())
+            .arg(trackers)
             .args(args)
             .current_dir(self.tmp.path())
             .output()
             .unwrap()
     }
 
+    /// The names of the live peers the tracker at `addr` knows (`None` if
+    /// it does not answer).
+    pub fn peers_at(&self, addr: &str) -> Option<Vec<String>> {
+        let out = self.cli_at(addr, &["peers", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?;
+        let mut names: Vec<String> = v
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Some(names)
+    }
+
     pub fn wait_peers(&self, n: usize) {
         wait_for(
             CONVERGE,
             || {
-                let out = self.cli(&["peers", "--json"]);
-                out.status.success()
-                    && serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                        .ok()
-                        .and_then(|v| v.as_array().map(|a| a.len() == n))
-                        .unwrap_or(false)
+                self.peers_at(&self.tracker_addr())
+                    .is_some_and(|p| p.len() == n)
             },
             &format!("{n} live peers"),
             self,
@@ -285,6 +350,9 @@ impl Cluster {
         let mut s = String::new();
         if let Some(t) = &self.tracker {
             s += &format!("==== tracker\n{}\n", tail(&t.log_text()));
+        }
+        if let Some(t) = &self.backup {
+            s += &format!("==== backup tracker\n{}\n", tail(&t.log_text()));
         }
         for p in &self.peers {
             s += &format!("==== {}\n{}\n", p.name, tail(&p.proc.log_text()));

@@ -24,8 +24,9 @@ struct Args {
         value_name = "HOST:PORT"
     )]
     listen: String,
-    /// Join the cluster whose tracker is at HOST:PORT.
-    #[arg(long, env = "ZYNC_TRACKER", value_name = "HOST:PORT")]
+    /// Join the cluster whose tracker is at HOST:PORT (several,
+    /// comma-separated, the first preferred: see zync-peer --help).
+    #[arg(long, env = "ZYNC_TRACKER", value_name = "HOST:PORT[,HOST:PORT...]")]
     tracker: Option<String>,
     /// This node's cluster folder, where uploads land (with --tracker).
     #[arg(

@@ -76,6 +76,8 @@ pub struct Setup {
     pub advertise: String,
     /// Tracker endpoint.
     pub tracker: String,
+    /// Which of them is in use, shared with the heartbeat and the fetchers.
+    pub choice: net::Choice,
     /// Concurrent downloads.
     pub workers: usize,
     /// Gets a copy of every notification applied.
@@ -138,7 +140,8 @@ impl Engine {
         sub_endpoints: Sender<String>,
         registration: Arc<Registration>,
     ) -> Engine {
-        let tracker = TrackerClient::new(ctx, &s.tracker, Duration::from_secs(2));
+        let tracker =
+            TrackerClient::following(ctx, &s.tracker, Duration::from_secs(2), s.choice.clone());
         let fault = std::env::var("ZYNC_FAULT").ok();
         if let Some(hook) = fault.as_deref().and_then(kill_after_install) {
             folder.on_install(hook);
@@ -265,14 +268,22 @@ impl Engine {
             Input::Link(LinkEvent::Note(n)) => self.on_note(n),
             Input::Link(LinkEvent::TrackerLost { generation }) => {
                 if self.session.is_registered() && self.is_current(generation) {
-                    warn!(event = %"tracker_lost", tracker = %self.s.tracker, "tracker stopped answering heartbeats");
+                    warn!(event = %"tracker_lost", tracker = %self.tracker.endpoint(), "tracker stopped answering heartbeats");
                     self.session.lost(Instant::now(), false);
                 }
             }
             Input::Link(LinkEvent::ForgotUs { generation }) => {
                 if self.session.is_registered() && self.is_current(generation) {
-                    info!(tracker = %self.s.tracker, "tracker does not know us any more; registering again");
+                    info!(tracker = %self.tracker.endpoint(), "tracker does not know us any more; registering again");
                     self.session.lost(Instant::now(), true);
+                }
+            }
+            Input::Link(LinkEvent::PreferredBack { generation }) => {
+                if self.session.is_registered()
+                    && self.is_current(generation)
+                    && self.s.choice.get() != 0
+                {
+                    self.fail_back();
                 }
             }
             Input::Done {

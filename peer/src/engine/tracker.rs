@@ -29,7 +29,8 @@ impl Engine {
             endpoint: self.s.advertise.clone(),
             files: first,
         };
-        let reply = self.tracker.request(&req).and_then(|r| {
+        // From the first tracker of the list that answers.
+        let reply = self.tracker.request_first(&req).and_then(|r| {
             for files in batches {
                 let req = TrackerRequest::Update {
                     name: self.s.name.clone(),
@@ -47,15 +48,23 @@ impl Engine {
                 heartbeat_ms,
             }) => {
                 if self.session.registered(epoch) {
-                    info!(event = %"tracker_restarted", tracker = %self.s.tracker,
+                    info!(event = %"tracker_restarted", tracker = %self.tracker.endpoint(),
                           epoch = %format!("{epoch:016x}"), "tracker restarted; re-registered");
                 }
-                info!(tracker = %self.s.tracker, files = self.folder.len(), "registered with tracker");
+                let tracker = self.tracker.endpoint().to_owned();
+                match self.s.choice.get() {
+                    0 => {
+                        info!(tracker = %tracker, files = self.folder.len(), "registered with tracker")
+                    }
+                    _ => warn!(event = %"tracker_failover", tracker = %tracker,
+                               preferred = %self.tracker.endpoints()[0], files = self.folder.len(),
+                               "the preferred tracker does not answer; registered with a backup"),
+                }
                 self.registration
                     .heartbeat_ms
                     .store(heartbeat_ms, Ordering::Relaxed);
                 self.registration.generation.fetch_add(1, Ordering::Release);
-                let host = net::host_of(&self.s.tracker).to_owned();
+                let host = net::host_of(&tracker).to_owned();
                 let _ = self.sub_endpoints.send(net::reachable(&publish, &host));
                 self.outbox.clear();
                 if self.fault.as_deref() == Some("no-saves-after-registering") {
@@ -70,8 +79,22 @@ impl Engine {
 
     pub(super) fn register_failed(&mut self, why: String) {
         let wait = self.session.register_failed(Instant::now());
-        warn!(tracker = %self.s.tracker, error = %why, retry_in = %humantime::format_duration(wait),
+        warn!(trackers = %self.tracker.endpoints().join(","), error = %why, retry_in = %humantime::format_duration(wait),
               "cannot register with tracker");
+    }
+
+    /// The preferred tracker answers again while we are registered with a
+    /// backup: say goodbye to the backup and register with the preferred
+    /// one, so every peer ends up with the first tracker that answers it.
+    pub(super) fn fail_back(&mut self) {
+        info!(event = %"tracker_failback", from = %self.tracker.endpoint(),
+              tracker = %self.tracker.endpoints()[0], "the preferred tracker is back; moving to it");
+        let req = TrackerRequest::Unregister {
+            name: self.s.name.clone(),
+            device: self.folder.device(),
+        };
+        let _ = self.tracker.request(&req);
+        self.session.lost(Instant::now(), true);
     }
 
     /// Fetches the cluster index page by page and applies each page as it

@@ -25,7 +25,7 @@ use zync_proto::{
     DecodeError, ErrorKind, FileEntry, Hash, PeerInfo, RelPath, TrackerReply, TrackerRequest,
 };
 
-use zync_net::{self as net, Context, NetError, Socket, TrackerClient};
+use zync_net::{self as net, Choice, Context, NetError, Socket, TrackerClient};
 
 use crate::fsops::Root;
 use crate::hashing::Stat;
@@ -160,6 +160,9 @@ impl Fetched {
     }
 }
 
+/// How long a fetcher waits for the tracker's answer.
+const TRACKER_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Connections to holders kept between downloads, per fetcher. Bounded.
 const IDLE_SOCKETS: usize = 8;
 
@@ -167,6 +170,9 @@ const IDLE_SOCKETS: usize = 8;
 pub struct Fetcher {
     ctx: Context,
     tracker: TrackerClient,
+    /// Ask the other trackers when the one in use is silent (a reading
+    /// client), rather than only the one a peer's engine registered with.
+    fail_over: bool,
     exclude: Option<String>,
     /// Holder connections left clean by finished downloads (no request in
     /// flight), by endpoint: a folder of small files would otherwise cost a
@@ -182,17 +188,46 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher that asks the tracker at `tracker` who holds what, skipping
-    /// the peer named `exclude` (ourselves).
-    pub fn new(ctx: &Context, tracker: &str, exclude: Option<String>) -> Fetcher {
+    /// A fetcher that asks the trackers `tracker` (comma-separated, the
+    /// first preferred; whichever answers) who holds what.
+    pub fn new(ctx: &Context, tracker: &str) -> Fetcher {
+        Fetcher::with(
+            ctx,
+            TrackerClient::new(ctx, tracker, TRACKER_TIMEOUT),
+            true,
+            None,
+        )
+    }
+
+    /// A peer's fetcher: it asks the tracker `choice` says (the one its
+    /// engine registered with) and skips the peer named `me` (ourselves).
+    pub fn following(ctx: &Context, tracker: &str, choice: Choice, me: String) -> Fetcher {
+        let client = TrackerClient::following(ctx, tracker, TRACKER_TIMEOUT, choice);
+        Fetcher::with(ctx, client, false, Some(me))
+    }
+
+    fn with(
+        ctx: &Context,
+        tracker: TrackerClient,
+        fail_over: bool,
+        exclude: Option<String>,
+    ) -> Fetcher {
         Fetcher {
             ctx: ctx.clone(),
-            tracker: TrackerClient::new(ctx, tracker, Duration::from_secs(3)),
+            tracker,
+            fail_over,
             exclude,
             idle: Vec::new(),
             next_id: 1,
             window: 16,
             stall_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn ask(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
+        match self.fail_over {
+            true => self.tracker.request_any(req),
+            false => self.tracker.request(req),
         }
     }
 
@@ -202,7 +237,7 @@ impl Fetcher {
             path: path.clone(),
             sha256: Hash::default(),
         };
-        match self.tracker.request(&req)? {
+        match self.ask(&req)? {
             TrackerReply::Holders { entry: Some(e), .. } => Ok(e),
             TrackerReply::Holders { entry: None, .. } => Err(FetchError::NotFound(path.clone())),
             _ => Err(NetError::Unexpected(self.tracker.endpoint().to_owned()).into()),
@@ -212,7 +247,7 @@ impl Fetcher {
     /// A current entry with content `sha256` (one with live holders if there
     /// is one), from the tracker.
     pub fn find(&mut self, sha256: Hash) -> Result<FileEntry, FetchError> {
-        match self.tracker.request(&TrackerRequest::Find { sha256 })? {
+        match self.ask(&TrackerRequest::Find { sha256 })? {
             TrackerReply::Holders { entry: Some(e), .. } => Ok(e),
             TrackerReply::Holders { entry: None, .. } => Err(FetchError::NoSuchContent(sha256)),
             _ => Err(NetError::Unexpected(self.tracker.endpoint().to_owned()).into()),
@@ -225,7 +260,7 @@ impl Fetcher {
             path: entry.path.clone(),
             sha256: entry.sha256,
         };
-        match self.tracker.request(&req)? {
+        match self.ask(&req)? {
             TrackerReply::Holders { holders, .. } => Ok(holders
                 .into_iter()
                 .filter(|h| Some(&h.name) != self.exclude.as_ref())
