@@ -3,11 +3,15 @@
 //! [`PARALLEL_FROM`] bytes the whole-file hash runs on a second thread fed
 //! the same buffers (a few, recycled), so the two SHA-256 passes over a large
 //! file take about half the wall time on two cores.
+//!
+//! [`Hashers`] run that off the engine's thread: a small pool that hashes
+//! what it is sent and hands each result back, so a large file being hashed
+//! never holds up a sync decision.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -176,6 +180,44 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// A pool of hashing threads. Dropping it ends them once they have hashed
+/// what they were sent.
+pub struct Hashers<K> {
+    jobs: crossbeam_channel::Sender<(K, PathBuf)>,
+}
+
+impl<K: Send + 'static> Hashers<K> {
+    /// `n` threads (at least one), each handing `(key, result)` to `done`;
+    /// a thread ends when `done` returns false.
+    pub fn spawn<F>(n: usize, done: F) -> io::Result<Hashers<K>>
+    where
+        F: Fn(K, Result<Hashed, HashError>) -> bool + Clone + Send + 'static,
+    {
+        let (jobs, rx) = crossbeam_channel::unbounded::<(K, PathBuf)>();
+        for i in 0..n.max(1) {
+            let (rx, done) = (rx.clone(), done.clone());
+            std::thread::Builder::new()
+                .name(format!("zync-hash-{i}"))
+                .spawn(move || {
+                    for (key, path) in rx {
+                        if !done(key, hash_file(&path)) {
+                            return;
+                        }
+                    }
+                })?;
+        }
+        Ok(Hashers { jobs })
+    }
+
+    /// Queues the file at `path` to be hashed (unbounded: the engine never
+    /// waits on hashing).
+    pub fn hash(&self, key: K, path: PathBuf) {
+        // The threads end only when this sender is dropped, or when the
+        // receiver of the results is gone (the engine stopping).
+        let _ = self.jobs.send((key, path));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +272,42 @@ mod tests {
             filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() + 3600, 0);
         filetime::set_file_mtime(&p, later).unwrap();
         assert!(hash_file(&p).is_ok());
+    }
+
+    #[test]
+    fn hashers_hand_back_every_result_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        let mut want = std::collections::BTreeMap::new();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let hashers = Hashers::spawn(2, move |k: usize, r| tx.send((k, r)).is_ok()).unwrap();
+        for k in 0..20usize {
+            let p = dir.path().join(format!("f{k}"));
+            let content = vec![k as u8; k * 1000];
+            std::fs::write(&p, &content).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(then)
+                .unwrap();
+            want.insert(k, Hash::of(&content));
+            hashers.hash(k, p);
+        }
+        hashers.hash(99, dir.path().join("missing"));
+        let mut got = std::collections::BTreeMap::new();
+        for _ in 0..21 {
+            let (k, r) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            match r {
+                Ok(h) => {
+                    got.insert(k, h.sha256);
+                }
+                Err(HashError::Io(e)) => {
+                    assert_eq!((k, e.kind()), (99, io::ErrorKind::NotFound));
+                }
+                Err(e) => panic!("{k}: {e}"),
+            }
+        }
+        assert_eq!(got, want);
     }
 }

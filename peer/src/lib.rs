@@ -261,7 +261,16 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
     };
-    let engine = Engine::new(setup, folder, &ctx, job_tx, ep_tx, registration);
+    // Hashers: local files are hashed off the engine's thread.
+    let hashers = hashing::Hashers::spawn(HASHERS, {
+        let tx = tx.clone();
+        move |path, result| tx.send(Input::Hashed { path, result }).is_ok()
+    })
+    .map_err(|source| StartError::Thread {
+        what: "hashing",
+        source,
+    })?;
+    let engine = Engine::new(setup, folder, &ctx, job_tx, hashers, ep_tx, registration);
     drop(tx);
     let engine = std::thread::Builder::new()
         .name("zync-engine".into())
@@ -277,6 +286,10 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         })?;
     Ok(Peer { engine })
 }
+
+/// Threads hashing local files (a large file also uses a second thread of
+/// its own while it is hashed).
+const HASHERS: usize = 2;
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new().name(name.to_owned()).spawn(f) {

@@ -470,3 +470,52 @@ fn conflict_copy_never_replaces_a_file_already_at_its_name() {
     );
     assert_eq!(snap.len(), 3, "{:?}", snap.keys());
 }
+
+#[test]
+fn a_large_file_being_hashed_holds_up_no_sync_decision() {
+    // Hashing runs off the engine's thread: while p1 hashes a large file
+    // of its own, a small file written on p2 is still installed on p1
+    // straight away. When the engine hashed inline, the small file waited
+    // for the whole hash (seconds), so p1's log had the large file's
+    // local_change first.
+    use std::io::Write;
+    let c = Cluster::start(2);
+    let chunk = data(1 << 20, 7);
+    let mut big = fs::File::create(c.dir(0).join("big.bin")).unwrap();
+    for i in 0..512u32 {
+        big.write_all(&i.to_le_bytes()).unwrap();
+        big.write_all(&chunk).unwrap();
+    }
+    big.sync_all().unwrap();
+    drop(big);
+    // p1's watcher hands the big file over 50 ms after the last write.
+    std::thread::sleep(Duration::from_millis(150));
+    fs::write(c.dir(1).join("small.txt"), b"not held up").unwrap();
+    wait_for(
+        CONVERGE,
+        || {
+            c.peers[0]
+                .proc
+                .log_text()
+                .contains("event=synced path=small.txt")
+        },
+        "small.txt installed on p1",
+        &c,
+    );
+    wait_for(
+        CONVERGE,
+        || c.peers[0].proc.log_text().contains("path=big.bin"),
+        "big.bin recorded on p1",
+        &c,
+    );
+    let log = c.peers[0].proc.log_text();
+    let small = log.find("event=synced path=small.txt").unwrap();
+    let big = log.find("event=local_change path=big.bin").unwrap();
+    assert!(
+        small < big,
+        "small.txt was installed only after big.bin was hashed:\n{}",
+        c.logs()
+    );
+    let bytes = fs::read(c.dir(0).join("big.bin")).unwrap();
+    wait_file_everywhere(&c, "big.bin", &bytes);
+}

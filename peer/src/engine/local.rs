@@ -123,30 +123,70 @@ impl Engine {
                 if !decide::needs_hash(cur.as_ref(), st) {
                     return self.folder.confirm(seen);
                 }
-                let (h, seen) = match self.folder.hash(&seen) {
-                    Ok(h) => h,
-                    Err(HashError::Unstable) => {
-                        self.unstable.insert(rel.clone());
-                        self.unstable_at
-                            .get_or_insert(Instant::now() + Duration::from_millis(250));
-                        return None;
-                    }
-                    Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return self.reconcile_local(rel, cause);
-                    }
-                    Err(HashError::Io(e)) => {
-                        warn!(path = %rel, error = %e, "cannot read");
-                        return None;
-                    }
-                };
-                let (kind, version) =
-                    match decide::plan_hashed(cur.as_ref(), h.sha256, &self.replica, unix_now()) {
-                        LocalPlan::NewVersion { kind, version } => (kind, version),
-                        _ => {
-                            self.folder.set_stat(rel, Some(h.stat));
-                            return self.folder.confirm(seen);
-                        }
-                    };
+                // Hashed off this thread; `on_hashed` goes on from here. A
+                // hash already on its way is looked at again when it lands.
+                if !self.hashing.contains_key(rel) {
+                    self.hashing.insert(rel.clone(), cause);
+                    self.hashers.hash(rel.clone(), self.folder.root().file(rel));
+                }
+                None
+            }
+            Found::Missing | Found::Dir | Found::Other => {
+                if let LocalPlan::Deleted { version } =
+                    decide::plan_missing(cur.as_ref(), &self.replica, unix_now())
+                {
+                    let entry = tombstone(rel.clone(), version, &self.s.name);
+                    log_local_change(cause, "deleted", &entry);
+                    self.record_local(entry, None);
+                }
+                self.folder.confirm(seen)
+            }
+        }
+    }
+
+    /// A hash of `rel` is back: record what the file holds (a new version,
+    /// or only its stat), or look again if it changed since; then apply a
+    /// remote version that waited for it.
+    pub(super) fn on_hashed(&mut self, rel: RelPath, result: Result<Hashed, HashError>) {
+        let Some(cause) = self.hashing.remove(&rel) else {
+            return;
+        };
+        let h = match result {
+            Ok(h) => h,
+            Err(HashError::Unstable) => {
+                self.unstable.insert(rel.clone());
+                self.unstable_at
+                    .get_or_insert(Instant::now() + Duration::from_millis(250));
+                return;
+            }
+            Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.reconcile_local(&rel, cause).is_some() {
+                    self.resume_deferred(&rel);
+                }
+                return;
+            }
+            Err(HashError::Io(e)) => {
+                warn!(path = %rel, error = %e, "cannot read");
+                if let Some(r) = self.deferred.remove(&rel) {
+                    self.hold_back(r);
+                }
+                return;
+            }
+        };
+        let seen = match self.folder.look(&rel) {
+            Ok(seen) if seen.found() == Found::File(h.stat) => seen,
+            // Changed since it was hashed: look again.
+            Ok(_) => {
+                if self.reconcile_local(&rel, cause).is_some() {
+                    self.resume_deferred(&rel);
+                }
+                return;
+            }
+            Err(e) => return warn!(path = %rel, error = %e, "cannot stat"),
+        };
+        let cur = self.folder.get(&rel);
+        match decide::plan_hashed(cur.as_ref(), h.sha256, &self.replica, unix_now()) {
+            LocalPlan::NewVersion { kind, version } => {
                 let entry = FileEntry {
                     path: rel.clone(),
                     size: h.stat.size,
@@ -159,18 +199,19 @@ impl Engine {
                 };
                 log_local_change(cause, kind, &entry);
                 self.record_local(entry, Some(h.stat));
-                self.folder.confirm(seen)
             }
-            Found::Missing | Found::Dir | Found::Other => {
-                if let LocalPlan::Deleted { version } =
-                    decide::plan_missing(cur.as_ref(), &self.replica, unix_now())
-                {
-                    let entry = tombstone(rel.clone(), version, &self.s.name);
-                    log_local_change(cause, "deleted", &entry);
-                    self.record_local(entry, None);
-                }
-                self.folder.confirm(seen)
-            }
+            _ => self.folder.set_stat(&rel, Some(h.stat)),
+        }
+        if self.folder.confirm(seen).is_some() {
+            self.resume_deferred(&rel);
+        }
+    }
+
+    /// Applies the remote version of `rel` that waited for the disk to be
+    /// known, if one did.
+    pub(super) fn resume_deferred(&mut self, rel: &RelPath) {
+        if let Some(r) = self.deferred.remove(rel) {
+            self.apply_remote(r, None);
         }
     }
 }

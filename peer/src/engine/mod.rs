@@ -30,7 +30,7 @@ use crate::decide::{self, DonePlan, LocalPlan, Outcome, RemotePlan, Step};
 use crate::downloads::Downloads;
 use crate::folder::{Folder, FolderError, Fresh};
 use crate::fsops::{self, Found};
-use crate::hashing::{HashError, Stat};
+use crate::hashing::{HashError, Hashed, Hashers, Stat};
 use crate::index::Record;
 use crate::link::{LinkEvent, Registration};
 use crate::session::{NoteVerdict, Session};
@@ -49,6 +49,13 @@ pub enum Input {
     Rescan,
     /// From the tracker links.
     Link(LinkEvent),
+    /// A hasher finished with a file.
+    Hashed {
+        /// The file.
+        path: RelPath,
+        /// Its hashes, or why there are none.
+        result: Result<Hashed, HashError>,
+    },
     /// A fetch worker finished.
     Done {
         /// What was fetched.
@@ -113,6 +120,10 @@ pub struct Engine {
     outbox: Vec<FileEntry>,
     /// Every path being downloaded or waiting to be, one state each.
     downloads: Downloads,
+    /// Hash files off this thread.
+    hashers: Hashers<RelPath>,
+    /// Paths being hashed, and why they are being looked at.
+    hashing: HashMap<RelPath, Cause>,
     // Paths that changed while being hashed: look again shortly.
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
@@ -137,6 +148,7 @@ impl Engine {
         mut folder: Folder,
         ctx: &net::Context,
         jobs: Sender<Job>,
+        hashers: Hashers<RelPath>,
         sub_endpoints: Sender<String>,
         registration: Arc<Registration>,
     ) -> Engine {
@@ -154,6 +166,8 @@ impl Engine {
             folder,
             tracker,
             jobs,
+            hashers,
+            hashing: HashMap::new(),
             sub_endpoints,
             registration,
             session: Session::new(Instant::now()),
@@ -245,9 +259,7 @@ impl Engine {
             self.unstable_at = None;
             for p in std::mem::take(&mut self.unstable) {
                 if self.reconcile_local(&p, Cause::Event).is_some() {
-                    if let Some(r) = self.deferred.remove(&p) {
-                        self.apply_remote(r, None);
-                    }
+                    self.resume_deferred(&p);
                 }
             }
         }
@@ -266,6 +278,7 @@ impl Engine {
             Input::Fs(paths) => self.on_fs(paths),
             Input::Rescan => self.scan(Cause::Scan),
             Input::Link(LinkEvent::Note(n)) => self.on_note(n),
+            Input::Hashed { path, result } => self.on_hashed(path, result),
             Input::Link(LinkEvent::TrackerLost { generation }) => {
                 if self.session.is_registered() && self.is_current(generation) {
                     warn!(event = %"tracker_lost", tracker = %self.tracker.endpoint(), "tracker stopped answering heartbeats");

@@ -10,17 +10,14 @@ impl Engine {
     pub(super) fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
         let path = r.path.clone();
         let Some(fresh) = self.reconcile_local(&path, Cause::Event) else {
-            // What is on disk is not known yet (being written, or unreadable):
-            // replacing it now could destroy an edit the index has not seen.
-            if self.unstable.contains(&path) {
-                debug!(path = %path, "local file is changing; the remote version waits");
+            // What is on disk is not known yet (being hashed, being written,
+            // or unreadable): replacing it now could destroy an edit the
+            // index has not seen.
+            if self.hashing.contains_key(&path) || self.unstable.contains(&path) {
+                debug!(path = %path, "local file is being looked at; the remote version waits");
                 self.deferred.insert(path, r);
-            } else if !r.deleted {
-                let backoff = self.downloads.want_later(r, Instant::now());
-                warn!(path = %path, retry_in = %humantime::format_duration(backoff),
-                      "cannot check the local file; not replacing it yet");
             } else {
-                warn!(path = %path, "cannot check the local file; not deleting it");
+                self.hold_back(r);
             }
             return;
         };
@@ -84,6 +81,20 @@ impl Engine {
         };
         self.downloads.finish(&path);
         self.report(target);
+    }
+
+    /// Holds back a remote version because the local file at its path
+    /// cannot be read: a download is tried again after a backoff; a
+    /// deletion waits for the next change there.
+    pub(super) fn hold_back(&mut self, r: FileEntry) {
+        let path = r.path.clone();
+        if !r.deleted {
+            let backoff = self.downloads.want_later(r, Instant::now());
+            warn!(path = %path, retry_in = %humantime::format_duration(backoff),
+                  "cannot check the local file; not replacing it yet");
+        } else {
+            warn!(path = %path, "cannot check the local file; not deleting it");
+        }
     }
 
     /// A name for keeping `loser` beside its path: `NAME.conflict-<peer>-<stamp>.EXT`,
