@@ -20,4 +20,4 @@ mod socket;
 pub use client::{ask, tracker_endpoints, Choice, NetError, TrackerClient};
 pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
 pub use shutdown::Shutdown;
-pub use socket::{Context, Error, Message, Socket};
+pub use socket::{has_curve, Context, Error, Message, Socket};

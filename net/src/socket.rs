@@ -9,6 +9,13 @@ use zync_proto::MAX_MESSAGE_SIZE;
 #[error(transparent)]
 pub struct Error(#[from] zmq::Error);
 
+/// Whether this libzmq can encrypt and authenticate with CURVE. The
+/// workspace builds libzmq with libsodium (vendor/zmq-sys), so it can;
+/// a build against another libzmq might not, and must say so at start.
+pub fn has_curve() -> bool {
+    zmq::has("curve").unwrap_or(false)
+}
+
 /// The sockets' shared I/O context: one per process is enough. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Context(zmq::Context);
@@ -277,5 +284,12 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(10), "nothing arrived");
         }
         assert_eq!(&*sub.try_recv_body().unwrap().unwrap(), b"note");
+    }
+
+    #[test]
+    fn this_libzmq_has_curve() {
+        // vendor/zmq-sys builds libzmq with libsodium; the stock zmq-sys
+        // does not, and this fails.
+        assert!(has_curve(), "libzmq was built without CURVE");
     }
 }
