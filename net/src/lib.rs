@@ -8,16 +8,23 @@
 //! never hangs ([`TrackerClient`], [`ask`]); and the endpoint helpers. Other
 //! crates see bytes and frames, never a `zmq` type.
 //!
+//! Security lives here too, in one place: a [`Context`] made with
+//! [`Context::secured`] puts CURVE, with key pairs derived from one
+//! [`ClusterKey`], on every socket it makes, and admits only members
+//! through its ZAP handler (the guide's Ironhouse).
+//!
 //! It also holds the process plumbing every binary shares: the log setup
 //! ([`logging`]) and the shutdown token ([`Shutdown`]).
 
 mod client;
 mod endpoint;
 pub mod logging;
+mod security;
 mod shutdown;
 mod socket;
 
 pub use client::{ask, tracker_endpoints, Choice, NetError, TrackerClient};
 pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
+pub use security::{ClusterKey, KeyError, KeyPair};
 pub use shutdown::Shutdown;
 pub use socket::{has_curve, Context, Error, Message, Socket};

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use zync_proto::MAX_MESSAGE_SIZE;
+
+use crate::security::{ClusterKey, KeyPair, MEMBER_USER_ID};
 
 /// A libzmq failure (bind, connect, send, receive).
 #[derive(Debug, thiserror::Error)]
@@ -16,22 +20,91 @@ pub fn has_curve() -> bool {
     zmq::has("curve").unwrap_or(false)
 }
 
-/// The sockets' shared I/O context: one per process is enough. Cheap to clone.
+/// The sockets' shared I/O context: one per process is enough. Cheap to
+/// clone. Its security (plaintext, or CURVE from a [`ClusterKey`]) applies
+/// to every socket it makes: no socket can be made another way.
 #[derive(Clone, Default)]
-pub struct Context(zmq::Context);
+pub struct Context {
+    zmq: zmq::Context,
+    curve: Option<Arc<Curve>>,
+}
+
+/// The key pairs a secured context's sockets use.
+struct Curve {
+    server: KeyPair,
+    member: KeyPair,
+}
+
+/// Which end of a connection a socket is: the one that binds is the CURVE
+/// server.
+#[derive(Clone, Copy)]
+enum Role {
+    Server,
+    Client,
+}
+
+/// The domain a secured server asks its ZAP handler about.
+const ZAP_DOMAIN: &str = "zync";
 
 impl Context {
-    /// A new context.
+    /// A plaintext context: anyone who reaches a socket can talk to it.
     pub fn new() -> Context {
-        Context(zmq::Context::new())
+        Context::default()
     }
 
-    fn socket(&self, kind: zmq::SocketType) -> Result<zmq::Socket, Error> {
-        let s = self.0.socket(kind)?;
+    /// A context whose sockets all use CURVE with `key`'s key pairs: a
+    /// server admits only clients holding the member key, and a client
+    /// talks only to servers holding the server key. Starts the ZAP handler
+    /// that admits them, before any socket exists (a CURVE server with no
+    /// handler would admit anyone).
+    pub fn secured(key: &ClusterKey) -> Result<Context, Error> {
+        if !has_curve() {
+            return Err(Error(zmq::Error::ENOTSUP));
+        }
+        let zmq = zmq::Context::new();
+        let curve = Curve {
+            server: key.server(),
+            member: key.member(),
+        };
+        let handler = zmq.socket(zmq::REP)?;
+        handler.set_linger(0)?;
+        handler.bind("inproc://zeromq.zap.01")?;
+        let admit = curve.member.public;
+        std::thread::Builder::new()
+            .name("zync-zap".into())
+            .spawn(move || zap(handler, admit))
+            .map_err(|_| Error(zmq::Error::EMFILE))?;
+        Ok(Context {
+            zmq,
+            curve: Some(Arc::new(curve)),
+        })
+    }
+
+    /// Whether its sockets use CURVE.
+    pub fn is_secured(&self) -> bool {
+        self.curve.is_some()
+    }
+
+    fn socket(&self, kind: zmq::SocketType, role: Role) -> Result<zmq::Socket, Error> {
+        let s = self.zmq.socket(kind)?;
         // Dropping a socket with unsent messages must never block the context.
         s.set_linger(0)?;
         s.set_maxmsgsize(MAX_MESSAGE_SIZE as i64)?;
         s.set_tcp_keepalive(1)?;
+        if let Some(c) = &self.curve {
+            match role {
+                Role::Server => {
+                    s.set_curve_server(true)?;
+                    s.set_curve_secretkey(&c.server.secret)?;
+                    s.set_zap_domain(ZAP_DOMAIN)?;
+                }
+                Role::Client => {
+                    s.set_curve_serverkey(&c.server.public)?;
+                    s.set_curve_publickey(&c.member.public)?;
+                    s.set_curve_secretkey(&c.member.secret)?;
+                }
+            }
+        }
         Ok(s)
     }
 
@@ -39,7 +112,7 @@ impl Context {
     /// one): a server answering many clients, each frame list starting with
     /// the client's identity.
     pub fn router(&self, endpoint: &str) -> Result<Socket, Error> {
-        let s = self.socket(zmq::ROUTER)?;
+        let s = self.socket(zmq::ROUTER, Role::Server)?;
         s.bind(endpoint)?;
         Ok(Socket(s))
     }
@@ -47,7 +120,7 @@ impl Context {
     /// A PUB bound at `endpoint`. It queues up to 100,000 messages per slow
     /// subscriber, then drops (ZeroMQ's PUB never blocks).
     pub fn publisher(&self, endpoint: &str) -> Result<Socket, Error> {
-        let s = self.socket(zmq::PUB)?;
+        let s = self.socket(zmq::PUB, Role::Server)?;
         s.set_sndhwm(100_000)?;
         s.bind(endpoint)?;
         Ok(Socket(s))
@@ -56,7 +129,7 @@ impl Context {
     /// A SUB connected to `endpoint`, subscribed to everything, queueing up
     /// to 100,000 messages.
     pub fn subscriber(&self, endpoint: &str) -> Result<Socket, Error> {
-        let s = self.socket(zmq::SUB)?;
+        let s = self.socket(zmq::SUB, Role::Client)?;
         s.set_subscribe(b"")?;
         s.set_rcvhwm(100_000)?;
         s.connect(endpoint)?;
@@ -66,7 +139,7 @@ impl Context {
     /// A DEALER connected to `endpoint`: several requests in flight to a
     /// ROUTER (send an empty delimiter frame first).
     pub fn dealer(&self, endpoint: &str) -> Result<Socket, Error> {
-        let s = self.socket(zmq::DEALER)?;
+        let s = self.socket(zmq::DEALER, Role::Client)?;
         s.connect(endpoint)?;
         Ok(Socket(s))
     }
@@ -74,9 +147,42 @@ impl Context {
     /// A REQ connected to `endpoint`: one request, then its reply. A REQ
     /// whose reply never comes must be dropped (see [`crate::TrackerClient`]).
     pub fn requester(&self, endpoint: &str) -> Result<Socket, Error> {
-        let s = self.socket(zmq::REQ)?;
+        let s = self.socket(zmq::REQ, Role::Client)?;
         s.connect(endpoint)?;
         Ok(Socket(s))
+    }
+}
+
+/// The ZAP handler (RFC 27) of a secured context: admits a CURVE client
+/// whose public key is `admit` (a member), refuses everything else. Runs
+/// for the life of the context.
+fn zap(handler: zmq::Socket, admit: [u8; 32]) {
+    loop {
+        let frames = match handler.recv_multipart(0) {
+            Ok(f) => f,
+            Err(zmq::Error::ETERM) => return,
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "ZAP handler stopped; no connection will be admitted");
+                return;
+            }
+        };
+        // version, request id, domain, address, identity, mechanism, credentials...
+        let field = |i: usize| frames.get(i).map(Vec::as_slice).unwrap_or_default();
+        let (version, request_id, address, mechanism) = (field(0), field(1), field(3), field(5));
+        let member = mechanism == b"CURVE" && field(6) == admit;
+        let (code, text, user): (&[u8], &[u8], &[u8]) = if member {
+            (b"200", b"OK", MEMBER_USER_ID.as_bytes())
+        } else {
+            tracing::warn!(event = %"refused", from = %String::from_utf8_lossy(address),
+                           mechanism = %String::from_utf8_lossy(mechanism),
+                           "connection refused: not a member of this cluster (wrong or missing key)");
+            (b"400", b"not a member of this cluster", b"")
+        };
+        let reply: [&[u8]; 6] = [version, request_id, code, text, user, b""];
+        if handler.send_multipart(reply, 0).is_err() {
+            return;
+        }
     }
 }
 
@@ -286,10 +392,40 @@ mod tests {
         assert_eq!(&*sub.try_recv_body().unwrap().unwrap(), b"note");
     }
 
+    use crate::security::ClusterKey;
+
     #[test]
     fn this_libzmq_has_curve() {
         // vendor/zmq-sys builds libzmq with libsodium; the stock zmq-sys
         // does not, and this fails.
         assert!(has_curve(), "libzmq was built without CURVE");
+    }
+
+    #[test]
+    fn a_client_that_knows_the_server_key_but_not_the_member_key_is_refused() {
+        // Server public keys are not secret. A client that has one, with a
+        // key pair of its own, passes CURVE's handshake checks: only the
+        // ZAP handler's check of its public key keeps it out.
+        let key = ClusterKey::generate();
+        let ctx = Context::secured(&key).unwrap();
+        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let ep = server.endpoint().unwrap();
+        let raw = zmq::Context::new();
+        let own = zmq::CurveKeyPair::new().unwrap();
+        let intruder = raw.socket(zmq::DEALER).unwrap();
+        intruder.set_linger(0).unwrap();
+        intruder.set_curve_serverkey(&key.server().public).unwrap();
+        intruder.set_curve_publickey(&own.public_key).unwrap();
+        intruder.set_curve_secretkey(&own.secret_key).unwrap();
+        intruder.connect(&ep).unwrap();
+        intruder.send_multipart([&b""[..], b"GetBlock"], 0).unwrap();
+        assert!(
+            !server.wait_readable(Duration::from_millis(1000)).unwrap(),
+            "the server got a message from a client without the member key"
+        );
+        // A member with the same server key gets through.
+        let member = Context::secured(&key).unwrap().dealer(&ep).unwrap();
+        member.send_frames([&b""[..], b"hello"]).unwrap();
+        assert!(server.wait_readable(Duration::from_secs(5)).unwrap());
     }
 }
