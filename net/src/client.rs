@@ -150,17 +150,20 @@ impl TrackerClient {
         &self.endpoints
     }
 
+    /// The index of the endpoint in use.
+    fn current(&self) -> usize {
+        self.choice.get().min(self.endpoints.len() - 1)
+    }
+
     /// The endpoint in use.
     pub fn endpoint(&self) -> &str {
-        let i = self.choice.get().min(self.endpoints.len() - 1);
-        &self.endpoints[i]
+        &self.endpoints[self.current()]
     }
 
     /// Sends `req` to the tracker in use and waits for the reply. A
     /// tracker-side `Error` reply is returned as [`NetError::Refused`].
     pub fn request(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
-        let i = self.choice.get().min(self.endpoints.len() - 1);
-        self.request_at(i, req)
+        self.request_at(self.current(), req)
     }
 
     /// Sends `req` to each tracker in turn, from the first, until one

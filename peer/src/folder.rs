@@ -86,13 +86,6 @@ pub struct Fresh {
     stat: Option<Stat>,
 }
 
-impl Fresh {
-    /// The path it is about.
-    pub fn path(&self) -> &RelPath {
-        &self.path
-    }
-}
-
 /// Why the folder did not make a change.
 #[derive(Debug, thiserror::Error)]
 pub enum FolderError {
@@ -424,11 +417,17 @@ mod tests {
         let mut f = Folder::new(index, root);
         let a = RelPath::new("a").unwrap();
         std::fs::write(f.root().file(&a), b"old").unwrap();
-        let Found::File(st) = f.root().look(&a).unwrap() else {
-            panic!("no file")
-        };
+        let st = stat_on_disk(&f, &a);
         f.put(entry("a", b"old", false), Some(st));
         (dir, f)
+    }
+
+    /// The stat of the file at `rel` (which must be one).
+    fn stat_on_disk(f: &Folder, rel: &RelPath) -> Stat {
+        match f.root().look(rel).unwrap() {
+            Found::File(st) => st,
+            other => panic!("{rel}: {other:?}, not a file"),
+        }
     }
 
     fn fetched(f: &Folder, content: &[u8]) -> Fetched {
@@ -459,10 +458,7 @@ mod tests {
         assert!(f.confirm(f.look(&a).unwrap()).is_none());
         // ... and an install with the old proof is refused once the index
         // moved on (it recorded the edit's stat meanwhile).
-        let Found::File(st) = f.root().look(&a).unwrap() else {
-            panic!()
-        };
-        f.set_stat(&a, Some(st));
+        f.set_stat(&a, Some(stat_on_disk(&f, &a)));
         let err = f
             .install(fresh, entry("a", b"new", false), fetched(&f, b"new"))
             .unwrap_err();
@@ -519,9 +515,7 @@ mod tests {
         let deep = RelPath::new("d/e/f").unwrap();
         std::fs::create_dir_all(f.root().file(&RelPath::new("d/e").unwrap())).unwrap();
         std::fs::write(f.root().file(&deep), b"x").unwrap();
-        let Found::File(st) = f.root().look(&deep).unwrap() else {
-            panic!()
-        };
+        let st = stat_on_disk(&f, &deep);
         f.put(entry("d/e/f", b"x", false), Some(st));
         let fresh = f.confirm(f.look(&deep).unwrap()).unwrap();
         assert!(f.delete(fresh, entry("d/e/f", b"", true)).unwrap());
