@@ -18,8 +18,7 @@ pub struct Client {
     tracker: String,
 }
 
-/// How long a request waits for the tracker.
-pub const TRACKER_TIMEOUT: Duration = Duration::from_secs(3);
+pub use crate::transfer::TRACKER_TIMEOUT;
 
 /// Why a client request failed; each prints as one line.
 #[derive(Debug, thiserror::Error)]

@@ -160,10 +160,7 @@ impl Engine {
                 return;
             }
             Err(HashError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                if self.reconcile_local(&rel, cause).is_some() {
-                    self.resume_deferred(&rel);
-                }
-                return;
+                return self.look_again(&rel, cause)
             }
             Err(HashError::Io(e)) => {
                 warn!(path = %rel, error = %e, "cannot read");
@@ -176,12 +173,7 @@ impl Engine {
         let seen = match self.folder.look(&rel) {
             Ok(seen) if seen.found() == Found::File(h.stat) => seen,
             // Changed since it was hashed: look again.
-            Ok(_) => {
-                if self.reconcile_local(&rel, cause).is_some() {
-                    self.resume_deferred(&rel);
-                }
-                return;
-            }
+            Ok(_) => return self.look_again(&rel, cause),
             Err(e) => return warn!(path = %rel, error = %e, "cannot stat"),
         };
         let cur = self.folder.get(&rel);
@@ -204,6 +196,14 @@ impl Engine {
         }
         if self.folder.confirm(seen).is_some() {
             self.resume_deferred(&rel);
+        }
+    }
+
+    /// Reconciles `rel` again, and if the index then says what the disk
+    /// holds, applies the remote version that waited for that.
+    pub(super) fn look_again(&mut self, rel: &RelPath, cause: Cause) {
+        if self.reconcile_local(rel, cause).is_some() {
+            self.resume_deferred(rel);
         }
     }
 

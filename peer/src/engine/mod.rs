@@ -81,7 +81,7 @@ pub struct Setup {
     pub name: String,
     /// Where other peers reach our block server.
     pub advertise: String,
-    /// Tracker endpoint.
+    /// Tracker endpoints, comma-separated, the first preferred.
     pub tracker: String,
     /// Which of them is in use, shared with the heartbeat and the fetchers.
     pub choice: net::Choice,
@@ -127,8 +127,9 @@ pub struct Engine {
     // Paths that changed while being hashed: look again shortly.
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
-    /// Remote versions held back because their path was unstable when they
-    /// were to be applied: applied again once the disk has been looked at.
+    /// Remote versions held back because their path was being hashed or
+    /// written when they were to be applied: applied once the index says
+    /// what the disk holds there.
     deferred: HashMap<RelPath, FileEntry>,
     /// Fault injection for the crash tests (`ZYNC_FAULT`, unset in normal
     /// use): `kill-after-install:PATH` kills the process with SIGKILL right
@@ -258,9 +259,7 @@ impl Engine {
         if self.unstable_at.is_some_and(|t| t <= now) {
             self.unstable_at = None;
             for p in std::mem::take(&mut self.unstable) {
-                if self.reconcile_local(&p, Cause::Event).is_some() {
-                    self.resume_deferred(&p);
-                }
+                self.look_again(&p, Cause::Event);
             }
         }
         if self.next_rescan.is_some_and(|t| t <= now) {

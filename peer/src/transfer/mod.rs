@@ -160,8 +160,8 @@ impl Fetched {
     }
 }
 
-/// How long a fetcher waits for the tracker's answer.
-const TRACKER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a fetcher, and any reading client, waits for the tracker's answer.
+pub const TRACKER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Connections to holders kept between downloads, per fetcher. Bounded.
 const IDLE_SOCKETS: usize = 8;
