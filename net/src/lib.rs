@@ -27,4 +27,4 @@ pub use client::{ask, tracker_endpoints, Choice, NetError, TrackerClient};
 pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
 pub use security::{ClusterKey, KeyError, KeyPair};
 pub use shutdown::Shutdown;
-pub use socket::{has_curve, Context, Error, Message, Socket};
+pub use socket::{has_curve, Context, Error, Message, SecureError, Socket};

@@ -13,6 +13,20 @@ use crate::security::{ClusterKey, KeyPair, MEMBER_USER_ID};
 #[error(transparent)]
 pub struct Error(#[from] zmq::Error);
 
+/// Why a secured [`Context`] could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SecureError {
+    /// This libzmq was built without CURVE.
+    #[error("this libzmq was built without CURVE (libsodium)")]
+    NoCurve,
+    /// libzmq refused to set up the ZAP handler's socket.
+    #[error(transparent)]
+    Zmq(#[from] Error),
+    /// The ZAP handler's thread could not start.
+    #[error("starting the ZAP handler thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// Whether this libzmq can encrypt and authenticate with CURVE. The
 /// workspace builds libzmq with libsodium (vendor/zmq-sys), so it can;
 /// a build against another libzmq might not, and must say so at start.
@@ -57,23 +71,23 @@ impl Context {
     /// talks only to servers holding the server key. Starts the ZAP handler
     /// that admits them, before any socket exists (a CURVE server with no
     /// handler would admit anyone).
-    pub fn secured(key: &ClusterKey) -> Result<Context, Error> {
+    pub fn secured(key: &ClusterKey) -> Result<Context, SecureError> {
         if !has_curve() {
-            return Err(Error(zmq::Error::ENOTSUP));
+            return Err(SecureError::NoCurve);
         }
         let zmq = zmq::Context::new();
         let curve = Curve {
             server: key.server(),
             member: key.member(),
         };
-        let handler = zmq.socket(zmq::REP)?;
-        handler.set_linger(0)?;
-        handler.bind("inproc://zeromq.zap.01")?;
+        let handler = zmq.socket(zmq::REP).map_err(Error)?;
+        handler.set_linger(0).map_err(Error)?;
+        handler.bind("inproc://zeromq.zap.01").map_err(Error)?;
         let admit = curve.member.public;
         std::thread::Builder::new()
             .name("zync-zap".into())
             .spawn(move || zap(handler, admit))
-            .map_err(|_| Error(zmq::Error::EMFILE))?;
+            .map_err(SecureError::Thread)?;
         Ok(Context {
             zmq,
             curve: Some(Arc::new(curve)),
