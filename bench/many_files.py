@@ -18,7 +18,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sync_bench import ROOT, build_release, cpu_seconds, free_port, peak_rss_mb, scratch, stop, wait  # noqa: E402
+from sync_bench import (ROOT, build_release, cpu_seconds, free_port, peak_rss_mb, scratch, stop,  # noqa: E402
+                        use_key, wait)
 
 
 def count_files(folder):
@@ -34,10 +35,12 @@ def main():
     ap.add_argument("--files", type=int, default=20_000, help="number of files (default 20000)")
     ap.add_argument("--bytes", type=int, default=100, help="size of each file (default 100)")
     ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench"), help="scratch folder")
+    ap.add_argument("--insecure", action="store_true", help="run the cluster without a key (plaintext)")
     args = ap.parse_args()
 
     bin_dir = build_release()
     work = scratch(args.scratch)
+    use_key(bin_dir, work, args.insecure)
     procs = {}
     try:
         p1_dir, p2_dir = os.path.join(work, "p1"), os.path.join(work, "p2")

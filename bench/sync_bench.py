@@ -81,6 +81,19 @@ def build_release():
     return os.path.join(ROOT, "target", "release")
 
 
+def use_key(bin_dir, work, insecure=False):
+    """Every process started from here on joins one cluster: with a new key
+    (CURVE on every socket), or with --insecure (plaintext)."""
+    if insecure:
+        os.environ["ZYNC_INSECURE"] = "true"
+        print("security: none (--insecure, plaintext)")
+        return
+    key = os.path.join(work, "cluster.key")
+    subprocess.run([f"{bin_dir}/zync-peer", "keygen", key], check=True, stderr=subprocess.DEVNULL)
+    os.environ["ZYNC_KEY_FILE"] = key
+    print("security: CURVE (cluster key)")
+
+
 def scratch(base):
     """A fresh folder under `base` for one run."""
     os.makedirs(base, exist_ok=True)
@@ -104,10 +117,13 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024, help="large file size (default 1024)")
     ap.add_argument("--files", type=int, default=20, help="small files (default 20)")
     ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench"), help="scratch folder")
+    ap.add_argument("--insecure", action="store_true",
+                    help="run the cluster without a key (plaintext), to see what CURVE costs")
     args = ap.parse_args()
 
     bin_dir = build_release()
     work = scratch(args.scratch)
+    use_key(bin_dir, work, args.insecure)
     procs = []
     try:
         port = free_port()

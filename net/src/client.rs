@@ -24,7 +24,15 @@ pub enum NetError {
     },
     /// libzmq refused an operation.
     #[error("zmq: {0}")]
-    Zmq(#[from] Error),
+    Zmq(Error),
+    /// The other side refused this process at the security handshake.
+    #[error(
+        "not a member of this cluster: wrong or missing key ({endpoint} refused the handshake)"
+    )]
+    NotMember {
+        /// Who refused.
+        endpoint: String,
+    },
     /// The reply could not be decoded.
     #[error("bad reply from {endpoint}: {source}")]
     Decode {
@@ -46,6 +54,26 @@ pub enum NetError {
     /// The other side answered with the wrong message.
     #[error("unexpected reply from {0}")]
     Unexpected(String),
+}
+
+impl From<Error> for NetError {
+    fn from(e: Error) -> NetError {
+        match e {
+            Error::NotMember { endpoint } => NetError::NotMember { endpoint },
+            other => NetError::Zmq(other),
+        }
+    }
+}
+
+impl NetError {
+    /// Whether no tracker answered at all (silent, unreachable, or refusing
+    /// us at the handshake), so another one of a list may be tried.
+    fn unanswered(&self) -> bool {
+        matches!(
+            self,
+            NetError::Timeout { .. } | NetError::Zmq(_) | NetError::NotMember { .. }
+        )
+    }
 }
 
 /// Sends `body` to the REQ-REP server at `addr` (`HOST:PORT` or an
@@ -173,7 +201,7 @@ impl TrackerClient {
         let mut last = None;
         for i in 0..self.endpoints.len() {
             match self.request_at(i, req) {
-                Err(e @ (NetError::Timeout { .. } | NetError::Zmq(_))) => last = Some(e),
+                Err(e) if e.unanswered() => last = Some(e),
                 answered => {
                     self.choice.set(i);
                     return answered;
@@ -189,9 +217,7 @@ impl TrackerClient {
     /// answers will do.
     pub fn request_any(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
         match self.request(req) {
-            Err(NetError::Timeout { .. } | NetError::Zmq(_)) if self.endpoints.len() > 1 => {
-                self.request_first(req)
-            }
+            Err(e) if e.unanswered() && self.endpoints.len() > 1 => self.request_first(req),
             answered => answered,
         }
     }

@@ -19,12 +19,13 @@
 mod client;
 mod endpoint;
 pub mod logging;
+mod monitor;
 mod security;
 mod shutdown;
 mod socket;
 
 pub use client::{ask, tracker_endpoints, Choice, NetError, TrackerClient};
 pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
-pub use security::{ClusterKey, KeyError, KeyPair};
+pub use security::{ClusterKey, KeyArgs, KeyError, KeyPair, TrustError};
 pub use shutdown::Shutdown;
 pub use socket::{has_curve, Context, Error, Message, SecureError, Socket};

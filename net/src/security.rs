@@ -43,7 +43,11 @@ impl std::fmt::Debug for ClusterKey {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file could not be read or created.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}: {source}{}", if source.kind() == io::ErrorKind::NotFound {
+        " (make one with `zync-peer keygen FILE`)"
+    } else {
+        ""
+    })]
     Io {
         /// The file.
         path: String,
@@ -80,7 +84,15 @@ impl ClusterKey {
             source,
         })?;
         let mut secret = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| KeyError::Malformed(name))?;
+        hex::decode_to_slice(text.trim(), &mut secret)
+            .map_err(|_| KeyError::Malformed(name.clone()))?;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(key_file = %name, mode = %format!("{:o}", meta.permissions().mode() & 0o777),
+                               "the cluster key file is readable by other users of this machine; `chmod 600` it");
+            }
+        }
         Ok(ClusterKey { secret })
     }
 
@@ -127,5 +139,62 @@ impl ClusterKey {
     /// The key pair every member uses as a client.
     pub fn member(&self) -> KeyPair {
         self.pair(MEMBER)
+    }
+}
+
+/// How a process takes part in a cluster, as every binary's command line
+/// says it: with the cluster's key, or explicitly without one. Flatten it
+/// into a binary's arguments; [`KeyArgs::context`] makes the socket
+/// context to match.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KeyArgs {
+    /// The cluster key file, made once by `zync-peer keygen FILE` and
+    /// copied to every machine: each tracker, peer, zync-web and CLI
+    /// command of a cluster needs the same one.
+    #[arg(long, global = true, env = "ZYNC_KEY_FILE", value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// Run without a cluster key: no authentication and no encryption, so
+    /// anyone who can reach a port can read, change and delete every file.
+    /// Only for a network you trust entirely.
+    #[arg(long, global = true, env = "ZYNC_INSECURE", conflicts_with = "key")]
+    pub insecure: bool,
+}
+
+/// Why a process has no socket context to take part with.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// Neither a key nor `--insecure` was given.
+    #[error(
+        "no cluster key: make one with `zync-peer keygen FILE`, copy it to every machine of the \
+         cluster and give it with --key FILE (or ZYNC_KEY_FILE); --insecure runs without \
+         authentication or encryption"
+    )]
+    NoKey,
+    /// The key file is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The key is fine but the secured context could not be made.
+    #[error("cannot secure the sockets: {0}")]
+    Secure(#[from] crate::socket::SecureError),
+}
+
+impl KeyArgs {
+    /// The socket context these arguments ask for: CURVE with the key, or
+    /// plaintext with `--insecure` (logged as a warning, at every start).
+    pub fn context(&self) -> Result<crate::Context, TrustError> {
+        match (&self.key, self.insecure) {
+            (Some(path), _) => {
+                let key = ClusterKey::load(path)?;
+                Ok(crate::Context::secured(&key)?)
+            }
+            (None, true) => {
+                tracing::warn!(
+                    "running with --insecure: no authentication, no encryption; anyone who can \
+                     reach this process's ports can read, change and delete every file"
+                );
+                Ok(crate::Context::new())
+            }
+            (None, false) => Err(TrustError::NoKey),
+        }
     }
 }

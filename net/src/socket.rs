@@ -6,12 +6,29 @@ use std::sync::Arc;
 
 use zync_proto::MAX_MESSAGE_SIZE;
 
+use crate::monitor;
 use crate::security::{ClusterKey, KeyPair, MEMBER_USER_ID};
 
-/// A libzmq failure (bind, connect, send, receive).
+/// A socket operation that failed.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct Error(#[from] zmq::Error);
+pub enum Error {
+    /// libzmq refused an operation (bind, connect, send, receive).
+    #[error(transparent)]
+    Zmq(#[from] zmq::Error),
+    /// The other end refused this process at the security handshake: it
+    /// holds another cluster's key, or none where one is needed, or the
+    /// other end runs without one.
+    #[error(
+        "not a member of this cluster: wrong or missing key ({endpoint} refused the handshake)"
+    )]
+    NotMember {
+        /// Who refused.
+        endpoint: String,
+    },
+    /// A socket's helper thread (its monitor) could not start.
+    #[error("starting a socket monitor thread: {0}")]
+    Thread(std::io::Error),
+}
 
 /// Why a secured [`Context`] could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +58,14 @@ pub fn has_curve() -> bool {
 pub struct Context {
     zmq: zmq::Context,
     curve: Option<Arc<Curve>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("secured", &self.is_secured())
+            .finish()
+    }
 }
 
 /// The key pairs a secured context's sockets use.
@@ -80,9 +105,9 @@ impl Context {
             server: key.server(),
             member: key.member(),
         };
-        let handler = zmq.socket(zmq::REP).map_err(Error)?;
-        handler.set_linger(0).map_err(Error)?;
-        handler.bind("inproc://zeromq.zap.01").map_err(Error)?;
+        let handler = zmq.socket(zmq::REP).map_err(Error::Zmq)?;
+        handler.set_linger(0).map_err(Error::Zmq)?;
+        handler.bind("inproc://zeromq.zap.01").map_err(Error::Zmq)?;
         let admit = curve.member.public;
         std::thread::Builder::new()
             .name("zync-zap".into())
@@ -100,7 +125,7 @@ impl Context {
     }
 
     fn socket(&self, kind: zmq::SocketType, role: Role) -> Result<zmq::Socket, Error> {
-        let s = self.zmq.socket(kind)?;
+        let mut s = self.zmq.socket(kind)?;
         // Dropping a socket with unsent messages must never block the context.
         s.set_linger(0)?;
         s.set_maxmsgsize(MAX_MESSAGE_SIZE as i64)?;
@@ -111,6 +136,9 @@ impl Context {
                     s.set_curve_server(true)?;
                     s.set_curve_secretkey(&c.server.secret)?;
                     s.set_zap_domain(ZAP_DOMAIN)?;
+                    // Without a ZAP handler libzmq would admit every
+                    // client; with this, it admits none instead.
+                    enforce_zap_domain(&mut s)?;
                 }
                 Role::Client => {
                     s.set_curve_serverkey(&c.server.public)?;
@@ -122,13 +150,23 @@ impl Context {
         Ok(s)
     }
 
+    /// A server socket of a secured context logs the handshakes it refuses
+    /// (a ZAP refusal is logged by the handler, with the address).
+    fn log_refusals(&self, s: &zmq::Socket, endpoint: &str) -> Result<(), Error> {
+        if self.curve.is_some() {
+            monitor::log_refusals(&self.zmq, s, endpoint)?;
+        }
+        Ok(())
+    }
+
     /// A ROUTER bound at `endpoint` (`tcp://HOST:PORT`; port `*` or 0 picks
     /// one): a server answering many clients, each frame list starting with
     /// the client's identity.
     pub fn router(&self, endpoint: &str) -> Result<Socket, Error> {
         let s = self.socket(zmq::ROUTER, Role::Server)?;
+        self.log_refusals(&s, endpoint)?;
         s.bind(endpoint)?;
-        Ok(Socket(s))
+        Ok(Socket::new(s))
     }
 
     /// A PUB bound at `endpoint`. It queues up to 100,000 messages per slow
@@ -136,8 +174,9 @@ impl Context {
     pub fn publisher(&self, endpoint: &str) -> Result<Socket, Error> {
         let s = self.socket(zmq::PUB, Role::Server)?;
         s.set_sndhwm(100_000)?;
+        self.log_refusals(&s, endpoint)?;
         s.bind(endpoint)?;
-        Ok(Socket(s))
+        Ok(Socket::new(s))
     }
 
     /// A SUB connected to `endpoint`, subscribed to everything, queueing up
@@ -147,7 +186,7 @@ impl Context {
         s.set_subscribe(b"")?;
         s.set_rcvhwm(100_000)?;
         s.connect(endpoint)?;
-        Ok(Socket(s))
+        Ok(Socket::new(s))
     }
 
     /// A DEALER connected to `endpoint`: several requests in flight to a
@@ -155,15 +194,53 @@ impl Context {
     pub fn dealer(&self, endpoint: &str) -> Result<Socket, Error> {
         let s = self.socket(zmq::DEALER, Role::Client)?;
         s.connect(endpoint)?;
-        Ok(Socket(s))
+        Ok(Socket::new(s))
     }
 
     /// A REQ connected to `endpoint`: one request, then its reply. A REQ
     /// whose reply never comes must be dropped (see [`crate::TrackerClient`]).
+    ///
+    /// It watches its security handshake: when the other end refuses it
+    /// (another cluster's key, or none), [`Socket::wait_readable`] fails at
+    /// once with [`Error::NotMember`] instead of waiting out its timeout
+    /// (libzmq itself would say nothing and never deliver a reply).
     pub fn requester(&self, endpoint: &str) -> Result<Socket, Error> {
         let s = self.socket(zmq::REQ, Role::Client)?;
+        let watch = monitor::Handshake::watch(&self.zmq, &s, endpoint)?;
         s.connect(endpoint)?;
-        Ok(Socket(s))
+        Ok(Socket {
+            sock: s,
+            handshake: Some(watch),
+        })
+    }
+}
+
+/// Sets `ZMQ_ZAP_ENFORCE_DOMAIN`, which the `zmq` crate does not wrap: a
+/// CURVE server then refuses every client when no ZAP handler answers,
+/// instead of admitting them all (libzmq's default, for compatibility).
+#[allow(unsafe_code)]
+fn enforce_zap_domain(s: &mut zmq::Socket) -> Result<(), Error> {
+    /// `ZMQ_ZAP_ENFORCE_DOMAIN` in libzmq 4.3's zmq.h.
+    const ZMQ_ZAP_ENFORCE_DOMAIN: std::ffi::c_int = 93;
+    let on: std::ffi::c_int = 1;
+    // SAFETY: `s` is a live socket (we hold it mutably, so no other thread
+    // uses it), and the option value is a C int passed with its size, as
+    // zmq_setsockopt(3) documents for this option.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            s.as_mut_ptr(),
+            ZMQ_ZAP_ENFORCE_DOMAIN,
+            (&on as *const std::ffi::c_int).cast(),
+            std::mem::size_of::<std::ffi::c_int>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: reads the calling thread's libzmq errno, set by the call above.
+        Err(Error::Zmq(zmq::Error::from_raw(unsafe {
+            zmq_sys::zmq_errno()
+        })))
     }
 }
 
@@ -201,12 +278,23 @@ fn zap(handler: zmq::Socket, admit: [u8; 32]) {
 }
 
 /// A socket made by [`Context`]. `Send`, not `Sync`: one thread uses it.
-pub struct Socket(zmq::Socket);
+pub struct Socket {
+    sock: zmq::Socket,
+    /// A client's watch on its security handshake (REQ sockets).
+    handshake: Option<monitor::Handshake>,
+}
 
 impl Socket {
+    fn new(sock: zmq::Socket) -> Socket {
+        Socket {
+            sock,
+            handshake: None,
+        }
+    }
+
     /// The endpoint the socket is bound to, with the port the OS chose.
     pub fn endpoint(&self) -> Result<String, Error> {
-        Ok(match self.0.get_last_endpoint()? {
+        Ok(match self.sock.get_last_endpoint()? {
             Ok(ep) => ep,
             Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
         })
@@ -214,19 +302,42 @@ impl Socket {
 
     /// Waits up to `timeout` for a message to read. A signal ends the wait
     /// early with `false`.
+    ///
+    /// A socket that watches its handshake fails with [`Error::NotMember`]
+    /// as soon as the other end refuses it.
     pub fn wait_readable(&self, timeout: Duration) -> Result<bool, Error> {
-        let mut items = [self.0.as_poll_item(zmq::POLLIN)];
-        match zmq::poll(&mut items, timeout.as_millis().min(i64::MAX as u128) as i64) {
-            Ok(_) => Ok(items[0].is_readable()),
-            Err(zmq::Error::EINTR) => Ok(false),
-            Err(e) => Err(e.into()),
+        let Some(handshake) = &self.handshake else {
+            let mut items = [self.sock.as_poll_item(zmq::POLLIN)];
+            return match zmq::poll(&mut items, millis(timeout)) {
+                Ok(_) => Ok(items[0].is_readable()),
+                Err(zmq::Error::EINTR) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut items = [self.sock.as_poll_item(zmq::POLLIN), handshake.poll_item()];
+            match zmq::poll(&mut items, millis(left)) {
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            if items[0].is_readable() {
+                return Ok(true);
+            }
+            if items[1].is_readable() {
+                handshake.check()?;
+                continue;
+            }
+            return Ok(false);
         }
     }
 
     /// Sends a one-frame message (waits for room if the socket blocks; a PUB
     /// never does).
     pub fn send(&self, body: impl Into<Message>) -> Result<(), Error> {
-        Ok(self.0.send(body.into().0, 0)?)
+        Ok(self.sock.send(body.into().0, 0)?)
     }
 
     /// Sends a multi-frame message, waiting for room.
@@ -236,7 +347,7 @@ impl Socket {
         T: Into<Message>,
     {
         Ok(self
-            .0
+            .sock
             .send_multipart(frames.into_iter().map(|f| f.into().0), 0)?)
     }
 
@@ -249,7 +360,7 @@ impl Socket {
         T: Into<Message>,
     {
         let frames = frames.into_iter().map(|f| f.into().0);
-        match self.0.send_multipart(frames, zmq::DONTWAIT) {
+        match self.sock.send_multipart(frames, zmq::DONTWAIT) {
             Ok(()) => Ok(true),
             Err(zmq::Error::EHOSTUNREACH | zmq::Error::EAGAIN) => Ok(false),
             Err(e) => Err(e.into()),
@@ -258,12 +369,12 @@ impl Socket {
 
     /// Receives one message, waiting for it, and returns its frames.
     pub fn recv_frames(&self) -> Result<Vec<Vec<u8>>, Error> {
-        Ok(self.0.recv_multipart(0)?)
+        Ok(self.sock.recv_multipart(0)?)
     }
 
     /// Receives one message if one is queued: its frames, or `None`.
     pub fn try_recv_frames(&self) -> Result<Option<Vec<Vec<u8>>>, Error> {
-        match self.0.recv_multipart(zmq::DONTWAIT) {
+        match self.sock.recv_multipart(zmq::DONTWAIT) {
             Ok(f) => Ok(Some(f)),
             Err(zmq::Error::EAGAIN) => Ok(None),
             Err(e) => Err(e.into()),
@@ -275,19 +386,19 @@ impl Socket {
     /// out: a block reply is 256 KiB, and every copy of a 1 GiB transfer
     /// costs a pass over it.
     pub fn recv_body(&self) -> Result<Message, Error> {
-        let mut msg = self.0.recv_msg(0)?;
+        let mut msg = self.sock.recv_msg(0)?;
         while msg.get_more() {
-            msg = self.0.recv_msg(0)?;
+            msg = self.sock.recv_msg(0)?;
         }
         Ok(Message(msg))
     }
 
     /// Receives the body of one message if one is queued.
     pub fn try_recv_body(&self) -> Result<Option<Message>, Error> {
-        match self.0.recv_msg(zmq::DONTWAIT) {
+        match self.sock.recv_msg(zmq::DONTWAIT) {
             Ok(mut msg) => {
                 while msg.get_more() {
-                    msg = self.0.recv_msg(0)?;
+                    msg = self.sock.recv_msg(0)?;
                 }
                 Ok(Some(Message(msg)))
             }
@@ -295,6 +406,11 @@ impl Socket {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A timeout as zmq_poll takes it.
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 /// One message frame, owned by libzmq (received bytes are not copied out).

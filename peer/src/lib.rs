@@ -62,6 +62,9 @@ pub struct Config {
     /// How often the whole folder is scanned behind the watcher, to catch a
     /// change it missed ([`DEFAULT_RESCAN`]; zero: never).
     pub rescan: Duration,
+    /// The sockets' context: secured with the cluster key, or plaintext
+    /// (`--insecure`).
+    pub context: net::Context,
     /// Receives every cluster notification the peer applies (for dashboards).
     /// A full channel drops notifications rather than slowing the peer.
     pub observer: Option<crossbeam_channel::Sender<zync_proto::Notification>>,
@@ -147,7 +150,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
                        "local index unreadable; starting a new one (local files count as concurrent edits)");
     }
 
-    let ctx = net::Context::new();
+    let ctx = cfg.context.clone();
     // The peer's own threads stop when `shutdown` fires, or when the
     // engine ends for any other reason.
     let stop = Shutdown::new();

@@ -26,6 +26,8 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    #[command(flatten)]
+    keys: zync_net::KeyArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -83,6 +85,13 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Write a new cluster key to FILE (mode 0600; an existing file is never
+    /// replaced). Give the same file to every tracker, peer, zync-web and
+    /// CLI command of the cluster with --key FILE.
+    Keygen {
+        /// Where to write the key.
+        file: PathBuf,
+    },
     /// Exit 0 if this machine's peer answers on its block server (for
     /// container health checks; no shell needed).
     Health {
@@ -113,15 +122,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("zync-peer: {e:#}");
+            eprintln!("zync-peer: {}", zync_net::logging::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let ctx = zync_net::Context::new();
-    let client = zync_peer::client::Client::new(&ctx, &cli.tracker);
+    // Every command but keygen talks to the cluster, with its key.
+    let ctx = || cli.keys.context();
+    let client = || anyhow::Ok(zync_peer::client::Client::new(&ctx()?, &cli.tracker));
     // Buffered: a listing leaves in a few large writes, not one per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     match cli.cmd {
@@ -145,6 +155,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 workers,
                 debounce: Duration::from_millis(debounce_ms),
                 rescan: rescan_interval,
+                context: ctx()?,
                 observer: None,
             };
             let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
@@ -153,21 +164,29 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             zync_peer::run(cfg, stop).context("cannot start peer")?;
         }
         Cmd::Ls { json } => {
-            let rows = client.files()?;
+            let rows = client()?.files()?;
             zync_peer::cli::print_files(&rows, json, &mut stdout)?;
         }
         Cmd::Peers { json } => {
-            let rows = client.peers()?;
+            let rows = client()?.peers()?;
             zync_peer::cli::print_peers(&rows, json, &mut stdout)?;
         }
         Cmd::Get { path, output } => {
-            let (out, from, size) = zync_peer::cli::get(&client, &path, output.as_deref())?;
+            let (out, from, size) = zync_peer::cli::get(&client()?, &path, output.as_deref())?;
             eprintln!(
                 "{path}: {size} bytes from {from}, verified, written to {}",
                 out.display()
             );
         }
-        Cmd::Health { peer } => zync_peer::cli::ping(&ctx, &peer)?,
+        Cmd::Health { peer } => zync_peer::cli::ping(&ctx()?, &peer)?,
+        Cmd::Keygen { file } => {
+            zync_net::ClusterKey::write_new(&file)?;
+            eprintln!(
+                "wrote a new cluster key to {} (mode 0600); copy it to every machine of the \
+                 cluster and give it with --key FILE (or ZYNC_KEY_FILE)",
+                file.display()
+            );
+        }
     }
     std::io::Write::flush(&mut stdout)?;
     Ok(())

@@ -144,7 +144,7 @@ fn one_shot_commands_fail_fast_without_a_tracker() {
     for args in [&["ls"][..], &["peers"], &["get", "x"]] {
         let t = Instant::now();
         let o = std::process::Command::new(peer_bin())
-            .args(["--tracker", &format!("127.0.0.1:{port}")])
+            .args(["--insecure", "--tracker", &format!("127.0.0.1:{port}")])
             .args(args)
             .output()
             .unwrap();
@@ -162,7 +162,8 @@ fn one_shot_commands_fail_fast_without_a_tracker() {
 fn json_logs_carry_the_stable_fields() {
     let c = Cluster::start(1);
     let log = c.tmp.path().join("pj.log");
-    let mut child = std::process::Command::new(peer_bin())
+    let mut child = c
+        .command(peer_bin())
         .args([
             "--tracker",
             &c.tracker_addr(),
@@ -212,7 +213,8 @@ fn a_reader_that_goes_away_is_not_an_error() {
         &c,
     );
     for args in [&["ls", "--json"][..], &["ls"], &["peers", "--json"]] {
-        let mut child = std::process::Command::new(peer_bin())
+        let mut child = c
+            .command(peer_bin())
             .arg("--tracker")
             .arg(c.tracker_addr())
             .args(args)

@@ -95,7 +95,7 @@ mod serde_bytes_compat {
 #[test]
 fn tracker_rejects_garbage_and_keeps_serving() {
     let c = Cluster::start(2);
-    let ctx = Context::new();
+    let ctx = c.context();
     let ep = format!("tcp://{}", c.tracker_addr());
 
     assert_eq!(
@@ -166,7 +166,7 @@ fn tracker_rejects_garbage_and_keeps_serving() {
 #[test]
 fn peer_rejects_garbage_and_keeps_serving() {
     let c = Cluster::start(2);
-    let ctx = Context::new();
+    let ctx = c.context();
     let o = c.cli(&["peers", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ep = v[0]["endpoint"].as_str().unwrap().to_owned();
@@ -240,7 +240,7 @@ impl FakeHolder {
     ) -> FakeHolder {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::sync::Arc;
-        let ctx = Context::new();
+        let ctx = c.context();
         let router = ctx.router("tcp://127.0.0.1:*").unwrap();
         let endpoint = router.endpoint().unwrap();
         let tracker_ep = format!("tcp://{}", c.tracker_addr());

@@ -80,6 +80,23 @@ pub fn free_port() -> u16 {
     panic!("no free port below {ephemeral}");
 }
 
+/// Writes a new cluster key into `dir` with the real `zync-peer keygen`;
+/// its path.
+pub fn keygen(dir: &Path) -> PathBuf {
+    let key = dir.join("cluster.key");
+    let out = Command::new(peer_bin())
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    key
+}
+
 /// A child process killed on drop, with its stderr in a log file.
 pub struct Proc {
     pub child: Child,
@@ -87,6 +104,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with its stderr appended to `log`, killed on drop.
+    pub fn spawn_logged(cmd: Command, log: PathBuf) -> Proc {
+        Proc::spawn(cmd, log)
+    }
+
     fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
         let f = File::options()
             .create(true)
@@ -144,6 +166,11 @@ pub struct Peer {
 
 pub struct Cluster {
     pub tmp: tempfile::TempDir,
+    /// The cluster key file every process of this cluster is given
+    /// (`ZYNC_KEY_FILE`), made by the real `zync-peer keygen`.
+    pub key: PathBuf,
+    /// Whether its processes run with `--insecure` instead (plaintext).
+    pub insecure: bool,
     pub port: u16,
     pub tracker: Option<Proc>,
     /// A second tracker, listed after the first wherever a tracker is given
@@ -165,9 +192,22 @@ impl Cluster {
         Cluster::start_trackers(n, true)
     }
 
+    /// A tracker and `n` peers, all run with `--insecure` (no key).
+    pub fn start_insecure(n: usize) -> Cluster {
+        Cluster::start_as(n, false, true)
+    }
+
     fn start_trackers(n: usize, backup: bool) -> Cluster {
+        Cluster::start_as(n, backup, false)
+    }
+
+    fn start_as(n: usize, backup: bool, insecure: bool) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = keygen(tmp.path());
         let mut c = Cluster {
-            tmp: tempfile::tempdir().unwrap(),
+            tmp,
+            key,
+            insecure,
             port: free_port(),
             tracker: None,
             backup_port: backup.then(free_port),
@@ -183,6 +223,25 @@ impl Cluster {
         }
         c.wait_peers(n);
         c
+    }
+
+    /// A socket context holding this cluster's key, for tests that talk to
+    /// its processes directly.
+    pub fn context(&self) -> zync_net::Context {
+        let key = zync_net::ClusterKey::load(&self.key).unwrap();
+        zync_net::Context::secured(&key).unwrap()
+    }
+
+    /// A command for one of the workspace's binaries with this cluster's
+    /// key in its environment (or `ZYNC_INSECURE`).
+    pub fn command(&self, bin: PathBuf) -> Command {
+        let mut cmd = Command::new(bin);
+        if self.insecure {
+            cmd.env("ZYNC_INSECURE", "true");
+        } else {
+            cmd.env("ZYNC_KEY_FILE", &self.key);
+        }
+        cmd
     }
 
     /// The first tracker's `HOST:PORT`.
@@ -207,7 +266,7 @@ impl Cluster {
     }
 
     fn tracker_cmd(&self, addr: &str) -> Command {
-        let mut cmd = Command::new(tracker_bin());
+        let mut cmd = self.command(tracker_bin());
         cmd.args([
             "--listen",
             addr,
@@ -235,7 +294,7 @@ impl Cluster {
     }
 
     fn peer_cmd(&self, name: &str) -> Command {
-        let mut cmd = Command::new(peer_bin());
+        let mut cmd = self.command(peer_bin());
         cmd.args([
             "--tracker",
             &self.trackers(),
@@ -307,7 +366,7 @@ impl Cluster {
 
     /// Runs a one-shot `zync-peer` command with `--tracker TRACKERS`.
     pub fn cli_at(&self, trackers: &str, args: &[&str]) -> std::process::Output {
-        Command::new(peer_bin())
+        self.command(peer_bin())
             .arg("--tracker")
             .arg(trackers)
             .args(args)
@@ -505,4 +564,64 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// A TCP relay on a free loopback port that forwards every connection to
+/// `target` and records every byte that crosses it, both ways: a packet
+/// capture without privileges, for tests of what travels on the wire.
+pub struct Tap {
+    pub port: u16,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Tap {
+    pub fn start(target: String) -> Tap {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let record = record.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            record.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Tap { port, seen }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the recorded bytes contain `needle` anywhere.
+    pub fn saw(&self, needle: &[u8]) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
 }

@@ -38,15 +38,27 @@ struct Args {
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    #[command(flatten)]
+    keys: zync_net::KeyArgs,
     /// Check that a tracker answers at HOST:PORT and exit 0 if so (for container health checks).
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:5555")]
     health: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     zync_net::logging::init(&args.log_format);
-    let ctx = zync_net::Context::new();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zync-tracker: {}", zync_net::logging::one_line(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let ctx = args.keys.context()?;
     if let Some(addr) = args.health {
         return health(&ctx, &addr);
     }

@@ -69,6 +69,8 @@ struct Args {
     /// Most client connections at once; past it, new ones get 503.
     #[arg(long, env = "ZYNC_WEB_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
+    #[command(flatten)]
+    keys: zync_net::KeyArgs,
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -77,9 +79,19 @@ struct Args {
     health: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     zync_net::logging::init(&args.log_format);
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zync-web: {}", zync_net::logging::one_line(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = &args.health {
         return health(addr);
     }
@@ -114,6 +126,7 @@ fn main() -> anyhow::Result<()> {
                     name: args.name.clone(),
                     listen: args.peer_listen.clone(),
                     advertise: args.peer_advertise.clone(),
+                    context: args.keys.context()?,
                 },
                 stop.clone(),
             )

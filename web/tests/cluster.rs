@@ -25,7 +25,11 @@ fn web_for(c: &Cluster, extra: &[&str]) -> Web {
     args.extend_from_slice(extra);
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Web::start(&refs, &c.tmp.path().join("web.log"))
+    Web::start_with(
+        c.command(common::bin("zync-web")),
+        &refs,
+        &c.tmp.path().join("web.log"),
+    )
 }
 
 fn put(addr: &str, path: &str, body: &[u8]) -> Resp {
@@ -286,7 +290,8 @@ fn zync_web_refuses_to_start_when_its_cluster_member_cannot() {
     let c = Cluster::start(1);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = std::process::Command::new(common::bin("zync-web"))
+    let out = c
+        .command(common::bin("zync-web"))
         .args(["--tracker", &c.tracker_addr(), "--listen", "127.0.0.1:0"])
         .args(["--data", c.tmp.path().join("web-data").to_str().unwrap()])
         .args(["--peer-listen", &format!("127.0.0.1:{port}")])

@@ -19,6 +19,7 @@ import time
 
 import msgpack
 import zmq
+import zmq.utils.z85
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BIN = os.path.join(ROOT, "target", "debug")
@@ -44,6 +45,43 @@ def free_port(taken=set()):
     raise RuntimeError("no free port")
 
 
+class Keys:
+    """The cluster's CURVE keys, derived from the key file as PROTOCOL.md
+    section 1 says."""
+
+    def __init__(self, path):
+        secret = bytes.fromhex(open(path).read().split()[0])
+
+        def pair(label):
+            sk = hashlib.blake2b(label, key=secret, digest_size=32).digest()
+            pk = zmq.utils.z85.decode(zmq.curve_public(zmq.utils.z85.encode(sk)))
+            return pk, sk
+
+        self.server_public, _ = pair(b"zync server v1")
+        self.member_public, self.member_secret = pair(b"zync member v1")
+
+    def socket(self, ctx, kind):
+        """A client socket holding the member key."""
+        s = ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.curve_serverkey = self.server_public
+        s.curve_publickey = self.member_public
+        s.curve_secretkey = self.member_secret
+        return s
+
+
+KEYS = None
+
+
+def stranger(ctx):
+    """A REQ with keys that belong to no cluster of ours."""
+    public, secret = zmq.curve_keypair()
+    s = ctx.socket(zmq.REQ)
+    s.curve_serverkey = zmq.curve_keypair()[0]
+    s.curve_publickey, s.curve_secretkey = public, secret
+    return s
+
+
 def pack(msg):
     return msgpack.packb([VERSION, msg])
 
@@ -56,8 +94,7 @@ def unpack(body):
 
 def ask(ctx, endpoint, msg):
     """One request on a fresh REQ socket (section 1: a stuck REQ is thrown away)."""
-    s = ctx.socket(zmq.REQ)
-    s.setsockopt(zmq.LINGER, 0)
+    s = KEYS.socket(ctx, zmq.REQ)
     s.connect(endpoint)
     try:
         s.send(pack(msg))
@@ -95,8 +132,7 @@ def download(ctx, tracker, entry):
     name, holders = variant(ask(ctx, tracker, {"Locate": {"path": entry["path"], "sha256": entry["sha256"]}}))
     assert name == "Holders" and holders["holders"], (name, holders)
     endpoint = holders["holders"][0]["endpoint"].split(",")[0]
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
+    s = KEYS.socket(ctx, zmq.DEALER)
     s.connect(endpoint)
     blocks = entry["blocks"]
     for i in range(len(blocks)):  # all requests in flight at once
@@ -119,8 +155,13 @@ def download(ctx, tracker, entry):
 
 
 def main():
+    global KEYS
     subprocess.run(["cargo", "build", "-q", "-p", "zync-tracker", "-p", "zync-peer"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="zync-protocol-")
+    key_file = os.path.join(tmp, "cluster.key")
+    subprocess.run([f"{BIN}/zync-peer", "keygen", key_file], check=True, stderr=subprocess.DEVNULL)
+    KEYS = Keys(key_file)
+    os.environ["ZYNC_KEY_FILE"] = key_file
     tracker_port, publish_port = free_port(), free_port()
     tracker = f"tcp://127.0.0.1:{tracker_port}"
     procs = []
@@ -130,8 +171,7 @@ def main():
         procs.append(subprocess.Popen([f"{BIN}/zync-tracker", "--listen", f"127.0.0.1:{tracker_port}",
                                        "--publish", f"127.0.0.1:{publish_port}"], stderr=log("tracker")))
         # Subscribe before anything happens (section 4, step 1).
-        sub = ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
+        sub = KEYS.socket(ctx, zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(f"tcp://127.0.0.1:{publish_port}")
 
@@ -172,6 +212,13 @@ def main():
         assert download(ctx, tracker, entry) == content
         name, err = variant(ask(ctx, tracker, {"Heartbeat": {"name": "nobody", "device": 1}}))
         assert name == "Error" and err["kind"] == "UnknownPeer", (name, err)
+        # Without the key, or with another cluster's, nothing answers.
+        for who, s in (("plaintext", ctx.socket(zmq.REQ)), ("another cluster's key", stranger(ctx))):
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(tracker)
+            s.send(pack("Peers"))
+            assert not s.poll(1500), f"the tracker answered a client with {who}"
+            s.close()
         print(f"protocol client: listed {len(files)} file(s), followed {len(seqs)} notification(s), "
               f"downloaded {len(content)} bytes in {len(entry['blocks'])} verified blocks")
     except BaseException:

@@ -50,6 +50,8 @@ pub struct Join {
     pub listen: String,
     /// How peers reach it.
     pub advertise: Option<String>,
+    /// The sockets' context (secured with the cluster key, or not).
+    pub context: zync_net::Context,
 }
 
 /// Why zync-web could not join the cluster.
@@ -82,6 +84,7 @@ impl Cluster {
             workers: 4,
             debounce: Duration::from_millis(50),
             rescan: zync_peer::DEFAULT_RESCAN,
+            context: join.context.clone(),
             observer: Some(obs_tx),
         };
         let member = zync_peer::start(cfg, shutdown)?;
@@ -89,7 +92,7 @@ impl Cluster {
             .name("zync-web-member".into())
             .spawn(move || member.wait())?;
         let c = Arc::new(Cluster {
-            client: Client::new(&zync_net::Context::new(), &join.tracker),
+            client: Client::new(&join.context, &join.tracker),
             data: zync_peer::fsops::Root::new(data),
             uploads,
             feeds: Mutex::new(Vec::new()),

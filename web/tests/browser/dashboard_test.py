@@ -68,6 +68,10 @@ def wait(cond, what, timeout=30):
 def main():
     subprocess.run(["cargo", "build", "-q", "-p", "zync-tracker", "-p", "zync-peer", "-p", "zync-web"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="zync-browser-")
+    # One cluster key for every process started here.
+    key = os.path.join(tmp, "cluster.key")
+    subprocess.run([f"{BIN}/zync-peer", "keygen", key], check=True, stderr=subprocess.DEVNULL)
+    os.environ["ZYNC_KEY_FILE"] = key
     tracker = f"127.0.0.1:{free_port()}"
     web_port = free_port()
     procs = []
