@@ -130,6 +130,12 @@ pub fn try_get(addr: &str, path: &str, extra: &str) -> std::io::Result<Resp> {
     try_request(addr, &get_request(path, extra))
 }
 
+/// The web password of the zync-web that [`Web::for_cluster`] starts.
+pub const PASSWORD: &str = "test-web-password";
+
+/// The request header line that carries [`PASSWORD`].
+pub const AUTH: &str = "Authorization: Bearer test-web-password\r\n";
+
 /// A zync-web process, killed on drop.
 pub struct Web {
     pub child: Child,
@@ -167,6 +173,36 @@ impl Web {
             addr,
             log: log.to_path_buf(),
         }
+    }
+
+    /// zync-web joined to `c` with the cluster key and a login
+    /// ([`PASSWORD`]), its folder `web-data` and its log `web.log` in the
+    /// cluster's temp dir, and `extra` flags.
+    pub fn for_cluster(c: &common::Cluster, extra: &[&str]) -> Web {
+        let tmp = c.tmp.path();
+        let pw = tmp.join("web.password");
+        std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+        let data = tmp.join("web-data");
+        let mut args = vec![
+            "--tracker".to_owned(),
+            c.tracker_addr(),
+            "--data".to_owned(),
+            data.display().to_string(),
+            "--peer-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--name".to_owned(),
+            "web".to_owned(),
+        ];
+        if !extra.contains(&"--no-login") {
+            args.extend(["--password-file".to_owned(), pw.display().to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Web::start_with(
+            c.command(common::bin("zync-web")),
+            &refs,
+            &tmp.join("web.log"),
+        )
     }
 
     pub fn log_text(&self) -> String {

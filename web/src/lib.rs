@@ -9,6 +9,7 @@
 //! it hands each request to the [`router`], which picks the face. The
 //! faces share [`state`] and see a request as a [`request::Req`].
 
+pub mod auth;
 pub mod cluster;
 pub mod http;
 pub mod reply;

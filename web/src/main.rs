@@ -69,6 +69,25 @@ struct Args {
     /// Most client connections at once; past it, new ones get 503.
     #[arg(long, env = "ZYNC_WEB_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
+    /// The cluster face's password: the first line of FILE (keep it mode
+    /// 0600). API clients send it as HTTP Basic auth (any user name) or as
+    /// `Authorization: Bearer PASSWORD`; people log in at /login. Needed
+    /// with --tracker unless --no-login or --insecure.
+    #[arg(long, env = "ZYNC_WEB_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Serve the cluster face without a password, to anyone who can reach
+    /// --listen (say, behind a proxy that does its own login). Logs a
+    /// warning at every start.
+    #[arg(long, env = "ZYNC_WEB_NO_LOGIN", conflicts_with = "password_file")]
+    no_login: bool,
+    /// How long a login lasts, in hours.
+    #[arg(
+        long,
+        env = "ZYNC_WEB_SESSION_HOURS",
+        default_value_t = 12,
+        value_name = "HOURS"
+    )]
+    session_hours: u64,
     #[command(flatten)]
     keys: zync_net::KeyArgs,
     /// Log format.
@@ -116,6 +135,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_upload: args.max_upload,
     };
+    let auth = login(&args)?;
     let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
     let cluster = match &args.tracker {
         Some(t) => Some(
@@ -144,13 +164,34 @@ fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, root = ?root, cluster = args.tracker.is_some(), "zync-web listening");
     let state = zync_web::State::new(root, !args.no_listing, limits);
-    let router = Arc::new(zync_web::Router::new(state, cluster));
+    let router = Arc::new(zync_web::Router::new(state, cluster, auth));
 
     zync_web::server::serve(listener, router, stop)?;
     tracing::info!("zync-web stopped");
     // Connection threads may still hold the state and its sockets, and
     // dropping the last socket context waits for every socket: exit now.
     std::process::exit(0);
+}
+
+/// The login in front of the cluster face, or why there is none.
+fn login(args: &Args) -> anyhow::Result<Option<zync_web::auth::Auth>> {
+    use zync_web::auth::{Auth, Password};
+    let age = std::time::Duration::from_secs(args.session_hours.clamp(1, 24 * 365) * 3600);
+    match (&args.password_file, &args.tracker) {
+        (Some(f), _) => Ok(Some(Auth::new(Password::load(f)?, age, false))),
+        (None, None) => Ok(None),
+        (None, Some(_)) if args.no_login || args.keys.insecure => {
+            tracing::warn!(listen = %args.listen,
+                "the cluster face has no login: anyone who can reach this address can read, upload and replace every file");
+            Ok(None)
+        }
+        (None, Some(_)) => anyhow::bail!(
+            "the cluster face needs a password: give --password-file FILE (one line; make one with \
+             `head -c 18 /dev/urandom | base64 > FILE && chmod 600 FILE`), or --no-login to open it to \
+             anyone who can reach {}",
+            args.listen
+        ),
+    }
 }
 
 fn health(addr: &str) -> anyhow::Result<()> {

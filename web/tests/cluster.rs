@@ -11,32 +11,14 @@ use zync_testkit::web::*;
 use zync_testkit::{self as common, wait_for, Cluster, CONVERGE};
 
 fn web_for(c: &Cluster, extra: &[&str]) -> Web {
-    let data = c.tmp.path().join("web-data");
-    let mut args = vec![
-        "--tracker",
-        &*Box::leak(c.tracker_addr().into_boxed_str()),
-        "--data",
-        data.to_str().unwrap(),
-        "--peer-listen",
-        "127.0.0.1:0",
-        "--name",
-        "web",
-    ];
-    args.extend_from_slice(extra);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Web::start_with(
-        c.command(common::bin("zync-web")),
-        &refs,
-        &c.tmp.path().join("web.log"),
-    )
+    Web::for_cluster(c, extra)
 }
 
 fn put(addr: &str, path: &str, body: &[u8]) -> Resp {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "PUT {path} HTTP/1.1\r\nHost: t\r\n{AUTH}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     (&s).write_all(head.as_bytes()).unwrap();
@@ -60,7 +42,7 @@ fn multipart(addr: &str, dir: &str, name: &str, body: &[u8], boundary_ok: bool) 
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let head = format!(
-        "POST /files HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        "POST /files HTTP/1.1\r\nHost: t\r\n{AUTH}Content-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         form.len()
     );
     (&s).write_all(head.as_bytes()).unwrap();
@@ -78,14 +60,14 @@ fn cluster_files_are_listed_and_downloadable() {
     wait_for(
         CONVERGE,
         || {
-            try_get(&web.addr, "/api/files", "")
+            try_get(&web.addr, "/api/files", AUTH)
                 .is_ok_and(|r| String::from_utf8_lossy(&r.body).contains("pics/cat photo.bin"))
         },
         "file in /api/files",
         &c,
     );
 
-    let r = get(&web.addr, "/files/pics/cat%20photo.bin", "");
+    let r = get(&web.addr, "/files/pics/cat%20photo.bin", AUTH);
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("Content-Length"),
@@ -99,7 +81,7 @@ fn cluster_files_are_listed_and_downloadable() {
 
     let r = request(
         &web.addr,
-        "HEAD /files/pics/cat%20photo.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        &format!("HEAD /files/pics/cat%20photo.bin HTTP/1.1\r\nHost: t\r\n{AUTH}Connection: close\r\n\r\n"),
     );
     assert_eq!(
         (r.status, r.header("Content-Length")),
@@ -109,7 +91,7 @@ fn cluster_files_are_listed_and_downloadable() {
     let r = get(
         &web.addr,
         "/files/pics/cat%20photo.bin",
-        "Range: bytes=262140-262150\r\n",
+        &format!("{AUTH}Range: bytes=262140-262150\r\n"),
     );
     assert_eq!(r.status, 206);
     assert_eq!(
@@ -119,7 +101,7 @@ fn cluster_files_are_listed_and_downloadable() {
     );
 
     let hex = Hash::of(&body).to_hex();
-    let r = get(&web.addr, &format!("/objects/{hex}"), "");
+    let r = get(&web.addr, &format!("/objects/{hex}"), AUTH);
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("Cache-Control"),
@@ -131,13 +113,13 @@ fn cluster_files_are_listed_and_downloadable() {
         get(
             &web.addr,
             &format!("/objects/{}", Hash::of(b"nothing").to_hex()),
-            ""
+            AUTH
         )
         .status,
         404
     );
 
-    let r = get(&web.addr, "/api/resolve/pics/cat%20photo.bin", "");
+    let r = get(&web.addr, "/api/resolve/pics/cat%20photo.bin", AUTH);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["url"], "/files/pics/cat%20photo.bin");
     assert!(v["holders"]
@@ -147,7 +129,7 @@ fn cluster_files_are_listed_and_downloadable() {
         .any(|h| h["name"] == "p1"));
 
     let peers: serde_json::Value =
-        serde_json::from_slice(&get(&web.addr, "/api/peers", "").body).unwrap();
+        serde_json::from_slice(&get(&web.addr, "/api/peers", AUTH).body).unwrap();
     let names: Vec<&str> = peers
         .as_array()
         .unwrap()
@@ -156,10 +138,10 @@ fn cluster_files_are_listed_and_downloadable() {
         .collect();
     assert_eq!(names, ["p1", "p2", "web"]);
 
-    assert_eq!(get(&web.addr, "/files/no/such.file", "").status, 404);
-    let dash = get(&web.addr, "/", "");
+    assert_eq!(get(&web.addr, "/files/no/such.file", AUTH).status, 404);
+    let dash = get(&web.addr, "/", AUTH);
     assert!(String::from_utf8_lossy(&dash.body).contains("Zync cluster"));
-    assert_eq!(get(&web.addr, "/cluster/", "").status, 200);
+    assert_eq!(get(&web.addr, "/cluster/", AUTH).status, 200);
 }
 
 #[test]
@@ -229,11 +211,11 @@ fn no_live_holder_is_a_503() {
     c.wait_peers(0);
     // zync-web joins after the only holder died: the file is known, nobody has it.
     let web = web_for(&c, &[]);
-    let r = get(&web.addr, "/files/gone.txt", "");
+    let r = get(&web.addr, "/files/gone.txt", AUTH);
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("no live peer"));
     assert_eq!(r.header("Retry-After"), Some("5"));
-    let r = get(&web.addr, "/api/resolve/gone.txt", "");
+    let r = get(&web.addr, "/api/resolve/gone.txt", AUTH);
     assert_eq!(r.status, 503);
 }
 
@@ -243,7 +225,7 @@ fn events_stream_live() {
     let web = web_for(&c, &[]);
     c.wait_peers(2);
     let s = TcpStream::connect(&web.addr).unwrap();
-    (&s).write_all(b"GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n")
+    (&s).write_all(format!("GET /api/events HTTP/1.1\r\nHost: t\r\n{AUTH}\r\n").as_bytes())
         .unwrap();
     // Lines arrive on a thread of their own, so waiting for one never
     // costs a line half read.
@@ -294,7 +276,7 @@ fn zync_web_refuses_to_start_when_its_cluster_member_cannot() {
         .command(common::bin("zync-web"))
         .args(["--tracker", &c.tracker_addr(), "--listen", "127.0.0.1:0"])
         .args(["--data", c.tmp.path().join("web-data").to_str().unwrap()])
-        .args(["--peer-listen", &format!("127.0.0.1:{port}")])
+        .args(["--peer-listen", &format!("127.0.0.1:{port}"), "--no-login"])
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();

@@ -126,6 +126,23 @@ impl Cluster {
         }
     }
 
+    /// True for the paths this face answers (everything [`Cluster::route`]
+    /// handles): the router guards them with the login.
+    pub fn owns(&self, state: &State, target: &Target) -> bool {
+        let first = target.path.as_ref().and_then(|p| p.components().next());
+        match first {
+            None => !root_has_index(state),
+            Some(c) => {
+                matches!(c, "api" | "files" | "objects")
+                    || (c == "cluster"
+                        && target
+                            .path
+                            .as_ref()
+                            .is_some_and(|p| p.as_str() == "cluster"))
+            }
+        }
+    }
+
     /// Handles the routes this face owns; `None` means "not mine".
     pub fn route(
         &self,

@@ -2,11 +2,12 @@
 """A real browser against the real cluster.
 
 Starts zync-tracker, one zync-peer and zync-web (debug binaries from
-target/), opens the dashboard in headless Chromium (Debian's chromium and
-chromium-driver, driven by Selenium), checks that it shows the live peers
-and the cluster's files, uploads a file through the form, and checks that
-the file reaches the peer's folder, byte for byte. Saves a screenshot to
-target/browser/dashboard.png.
+target/) and opens the dashboard in headless Chromium (Debian's chromium
+and chromium-driver, driven by Selenium). It logs in through the login
+form (a wrong password first), checks that the dashboard shows the live
+peers and the cluster's files, uploads a file through the upload form,
+checks that the file reaches the peer's folder byte for byte, and logs
+out. Saves a screenshot to target/browser/dashboard.png.
 """
 import os
 import socket
@@ -72,6 +73,12 @@ def main():
     key = os.path.join(tmp, "cluster.key")
     subprocess.run([f"{BIN}/zync-peer", "keygen", key], check=True, stderr=subprocess.DEVNULL)
     os.environ["ZYNC_KEY_FILE"] = key
+    # The web login's password, as an operator would keep it.
+    password = "browser test password ✓"
+    pw_file = os.path.join(tmp, "web.password")
+    with open(pw_file, "w", encoding="utf-8") as f:
+        f.write(password + "\n")
+    os.chmod(pw_file, 0o600)
     tracker = f"127.0.0.1:{free_port()}"
     web_port = free_port()
     procs = []
@@ -85,7 +92,8 @@ def main():
         procs.append(subprocess.Popen([f"{BIN}/zync-peer", "--tracker", tracker, "run", "--dir", peer_dir,
                                        "--listen", "127.0.0.1:0", "--name", "peer1"], stderr=log("peer1")))
         procs.append(subprocess.Popen([f"{BIN}/zync-web", "--tracker", tracker, "--listen", f"127.0.0.1:{web_port}",
-                                       "--data", os.path.join(tmp, "web"), "--peer-listen", "127.0.0.1:0"], stderr=log("web")))
+                                       "--data", os.path.join(tmp, "web"), "--peer-listen", "127.0.0.1:0",
+                                       "--password-file", pw_file], stderr=log("web")))
 
         opts = webdriver.ChromeOptions()
         for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"]:
@@ -97,6 +105,18 @@ def main():
             wait(lambda: can_connect(web_port), "zync-web up")
             driver.get(url)
             w = WebDriverWait(driver, 30)
+            # The dashboard is behind the login: a wrong password is told
+            # so, the right one opens it.
+            w.until(EC.presence_of_element_located((By.ID, "password")))
+            assert not driver.find_elements(By.ID, "peers"), "the dashboard showed before the login"
+            driver.find_element(By.ID, "password").send_keys("not it")
+            driver.find_element(By.ID, "login").click()
+            w.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".error"), "Wrong password"))
+            driver.find_element(By.ID, "password").send_keys(password)
+            driver.find_element(By.ID, "login").click()
+            w.until(EC.presence_of_element_located((By.ID, "peers")))
+            cookie = driver.get_cookie("zync_session")
+            assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
             w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "peer1"))
             w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "web"))
             w.until(EC.text_to_be_present_in_element((By.ID, "files"), "already-there.txt"))
@@ -121,6 +141,12 @@ def main():
             os.makedirs(shots, exist_ok=True)
             shot = os.path.join(shots, "dashboard.png")
             driver.save_screenshot(shot)
+            # Logging out ends the session: the dashboard asks again.
+            driver.find_element(By.CSS_SELECTOR, "#logout button").click()
+            w.until(EC.presence_of_element_located((By.ID, "password")))
+            driver.get(url)
+            w.until(EC.presence_of_element_located((By.ID, "password")))
+
             print(f"browser test passed; screenshot: {shot}")
         finally:
             driver.quit()
