@@ -88,12 +88,29 @@ struct Args {
         value_name = "HOURS"
     )]
     session_hours: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(
+        long,
+        env = "ZYNC_WEB_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, RSA or EC; unencrypted).
+    #[arg(
+        long,
+        env = "ZYNC_WEB_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     keys: zync_net::KeyArgs,
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
-    /// Check that zync-web answers at HOST:PORT and exit 0 if so (for container health checks).
+    /// Check that zync-web answers plain HTTP at HOST:PORT and exit 0 if so
+    /// (for container health checks; not for a --tls-cert listener).
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
     health: Option<String>,
 }
@@ -135,7 +152,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_upload: args.max_upload,
     };
-    let auth = login(&args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(zync_web::server::Tls::load(cert, key)?),
+        _ => None,
+    };
+    let auth = login(&args, tls.is_some())?;
     let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
     let cluster = match &args.tracker {
         Some(t) => Some(
@@ -162,11 +183,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("listen address resolves to nothing")?;
     let listener = zync_web::server::bind(addr, &limits)
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, root = ?root, cluster = args.tracker.is_some(), "zync-web listening");
+    tracing::info!(addr = %listener.local_addr()?, root = ?root, cluster = args.tracker.is_some(),
+                   tls = tls.is_some(), login = auth.is_some(), "zync-web listening");
     let state = zync_web::State::new(root, !args.no_listing, limits);
     let router = Arc::new(zync_web::Router::new(state, cluster, auth));
 
-    zync_web::server::serve(listener, router, stop)?;
+    zync_web::server::serve(listener, router, tls, stop)?;
     tracing::info!("zync-web stopped");
     // Connection threads may still hold the state and its sockets, and
     // dropping the last socket context waits for every socket: exit now.
@@ -174,11 +196,11 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The login in front of the cluster face, or why there is none.
-fn login(args: &Args) -> anyhow::Result<Option<zync_web::auth::Auth>> {
+fn login(args: &Args, tls: bool) -> anyhow::Result<Option<zync_web::auth::Auth>> {
     use zync_web::auth::{Auth, Password};
     let age = std::time::Duration::from_secs(args.session_hours.clamp(1, 24 * 365) * 3600);
     match (&args.password_file, &args.tracker) {
-        (Some(f), _) => Ok(Some(Auth::new(Password::load(f)?, age, false))),
+        (Some(f), _) => Ok(Some(Auth::new(Password::load(f)?, age, tls))),
         (None, None) => Ok(None),
         (None, Some(_)) if args.no_login || args.keys.insecure => {
             tracing::warn!(listen = %args.listen,

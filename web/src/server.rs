@@ -111,11 +111,73 @@ fn send_events(rq: tiny_http::Request, rx: crossbeam_channel::Receiver<String>) 
     }
 }
 
-/// Serves on `listener` until `stop` fires, rebuilding tiny_http's server
-/// if its accept loop ends.
+/// A certificate chain and its private key, PEM, for serving HTTPS.
+#[derive(Clone)]
+pub struct Tls {
+    certificate: Vec<u8>,
+    key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// Why the TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The files do not make a usable TLS configuration.
+    #[error("TLS certificate or key unusable: {0}")]
+    Config(String),
+}
+
+impl Tls {
+    /// Reads a PEM certificate chain and its PEM private key, and checks
+    /// that they make a working TLS configuration.
+    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls, TlsError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| TlsError::Read {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let tls = Tls {
+            certificate: read(cert)?,
+            key: zeroize::Zeroizing::new(read(key)?),
+        };
+        // Building a server checks the pair; the listener is a throwaway.
+        let probe =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| TlsError::Config(e.to_string()))?;
+        let noop: tiny_http::Handler = Arc::new(|_| {});
+        tiny_http::Server::from_listener_with_handler(
+            probe,
+            Some(tls.config()),
+            tiny_http::Limits::default(),
+            noop,
+        )
+        .map(|s| s.unblock())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(tls)
+    }
+
+    fn config(&self) -> tiny_http::SslConfig {
+        tiny_http::SslConfig {
+            certificate: self.certificate.clone(),
+            private_key: self.key.to_vec(),
+        }
+    }
+}
+
+/// Serves on `listener` until `stop` fires, over TLS with `tls`,
+/// rebuilding tiny_http's server if its accept loop ends.
 pub fn serve(
     mut listener: TcpListener,
     router: Arc<Router>,
+    tls: Option<Tls>,
     stop: zync_net::Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
@@ -128,7 +190,12 @@ pub fn serve(
         };
         let r = Arc::clone(&router);
         let handler: tiny_http::Handler = Arc::new(move |rq| handle(&r, rq));
-        let server = match tiny_http::Server::from_listener_with_handler(listener, head, handler) {
+        let server = match tiny_http::Server::from_listener_with_handler(
+            listener,
+            tls.as_ref().map(Tls::config),
+            head,
+            handler,
+        ) {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(std::io::Error::other(e.to_string())),
         };

@@ -292,18 +292,23 @@ impl Server {
         Server::build(listener.into(), ssl_config, limits, None)
     }
 
-    /// A plain-HTTP server that calls `handler` for each request on the
+    /// A server that calls `handler` for each request on the
     /// thread that read it (the connection's own thread), instead of queueing
     /// requests for `recv()` (zync patch). A request is answered before the
     /// next one on the same connection is read, so no hand-off between
     /// threads happens per request. `recv()` then only reports the accept
     /// loop's end (an error) or `unblock()`.
+    ///
+    /// With `ssl_config`, connections speak TLS (zync patch; the handshake
+    /// runs on the connection's thread at its first read, never on the
+    /// accept loop).
     pub fn from_listener_with_handler<L: Into<Listener>>(
         listener: L,
+        ssl_config: Option<SslConfig>,
         limits: Limits,
         handler: Handler,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Server::build(listener.into(), None, limits, Some(handler))
+        Server::build(listener.into(), ssl_config, limits, Some(handler))
     }
 
     fn build(
