@@ -28,6 +28,7 @@ use crate::fsops::{Found, Root};
 use crate::hashing::{self, HashError, Hashed, Stat};
 use crate::index::{IndexError, IndexStore, LocalEntry, Record};
 use crate::transfer::Fetched;
+use crate::versions::{Reason, Versions};
 
 /// What the block server may serve: path → (content hash, size), and the
 /// folder to read it from. Read-only; only a [`Folder`] changes it.
@@ -111,6 +112,8 @@ pub struct Folder {
     served: ServedView,
     root: Root,
     after_install: Option<InstallHook>,
+    /// Where what a remote change replaces or deletes is kept.
+    versions: Option<Versions>,
     /// Set by [`Folder::stop_saving`].
     saves_stopped: bool,
 }
@@ -135,8 +138,15 @@ impl Folder {
             served: view,
             root,
             after_install: None,
+            versions: None,
             saves_stopped: false,
         }
+    }
+
+    /// From now on, what a remote change replaces or deletes is kept in
+    /// `versions` (if it keeps anything) instead of being lost.
+    pub fn keep_versions(&mut self, versions: Versions) {
+        self.versions = versions.enabled().then_some(versions);
     }
 
     /// Calls `hook` right after each install, before the index records it.
@@ -206,11 +216,28 @@ impl Folder {
         f: Fetched,
     ) -> Result<Stat, FolderError> {
         self.check(&fresh, &target)?;
+        let ours = self.ours_on_disk(&fresh);
         self.journal_now(&Record::Remote {
             entry: target.clone(),
             ino: f.ino(),
         })?;
-        let stat = f.install(&self.root, &target.path)?;
+        // Our content gets a second name first, so that the path is never
+        // missing; if it cannot be kept, it is not replaced.
+        let kept = match (&self.versions, ours) {
+            (Some(v), Some(old)) => {
+                Some(v.keep_linked(&self.root, &old, &target.modified_by, Reason::Replaced)?)
+            }
+            _ => None,
+        };
+        let stat = match f.install(&self.root, &target.path) {
+            Ok(stat) => stat,
+            Err(e) => {
+                if let (Some(v), Some(k)) = (&self.versions, kept) {
+                    v.forget(&k);
+                }
+                return Err(e.into());
+            }
+        };
         if let Some(hook) = &self.after_install {
             hook(&target.path);
         }
@@ -222,20 +249,36 @@ impl Folder {
     /// if one is there. Returns whether a file was removed.
     pub fn delete(&mut self, fresh: Fresh, target: FileEntry) -> Result<bool, FolderError> {
         self.check(&fresh, &target)?;
-        let on_disk = fresh.stat.is_some()
-            && self
-                .index
-                .get(&target.path)
-                .is_some_and(|l| !l.entry.deleted);
-        if on_disk {
+        let ours = self.ours_on_disk(&fresh);
+        let on_disk = ours.is_some();
+        if let Some(old) = ours {
             self.journal_now(&Record::Remote {
                 entry: target.clone(),
                 ino: None,
             })?;
-            self.root.remove_and_prune(&target.path)?;
+            match &self.versions {
+                Some(v) => {
+                    match v.keep_moved(&self.root, &old, &target.modified_by, Reason::Deleted) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.root.prune_parents(&target.path);
+                }
+                None => self.root.remove_and_prune(&target.path)?,
+            }
         }
         self.put(target, None);
         Ok(on_disk)
+    }
+
+    /// The entry of our file at the proof's path, if one is there.
+    fn ours_on_disk(&self, fresh: &Fresh) -> Option<FileEntry> {
+        fresh.stat?;
+        self.index
+            .get(&fresh.path)
+            .filter(|l| !l.entry.deleted)
+            .map(|l| l.entry.clone())
     }
 
     /// Records `target` for the file already on disk, which holds its

@@ -182,13 +182,20 @@ impl Root {
     /// Removes `rel` (if present) and then each parent folder it leaves
     /// empty, up to but not including the root.
     pub fn remove_and_prune(&self, rel: &RelPath) -> io::Result<()> {
-        let root = &self.dir;
-        let target = self.file(rel);
-        match std::fs::remove_file(&target) {
+        match std::fs::remove_file(self.file(rel)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        self.prune_parents(rel);
+        Ok(())
+    }
+
+    /// Removes each parent folder of `rel` that is empty, up to but not
+    /// including the root.
+    pub fn prune_parents(&self, rel: &RelPath) {
+        let root = &self.dir;
+        let target = self.file(rel);
         let mut dir = target.parent();
         while let Some(d) = dir {
             if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
@@ -196,7 +203,6 @@ impl Root {
             }
             dir = d.parent();
         }
-        Ok(())
     }
 }
 

@@ -27,6 +27,7 @@ pub mod link;
 pub mod server;
 pub mod session;
 pub mod transfer;
+pub mod versions;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ pub struct Config {
     /// How often the whole folder is scanned behind the watcher, to catch a
     /// change it missed ([`DEFAULT_RESCAN`]; zero: never).
     pub rescan: Duration,
+    /// How long what a remote change replaces or deletes is kept in
+    /// `.zync/versions/` ([`versions::DEFAULT_KEEP`]; zero: not kept).
+    pub keep_versions: Duration,
     /// The sockets' context: secured with the cluster key, or plaintext
     /// (`--insecure`).
     pub context: net::Context,
@@ -158,7 +162,13 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         let stop = stop.clone();
         move || stop.trigger()
     });
-    let folder = folder::Folder::new(index, fsops::Root::new(root.clone()));
+    let mut folder = folder::Folder::new(index, fsops::Root::new(root.clone()));
+    let kept = versions::Versions::new(folder.root(), cfg.keep_versions);
+    folder.keep_versions(kept.clone());
+    spawn("zync-versions", {
+        let stop = stop.clone();
+        move || prune_versions(kept, stop)
+    });
     let sock_err = |what: &str| {
         let what = what.to_owned();
         move |source| StartError::Socket { what, source }
@@ -293,6 +303,29 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
 /// Threads hashing local files (a large file also uses a second thread of
 /// its own while it is hashed).
 const HASHERS: usize = 2;
+
+/// Prunes kept versions now and then (a tenth of the keeping time,
+/// between 1 s and 1 h), and says what they take: at start, and whenever a
+/// pass removed some.
+fn prune_versions(v: versions::Versions, stop: Shutdown) {
+    let every = (v.keep() / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut first = true;
+    loop {
+        match v.prune(std::time::SystemTime::now()) {
+            Ok(p) if first || p.removed > 0 => {
+                info!(event = "versions", kept = p.kept, kept_bytes = p.kept_bytes, pruned = p.removed,
+                      pruned_bytes = p.removed_bytes, keep_days = v.keep().as_secs_f64() / 86400.0,
+                      dir = %v.dir().display(), "kept versions");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, dir = %v.dir().display(), "cannot prune kept versions"),
+        }
+        first = false;
+        if stop.sleep(every) {
+            return;
+        }
+    }
+}
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new().name(name.to_owned()).spawn(f) {

@@ -64,6 +64,43 @@ enum Cmd {
         /// Unchanged files are only stat'ed, not re-hashed.
         #[arg(long, env = "ZYNC_RESCAN_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         rescan_interval: Duration,
+        /// Keep what a remote change replaces or deletes for this many days,
+        /// in DIR/.zync/versions (see `versions` and `restore`); 0 keeps
+        /// nothing. Older versions are pruned in the background.
+        #[arg(long, env = "ZYNC_KEEP_VERSIONS", default_value = "30", value_parser = parse_days, value_name = "DAYS")]
+        keep_versions: Duration,
+    },
+    /// List the versions kept here of PATH (a file or a folder; all if
+    /// omitted): what remote changes replaced or deleted. Works beside a
+    /// running peer.
+    Versions {
+        /// A file or folder of the synced folder.
+        path: Option<String>,
+        /// The synced folder.
+        #[arg(long, env = "ZYNC_DIR", default_value = ".", value_name = "DIR")]
+        folder: PathBuf,
+        /// One JSON array of objects instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a kept version back as a new local change, which the running
+    /// peer syncs to everyone like any edit. PATH is a file (its newest
+    /// kept version, or its content at --at), or a folder ("." for all):
+    /// every file under it that is missing now comes back, which undoes a
+    /// mass deletion. What a restore replaces is kept in turn.
+    Restore {
+        /// A file or folder of the synced folder.
+        path: String,
+        /// The content as it was at TIME (UTC, 2026-12-02T13:00:00Z) or
+        /// that long ago (90m, 2h, 3days), instead of the newest kept.
+        #[arg(long, value_parser = zync_peer::cli::parse_time, value_name = "TIME")]
+        at: Option<std::time::SystemTime>,
+        /// Write the versions under DIR instead, leaving the folder as it is.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The synced folder.
+        #[arg(long, env = "ZYNC_DIR", default_value = ".", value_name = "DIR")]
+        folder: PathBuf,
     },
     /// List the cluster's files: path, size, modified, short hash, holders.
     Ls {
@@ -106,6 +143,17 @@ enum Cmd {
     },
 }
 
+/// A number of days (fractions allowed) as a duration.
+fn parse_days(s: &str) -> Result<Duration, String> {
+    let days: f64 = s
+        .parse()
+        .map_err(|_| format!("{s}: not a number of days"))?;
+    if !days.is_finite() || !(0.0..=36_500.0).contains(&days) {
+        return Err(format!("{s}: days must be between 0 and 36500"));
+    }
+    Ok(Duration::from_secs_f64(days * 86_400.0))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     zync_net::logging::init(&cli.log_format);
@@ -143,6 +191,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             workers,
             debounce_ms,
             rescan_interval,
+            keep_versions,
         } => {
             let name =
                 name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
@@ -155,6 +204,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 workers,
                 debounce: Duration::from_millis(debounce_ms),
                 rescan: rescan_interval,
+                keep_versions,
                 context: ctx()?,
                 observer: None,
             };
@@ -177,6 +227,30 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "{path}: {size} bytes from {from}, verified, written to {}",
                 out.display()
             );
+        }
+        Cmd::Versions { path, folder, json } => {
+            let (_, v) = zync_peer::cli::versions_of(&folder)?;
+            let rows = v
+                .list(path.as_deref())
+                .context("cannot read the kept versions")?;
+            zync_peer::cli::print_versions(&rows, json, &mut stdout)?;
+        }
+        Cmd::Restore {
+            path,
+            at,
+            dir,
+            folder,
+        } => {
+            let (root, v) = zync_peer::cli::versions_of(&folder)?;
+            for (k, to) in zync_peer::cli::restore(&root, &v, &path, at, dir.as_deref())? {
+                eprintln!(
+                    "restored {} ({} bytes, kept {}) to {}",
+                    k.path,
+                    k.size,
+                    humantime::format_rfc3339_seconds(k.kept_at()),
+                    to.display()
+                );
+            }
         }
         Cmd::Health { peer } => zync_peer::cli::ping(&ctx()?, &peer)?,
         Cmd::Keygen { file } => {

@@ -84,6 +84,7 @@ impl Cluster {
             workers: 4,
             debounce: Duration::from_millis(50),
             rescan: zync_peer::DEFAULT_RESCAN,
+            keep_versions: zync_peer::versions::DEFAULT_KEEP,
             context: join.context.clone(),
             observer: Some(obs_tx),
         };
