@@ -36,6 +36,31 @@ pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// How a binary ends: success, or its error on one line
+/// (`NAME: outer: inner`, see [`one_line`]) and failure. An error caused by
+/// a broken pipe (the reader of our output went away, as in
+/// `zync-peer ls | head`) is a success, as for any Unix filter.
+pub fn exit<E>(name: &str, result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    let Err(e) = result else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let e: &(dyn std::error::Error + 'static) = e.as_ref();
+    let mut next = Some(e);
+    while let Some(c) = next {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return std::process::ExitCode::SUCCESS;
+        }
+        next = c.source();
+    }
+    eprintln!("{name}: {}", one_line(e));
+    std::process::ExitCode::FAILURE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +81,17 @@ mod tests {
             one_line(&Wrapper(Outer(io()))),
             "wrapper: outer: disk on fire"
         );
+    }
+
+    #[test]
+    fn a_broken_pipe_anywhere_in_the_chain_is_a_clean_exit() {
+        type Boxed = Box<dyn std::error::Error + Send + Sync>;
+        let pipe = || Outer(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        let ok: Result<(), Boxed> = Ok(());
+        assert_eq!(exit("t", ok), std::process::ExitCode::SUCCESS);
+        let piped: Result<(), Boxed> = Err(Box::new(Wrapper(pipe())));
+        assert_eq!(exit("t", piped), std::process::ExitCode::SUCCESS);
+        let failed: Result<(), Boxed> = Err(Box::new(Outer(std::io::Error::other("x"))));
+        assert_eq!(exit("t", failed), std::process::ExitCode::FAILURE);
     }
 }

@@ -157,23 +157,7 @@ fn parse_days(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     zync_net::logging::init(&cli.log_format);
-    match real_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        // The reader went away (`zync-peer ls | head`): not an error, as for
-        // any Unix filter.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("zync-peer: {}", zync_net::logging::one_line(e.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
+    zync_net::logging::exit("zync-peer", real_main(cli))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {

@@ -118,13 +118,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     zync_net::logging::init(&args.log_format);
-    match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("zync-web: {}", zync_net::logging::one_line(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    zync_net::logging::exit("zync-web", run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
