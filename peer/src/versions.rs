@@ -243,24 +243,27 @@ impl Versions {
         let under = under
             .map(|u| u.trim_matches('/'))
             .filter(|u| !u.is_empty() && *u != ".");
-        let start = match under {
+        // A folder: everything below it. A file: its own folder, not deeper.
+        let (start, depth) = match under {
             Some(u) => {
                 let d = self.dir.join(u);
                 if d.is_dir() {
-                    d
+                    (d, usize::MAX)
                 } else {
-                    d.parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| self.dir.clone())
+                    let parent = d.parent().map(Path::to_path_buf);
+                    (parent.unwrap_or_else(|| self.dir.clone()), 1)
                 }
             }
-            None => self.dir.clone(),
+            None => (self.dir.clone(), usize::MAX),
         };
         let mut out = Vec::new();
         if !start.is_dir() {
             return Ok(out);
         }
-        for item in walkdir::WalkDir::new(&start).follow_links(false) {
+        let walk = walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .max_depth(depth);
+        for item in walk {
             let item = match item {
                 Ok(i) => i,
                 Err(e)
