@@ -31,17 +31,29 @@ use crate::transfer::Fetched;
 use crate::versions::{Reason, Versions};
 
 /// What the block server may serve: path → (content hash, size), and the
-/// folder to read it from. Read-only; only a [`Folder`] changes it.
+/// folder to read it from; and where each block of those files is, which
+/// downloads use to take blocks from local files instead of the network.
+/// Read-only; only a [`Folder`] changes it.
 #[derive(Clone)]
 pub struct ServedView {
-    map: Arc<RwLock<HashMap<RelPath, (Hash, u64)>>>,
+    map: Arc<RwLock<Served>>,
     root: Root,
+}
+
+#[derive(Default)]
+struct Served {
+    files: HashMap<RelPath, (Hash, u64)>,
+    /// Block hash → the served files holding it, with the block's index.
+    blocks: HashMap<Hash, Vec<(RelPath, u32)>>,
 }
 
 impl ServedView {
     /// The content `path` may be served with, if any.
     pub fn lookup(&self, path: &RelPath) -> Option<(Hash, u64)> {
-        self.map.read().ok().and_then(|m| m.get(path).copied())
+        self.map
+            .read()
+            .ok()
+            .and_then(|m| m.files.get(path).copied())
     }
 
     /// Opens `path` for serving (after [`ServedView::lookup`] said it may
@@ -51,12 +63,39 @@ impl ServedView {
         self.root.open(path)
     }
 
-    fn set(&self, path: &RelPath, served: Option<(Hash, u64)>) {
-        if let Ok(mut m) = self.map.write() {
-            match served {
-                Some(v) => m.insert(path.clone(), v),
-                None => m.remove(path),
-            };
+    /// A served file holding a block with hash `block`, and the block's
+    /// index in it: where a download may read it instead of fetching it.
+    /// The file may have changed since it was indexed, so what is read
+    /// must be checked against `block`.
+    pub fn find_block(&self, block: &Hash) -> Option<(std::path::PathBuf, u32)> {
+        let m = self.map.read().ok()?;
+        let (path, index) = m.blocks.get(block)?.first()?;
+        Some((self.root.file(path), *index))
+    }
+
+    fn set(&self, path: &RelPath, old: &[Hash], served: Option<(Hash, u64, &[Hash])>) {
+        let Ok(mut m) = self.map.write() else { return };
+        for b in old {
+            if let Some(at) = m.blocks.get_mut(b) {
+                at.retain(|(p, _)| p != path);
+                if at.is_empty() {
+                    m.blocks.remove(b);
+                }
+            }
+        }
+        match served {
+            Some((sha256, size, blocks)) => {
+                m.files.insert(path.clone(), (sha256, size));
+                for (i, b) in blocks.iter().enumerate() {
+                    let at = m.blocks.entry(*b).or_default();
+                    if !at.iter().any(|(p, _)| p == path) {
+                        at.push((path.clone(), i as u32));
+                    }
+                }
+            }
+            None => {
+                m.files.remove(path);
+            }
         }
     }
 }
@@ -118,8 +157,12 @@ pub struct Folder {
     saves_stopped: bool,
 }
 
-fn served(le: &LocalEntry) -> Option<(Hash, u64)> {
-    (!le.entry.deleted && le.stat.is_some()).then_some((le.entry.sha256, le.entry.size))
+fn served(le: &LocalEntry) -> Option<(Hash, u64, &[Hash])> {
+    (!le.entry.deleted && le.stat.is_some()).then_some((
+        le.entry.sha256,
+        le.entry.size,
+        le.entry.blocks.as_slice(),
+    ))
 }
 
 impl Folder {
@@ -131,7 +174,7 @@ impl Folder {
             root: root.clone(),
         };
         for le in index.entries() {
-            view.set(&le.entry.path, served(&le));
+            view.set(&le.entry.path, &[], served(&le));
         }
         Folder {
             index: Box::new(index),
@@ -320,19 +363,30 @@ impl Folder {
     /// is expected there).
     pub fn put(&mut self, entry: FileEntry, stat: Option<Stat>) {
         let path = entry.path.clone();
+        let before = self.served_blocks(&path);
         self.index.put(entry, stat);
-        self.sync_served(&path);
+        self.sync_served(&path, &before);
     }
 
     /// Updates only the recorded stat of `path`.
     pub fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>) {
+        let before = self.served_blocks(path);
         self.index.set_stat(path, stat);
-        self.sync_served(path);
+        self.sync_served(path, &before);
     }
 
-    fn sync_served(&self, path: &RelPath) {
-        self.served
-            .set(path, self.index.get(path).as_ref().and_then(served));
+    /// The blocks `path` is served with now (none if it is not served).
+    fn served_blocks(&self, path: &RelPath) -> Vec<Hash> {
+        self.index
+            .get(path)
+            .filter(|le| served(le).is_some())
+            .map(|le| le.entry.blocks)
+            .unwrap_or_default()
+    }
+
+    fn sync_served(&self, path: &RelPath, before: &[Hash]) {
+        let le = self.index.get(path);
+        self.served.set(path, before, le.as_ref().and_then(served));
     }
 
     /// Appends `record` to the journal (buffered).

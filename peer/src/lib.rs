@@ -166,9 +166,10 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     let kept = versions::Versions::new(folder.root(), cfg.keep_versions);
     folder.keep_versions(kept.clone());
     spawn("zync-versions", {
-        let stop = stop.clone();
+        let (stop, kept) = (stop.clone(), kept.clone());
         move || prune_versions(kept, stop)
     });
+    let view = folder.view();
     let sock_err = |what: &str| {
         let what = what.to_owned();
         move |source| StartError::Socket { what, source }
@@ -245,6 +246,10 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     for i in 0..cfg.workers.max(1) {
         let (ctx, jobs, tx) = (ctx.clone(), job_rx.clone(), tx.clone());
         let mut fetcher = Fetcher::following(&ctx, &cfg.tracker, choice.clone(), cfg.name.clone());
+        fetcher.reuse(transfer::LocalBlocks {
+            view: view.clone(),
+            versions: Some(kept.clone()),
+        });
         let staging = staging.clone();
         spawn(&format!("zync-fetch-{i}"), move || {
             for Job { entry } in jobs {

@@ -17,13 +17,15 @@
 //!   a running peer's watcher sees it and syncs it to everyone like any
 //!   edit. It is done by the CLI, beside a running peer or without one.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zync_proto::{FileEntry, RelPath};
+use zync_proto::{FileEntry, Hash, RelPath};
 
 use crate::fsops::Root;
 
@@ -122,7 +124,14 @@ pub enum RestoreError {
 pub struct Versions {
     dir: PathBuf,
     keep: Duration,
+    /// What this process kept, by content: a download of the same content
+    /// (a file renamed on another peer, whose deletion arrived first) is
+    /// copied from here instead of fetched. Bounded by [`MAX_RECENT`].
+    recent: Arc<Mutex<HashMap<Hash, PathBuf>>>,
 }
+
+/// Most kept versions remembered by content.
+const MAX_RECENT: usize = 4096;
 
 impl Versions {
     /// The versions area of the folder at `root`, keeping versions for
@@ -131,7 +140,15 @@ impl Versions {
         Versions {
             dir: root.state().join(DIR_NAME),
             keep,
+            recent: Arc::default(),
         }
+    }
+
+    /// A version kept by this process with content `sha256`, if its file
+    /// is still there. What is read from it must still be verified.
+    pub fn find(&self, sha256: &Hash) -> Option<PathBuf> {
+        let file = self.recent.lock().ok()?.get(sha256).cloned()?;
+        file.is_file().then_some(file)
     }
 
     /// How long versions are kept.
@@ -228,6 +245,12 @@ impl Versions {
         let mut tmp = tempfile::NamedTempFile::new_in(&parent)?;
         serde_json::to_writer(&mut tmp, &kept).map_err(io::Error::other)?;
         tmp.persist(&side).map_err(|e| e.error)?;
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= MAX_RECENT {
+                recent.clear();
+            }
+            recent.insert(old.sha256, file.clone());
+        }
         Ok(file)
     }
 
@@ -536,7 +559,6 @@ fn stamp_of(name: &str) -> Option<i64> {
 #[allow(clippy::unwrap_used)] // test code: a panic is a failure report
 mod tests {
     use super::*;
-    use zync_proto::Hash;
 
     fn entry(path: &str, content: &[u8]) -> FileEntry {
         FileEntry {

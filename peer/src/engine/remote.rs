@@ -61,11 +61,12 @@ impl Engine {
             Step::Install { target } => {
                 // An install is only planned with the bytes here.
                 let Some((f, took)) = fetched else { return };
-                let from = f.from().to_owned();
+                let (from, fetched, reused) = (f.from(), f.fetched(), f.reused());
                 match self.folder.install(fresh, target.clone(), f) {
                     Ok(_) => {
                         info!(event = %"synced", path = %path, from = %from, bytes = target.size,
-                              ms = took.as_millis() as u64, sha256 = %target.sha256.short(), "synced");
+                              ms = took.as_millis() as u64, fetched, reused,
+                              sha256 = %target.sha256.short(), "synced");
                     }
                     Err(e @ FolderError::Journal(_)) => {
                         return warn!(path = %path, error = %e, "not installing a download");

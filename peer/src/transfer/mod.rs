@@ -16,13 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tracing::debug;
 use zync_proto::{
-    DecodeError, ErrorKind, FileEntry, Hash, PeerInfo, RelPath, TrackerReply, TrackerRequest,
+    block_len, DecodeError, ErrorKind, FileEntry, Hash, PeerInfo, RelPath, TrackerReply,
+    TrackerRequest, BLOCK_SIZE,
 };
 
 use zync_net::{self as net, Choice, Context, NetError, Socket, TrackerClient};
@@ -54,6 +55,10 @@ pub enum FetchError {
         /// The content wanted.
         sha256: Hash,
     },
+    /// A local file that held some of the blocks changed while they were
+    /// read; the next try looks again.
+    #[error("{0}: a local file with some of its blocks changed during the download")]
+    LocalChanged(RelPath),
     /// Every holder was tried and failed.
     #[error("{path}: every holder failed (last: {peer}: {last})")]
     AllHoldersFailed {
@@ -120,14 +125,32 @@ pub enum HolderError {
 pub struct Fetched {
     /// The temp file, with the entry's content and mtime, fsynced.
     file: tempfile::TempPath,
-    /// The holder it came from (empty for an empty file).
-    from: String,
+    /// The holders that sent blocks (none when local files had them all).
+    from: Vec<String>,
+    /// Bytes received from holders.
+    fetched: u64,
+    /// Bytes taken from local files.
+    reused: u64,
 }
 
 impl Fetched {
-    /// The holder it came from (empty for an empty file).
-    pub fn from(&self) -> &str {
-        &self.from
+    /// The holders that sent blocks, comma-separated (`-` when none did).
+    pub fn from(&self) -> String {
+        if self.from.is_empty() {
+            "-".to_owned()
+        } else {
+            self.from.join(",")
+        }
+    }
+
+    /// Bytes received from holders.
+    pub fn fetched(&self) -> u64 {
+        self.fetched
+    }
+
+    /// Bytes taken from local files instead.
+    pub fn reused(&self) -> u64 {
+        self.reused
     }
 
     /// The inode of the temp file, which it keeps when renamed into place.
@@ -150,7 +173,9 @@ impl Fetched {
         let h = crate::hashing::hash_file(&file).ok()?;
         (h.sha256 == sha256).then(|| Fetched {
             file,
-            from: String::new(),
+            from: Vec::new(),
+            fetched: 0,
+            reused: 0,
         })
     }
 
@@ -181,6 +206,8 @@ pub struct Fetcher {
     /// Request ids go on across downloads, so no reply can be taken for
     /// another download's on a reused connection.
     next_id: u64,
+    /// Where blocks may be found locally (a peer's folder).
+    local: Option<LocalBlocks>,
     /// Block requests in flight per holder.
     pub window: usize,
     /// How long a holder may stay silent before it is given up.
@@ -218,6 +245,7 @@ impl Fetcher {
             fail_over,
             exclude,
             idle: Vec::new(),
+            local: None,
             next_id: 1,
             window: 16,
             stall_timeout: Duration::from_secs(5),
@@ -277,19 +305,29 @@ impl Fetcher {
         first: u64,
         end: u64,
     ) -> Result<BlockStream, FetchError> {
+        let end = end.min(entry.blocks.len() as u64);
+        self.stream_of(entry, (first..end).collect())
+    }
+
+    /// A stream of `entry`'s verified blocks `wanted` (ascending) from its
+    /// live holders.
+    fn stream_of(
+        &mut self,
+        entry: &FileEntry,
+        wanted: Vec<u64>,
+    ) -> Result<BlockStream, FetchError> {
         if entry.deleted {
             return Err(FetchError::Deleted(entry.path.clone()));
         }
         if !entry.is_consistent() {
             return Err(FetchError::Inconsistent(entry.path.clone()));
         }
-        let end = end.min(entry.blocks.len() as u64);
-        let holders = if first < end {
-            self.holders(entry)?
-        } else {
+        let holders = if wanted.is_empty() {
             Vec::new()
+        } else {
+            self.holders(entry)?
         };
-        if first < end && holders.is_empty() {
+        if !wanted.is_empty() && holders.is_empty() {
             return Err(FetchError::NoHolder {
                 path: entry.path.clone(),
                 sha256: entry.sha256,
@@ -310,13 +348,15 @@ impl Fetcher {
             sock,
             window: self.window.max(1),
             stall: self.stall_timeout,
-            next_req: first,
-            next_out: first,
-            end,
+            wanted,
+            next_req: 0,
+            next_out: 0,
             in_flight: 0,
             next_id: self.next_id,
             first_id: self.next_id,
             pending: BTreeMap::new(),
+            senders: Vec::new(),
+            received: 0,
         })
     }
 
@@ -334,21 +374,53 @@ impl Fetcher {
         }
     }
 
+    /// From now on, blocks that local files (or versions this process
+    /// kept) hold are copied from them instead of fetched.
+    pub fn reuse(&mut self, local: LocalBlocks) {
+        self.local = Some(local);
+    }
+
     /// Downloads `entry` into a new temp file in `staging`, calling
-    /// `progress(bytes)` as verified bytes are written.
+    /// `progress(bytes)` as verified bytes are written. Blocks a local file
+    /// holds are read from it (checked against their hash first); only the
+    /// others are fetched.
     pub fn fetch(
         &mut self,
         entry: &FileEntry,
         staging: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Fetched, FetchError> {
-        let mut stream = self.stream(entry, 0, u64::MAX)?;
+        if !entry.is_consistent() {
+            return Err(FetchError::Inconsistent(entry.path.clone()));
+        }
+        let mut local = LocalReader::default();
+        let plan: Vec<Option<(PathBuf, u64)>> = match &self.local {
+            Some(l) => l
+                .plan(entry)
+                .into_iter()
+                .enumerate()
+                // Checked now, so that only what no local file holds is asked for.
+                .map(|(i, src)| {
+                    src.filter(|(file, at)| {
+                        local
+                            .read(file, *at, block_len(entry.size, i as u64), &entry.blocks[i])
+                            .is_some()
+                    })
+                })
+                .collect(),
+            None => vec![None; entry.blocks.len()],
+        };
+        let wanted: Vec<u64> = (0..entry.blocks.len() as u64)
+            .filter(|&i| plan[i as usize].is_none())
+            .collect();
+        let mut stream = self.stream_of(entry, wanted)?;
         let mut file = tempfile::NamedTempFile::new_in(staging)?;
         // Verified blocks go to a writer thread that also computes the
         // whole-file hash; a few blocks queue between them (bounded memory).
         let (tx, rx) = crossbeam_channel::bounded::<Block>(4);
         let path = file.path().to_owned();
         let mut out = BlockWriter::new(&path, file.as_file_mut());
+        let mut reused = 0u64;
         let got = std::thread::scope(|s| -> Result<Hash, FetchError> {
             let writer = s.spawn(move || -> io::Result<Hash> {
                 let mut hasher = Sha256::new();
@@ -360,7 +432,20 @@ impl Fetcher {
                 Ok(hasher.into())
             });
             let streamed = (|| {
-                while let Some(block) = stream.next_block()? {
+                for (i, src) in plan.iter().enumerate() {
+                    let block = match src {
+                        Some((file, at)) => {
+                            let len = block_len(entry.size, i as u64);
+                            let b = local
+                                .read(file, *at, len, &entry.blocks[i])
+                                .ok_or_else(|| FetchError::LocalChanged(entry.path.clone()))?;
+                            reused += len;
+                            Block::from(b)
+                        }
+                        None => stream
+                            .next_block()?
+                            .ok_or_else(|| FetchError::Inconsistent(entry.path.clone()))?,
+                    };
                     let n = block.len() as u64;
                     if tx.send(block).is_err() {
                         break; // the writer failed; its error is reported below
@@ -376,7 +461,8 @@ impl Fetcher {
             streamed?;
             Ok(written?)
         });
-        let from = stream.source().to_owned();
+        let from = stream.senders().to_vec();
+        let fetched = stream.received();
         self.reclaim(stream);
         let got = got?;
         if got != entry.sha256 {
@@ -392,7 +478,63 @@ impl Fetcher {
         Ok(Fetched {
             file: file.into_temp_path(),
             from,
+            fetched,
+            reused,
         })
+    }
+}
+
+/// Where a download may find the blocks it needs on this machine: the
+/// folder's served files (by block hash), and the versions this process
+/// kept (by whole content: a rename whose deletion arrived first).
+#[derive(Clone)]
+pub struct LocalBlocks {
+    /// The folder's served files.
+    pub view: crate::folder::ServedView,
+    /// Its kept versions.
+    pub versions: Option<crate::versions::Versions>,
+}
+
+impl LocalBlocks {
+    /// For each block of `entry`, a local file and offset that may hold it.
+    fn plan(&self, entry: &FileEntry) -> Vec<Option<(PathBuf, u64)>> {
+        let kept = self.versions.as_ref().and_then(|v| v.find(&entry.sha256));
+        entry
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| match self.view.find_block(b) {
+                Some((file, j)) => Some((file, j as u64 * BLOCK_SIZE)),
+                None => kept.clone().map(|f| (f, i as u64 * BLOCK_SIZE)),
+            })
+            .collect()
+    }
+}
+
+/// Reads blocks from local files, keeping a few open.
+#[derive(Default)]
+struct LocalReader {
+    open: Vec<(PathBuf, std::fs::File)>,
+}
+
+impl LocalReader {
+    /// The `len` bytes at `at` in `file`, if they hash to `want`.
+    fn read(&mut self, file: &Path, at: u64, len: u64, want: &Hash) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let i = match self.open.iter().position(|(p, _)| p == file) {
+            Some(i) => i,
+            None => {
+                if self.open.len() >= 8 {
+                    self.open.remove(0);
+                }
+                self.open
+                    .push((file.to_owned(), std::fs::File::open(file).ok()?));
+                self.open.len() - 1
+            }
+        };
+        let mut buf = vec![0u8; usize::try_from(len).ok()?];
+        self.open[i].1.read_exact_at(&mut buf, at).ok()?;
+        (Hash::of(&buf) == *want).then_some(buf)
     }
 }
 

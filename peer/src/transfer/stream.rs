@@ -1,4 +1,5 @@
-//! Verified blocks of one file version, streamed from its holders: up to
+//! Verified blocks of one file version, streamed from its holders: the
+//! blocks wanted (all, a range, or only those no local file has), up to
 //! `window` requests in flight to one holder, the next holder taking over
 //! from the first block not yet returned when one fails.
 
@@ -23,13 +24,20 @@ pub struct BlockStream {
     pub(super) sock: Option<(String, Socket)>,
     pub(super) window: usize,
     pub(super) stall: Duration,
-    pub(super) next_req: u64,
-    pub(super) next_out: u64,
-    pub(super) end: u64,
+    /// The block indices wanted, ascending.
+    pub(super) wanted: Vec<u64>,
+    /// Position in `wanted` of the next block to request.
+    pub(super) next_req: usize,
+    /// Position in `wanted` of the next block to return.
+    pub(super) next_out: usize,
     pub(super) in_flight: usize,
     pub(super) next_id: u64,
     pub(super) first_id: u64,
     pub(super) pending: BTreeMap<u64, Block>,
+    /// The holders that sent verified blocks, in order.
+    pub(super) senders: Vec<String>,
+    /// Verified bytes received.
+    pub(super) received: u64,
 }
 
 impl BlockStream {
@@ -40,17 +48,27 @@ impl BlockStream {
             .map_or("", |h| h.name.as_str())
     }
 
-    /// The next block (verified against its hash), or `None` at the end.
-    /// A holder that refuses, stalls or sends a bad block is dropped and the
-    /// next one continues from the first block not yet returned.
+    /// The holders that sent verified blocks, in order.
+    pub fn senders(&self) -> &[String] {
+        &self.senders
+    }
+
+    /// Verified bytes received from holders so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The next wanted block (verified against its hash), or `None` at the
+    /// end. A holder that refuses, stalls or sends a bad block is dropped
+    /// and the next one continues from the first block not yet returned.
     pub fn next_block(&mut self) -> Result<Option<Block>, FetchError> {
         loop {
-            if let Some(b) = self.pending.remove(&self.next_out) {
+            let Some(&index) = self.wanted.get(self.next_out) else {
+                return Ok(None);
+            };
+            if let Some(b) = self.pending.remove(&index) {
                 self.next_out += 1;
                 return Ok(Some(b));
-            }
-            if self.next_out >= self.end {
-                return Ok(None);
             }
             if let Err(why) = self.pump() {
                 let name = self.source().to_owned();
@@ -84,13 +102,14 @@ impl BlockStream {
                 &slot.insert((ep, s)).1
             }
         };
-        while self.in_flight < self.window && self.next_req < self.end {
-            if !self.pending.contains_key(&self.next_req) {
+        while self.in_flight < self.window && self.next_req < self.wanted.len() {
+            let index = self.wanted[self.next_req];
+            if !self.pending.contains_key(&index) {
                 let req = PeerRequest::GetBlock {
                     id: self.next_id,
                     path: self.entry.path.clone(),
                     sha256: self.entry.sha256,
-                    index: self.next_req,
+                    index,
                 };
                 self.next_id += 1;
                 sock.send_frames([Vec::new(), encode(&req)])?;
@@ -105,7 +124,8 @@ impl BlockStream {
         let (index, at) = match decode::<PeerReply>(&body) {
             Ok(PeerReply::Block { id, index, data }) if id >= self.first_id => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                if index < self.next_out || index >= self.end || self.pending.contains_key(&index) {
+                let still_wanted = self.wanted[self.next_out..].binary_search(&index).is_ok();
+                if !still_wanted || self.pending.contains_key(&index) {
                     debug!(index, "unrequested or duplicate block ignored");
                     return Ok(());
                 }
@@ -122,7 +142,13 @@ impl BlockStream {
             }
             Err(e) => return Err(e.into()),
         };
-        self.pending.insert(index, Block::new(body, at));
+        let block = Block::new(body, at);
+        self.received += block.len() as u64;
+        let name = &self.holders[self.current].name;
+        if !self.senders.contains(name) {
+            self.senders.push(name.clone());
+        }
+        self.pending.insert(index, block);
         Ok(())
     }
 }
@@ -161,6 +187,12 @@ impl Block {
                 msg: Message::from(v),
             },
         }
+    }
+}
+
+impl From<Vec<u8>> for Block {
+    fn from(v: Vec<u8>) -> Block {
+        Block::new(Message::default(), At::Copied(v))
     }
 }
 

@@ -1,0 +1,148 @@
+//! Only the bytes that changed cross the network: a receiver takes every
+//! block it already holds (in the old version of the file, in another
+//! file, in what a deletion just kept) from its own disk, checked against
+//! the block's hash, and the `synced` line says how much came from where.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::time::Duration;
+
+use zync_testkit::{self as common, wait_for, Cluster, CONVERGE};
+
+const BLOCK: usize = 256 * 1024;
+
+/// The (fetched, reused, from) of the last `synced` line for `path` in
+/// peer `i`'s log that delivered content `sha_short`.
+fn synced(c: &Cluster, i: usize, path: &str, sha_short: &str) -> Option<(u64, u64, String)> {
+    let log = c.peers[i].proc.log_text();
+    let line = log.lines().rev().find(|l| {
+        l.contains("event=synced")
+            && l.contains(&format!(" path={path} "))
+            && l.contains(&format!("sha256={sha_short}"))
+    })?;
+    let field = |name: &str| -> Option<String> {
+        let start = line.find(&format!(" {name}="))? + name.len() + 2;
+        Some(line[start..].split(' ').next()?.to_owned())
+    };
+    Some((
+        field("fetched")?.parse().ok()?,
+        field("reused")?.parse().ok()?,
+        field("from")?,
+    ))
+}
+
+fn wait_synced(c: &Cluster, i: usize, path: &str, content: &[u8]) -> (u64, u64, String) {
+    let short = zync_proto::Hash::of(content).short();
+    let mut got = None;
+    wait_for(
+        CONVERGE,
+        || {
+            got = synced(c, i, path, &short);
+            got.is_some()
+        },
+        &format!("{path} ({short}) synced on {}", c.peers[i].name),
+        c,
+    );
+    got.unwrap()
+}
+
+#[test]
+fn an_edit_in_the_middle_fetches_only_its_blocks() {
+    let c = Cluster::start(2);
+    let mut body = common::data(40 * BLOCK + 1234, 7);
+    std::fs::write(c.dir(0).join("big.bin"), &body).unwrap();
+    common::wait_file_everywhere(&c, "big.bin", &body);
+    let (fetched, reused, from) = wait_synced(&c, 1, "big.bin", &body);
+    assert_eq!(
+        (fetched, reused, from.as_str()),
+        (body.len() as u64, 0, "p1")
+    );
+
+    // Ten bytes changed in block 17, in place.
+    body[17 * BLOCK + 100..17 * BLOCK + 110].copy_from_slice(b"0123456789");
+    std::fs::write(c.dir(0).join("big.bin"), &body).unwrap();
+    common::wait_file_everywhere(&c, "big.bin", &body);
+    let (fetched, reused, _) = wait_synced(&c, 1, "big.bin", &body);
+    assert_eq!(
+        fetched, BLOCK as u64,
+        "only the changed block crosses the network"
+    );
+    assert_eq!(reused, body.len() as u64 - BLOCK as u64);
+}
+
+#[test]
+fn a_renamed_or_copied_file_fetches_nothing() {
+    let c = Cluster::start(2);
+    let body = common::data(9 * BLOCK + 77, 3);
+    std::fs::write(c.dir(0).join("first.bin"), &body).unwrap();
+    common::wait_file_everywhere(&c, "first.bin", &body);
+
+    std::fs::copy(c.dir(0).join("first.bin"), c.dir(0).join("copy.bin")).unwrap();
+    common::wait_file_everywhere(&c, "copy.bin", &body);
+    assert_eq!(
+        wait_synced(&c, 1, "copy.bin", &body),
+        (0, body.len() as u64, "-".to_owned())
+    );
+
+    // A rename: whichever of the deletion and the new path arrives first,
+    // the content is on p2's disk (its folder, or what the deletion kept).
+    std::fs::create_dir_all(c.dir(0).join("moved")).unwrap();
+    std::fs::rename(
+        c.dir(0).join("first.bin"),
+        c.dir(0).join("moved/renamed.bin"),
+    )
+    .unwrap();
+    common::wait_file_everywhere(&c, "moved/renamed.bin", &body);
+    common::wait_gone_everywhere(&c, "first.bin");
+    let (fetched, reused, _) = wait_synced(&c, 1, "moved/renamed.bin", &body);
+    assert_eq!((fetched, reused), (0, body.len() as u64));
+    // The whole file again under its new name, byte for byte.
+    assert_eq!(
+        std::fs::read(c.dir(1).join("moved/renamed.bin")).unwrap(),
+        body
+    );
+}
+
+#[test]
+fn a_rotted_local_block_is_fetched_not_reused() {
+    let c = Cluster::start(2);
+    let mut body = common::data(6 * BLOCK, 11);
+    std::fs::write(c.dir(0).join("r.bin"), &body).unwrap();
+    common::wait_file_everywhere(&c, "r.bin", &body);
+    common::wait_index_saved(&c, 1);
+
+    // p2's copy rots in block 2 (same size, same mtime: no watcher can tell),
+    // then p1 changes block 4.
+    let file = c.dir(1).join("r.bin");
+    let mtime = filetime::FileTime::from_last_modification_time(&std::fs::metadata(&file).unwrap());
+    let mut rotten = body.clone();
+    rotten[2 * BLOCK + 5] ^= 0xff;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all_at(
+            &rotten[2 * BLOCK + 5..2 * BLOCK + 6],
+            (2 * BLOCK + 5) as u64,
+        )
+        .unwrap();
+    }
+    filetime::set_file_mtime(&file, mtime).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    body[4 * BLOCK] ^= 0x55;
+    std::fs::write(c.dir(0).join("r.bin"), &body).unwrap();
+
+    // p2 ends with the right bytes: the rotted block came from p1, not its disk.
+    wait_for(
+        CONVERGE,
+        || std::fs::read(&file).ok().as_deref() == Some(&body[..]),
+        "the new version on p2",
+        &c,
+    );
+    let (fetched, reused, _) = wait_synced(&c, 1, "r.bin", &body);
+    assert_eq!(
+        fetched,
+        2 * BLOCK as u64,
+        "the changed block and the rotted one"
+    );
+    assert_eq!(reused, 4 * BLOCK as u64);
+}
