@@ -28,4 +28,4 @@ pub use client::{ask, tracker_endpoints, Choice, NetError, TrackerClient};
 pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
 pub use security::{ClusterKey, KeyArgs, KeyError, KeyPair, TrustError};
 pub use shutdown::Shutdown;
-pub use socket::{has_curve, Context, Error, Message, SecureError, Socket};
+pub use socket::{has_curve, wait_any, Context, Error, Message, SecureError, Socket};

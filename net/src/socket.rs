@@ -409,6 +409,21 @@ impl Socket {
 }
 
 /// A timeout as zmq_poll takes it.
+/// Waits up to `timeout` until one of `sockets` has a message to read, and
+/// says which do (none if the time ran out, or a signal ended the wait).
+/// For sockets that do not watch a handshake (dealers).
+pub fn wait_any(sockets: &[&Socket], timeout: Duration) -> Result<Vec<bool>, Error> {
+    let mut items: Vec<zmq::PollItem<'_>> = sockets
+        .iter()
+        .map(|s| s.sock.as_poll_item(zmq::POLLIN))
+        .collect();
+    match zmq::poll(&mut items, millis(timeout)) {
+        Ok(_) => Ok(items.iter().map(|i| i.is_readable()).collect()),
+        Err(zmq::Error::EINTR) => Ok(vec![false; sockets.len()]),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }

@@ -92,7 +92,10 @@ fn main() {
         }),
     ];
     println!("{mib} MiB of random bytes; bytes a holder of the old version must fetch:\n");
-    println!("{:<34} {:>16} {:>16}", "edit", "fixed 256 KiB", "FastCDC 256 KiB");
+    println!(
+        "{:<34} {:>16} {:>16}",
+        "edit", "fixed 256 KiB", "FastCDC 256 KiB"
+    );
     for (name, new) in &edits {
         let (f, _) = to_fetch(&old, new, fixed);
         let (c, _) = to_fetch(&old, new, cdc);

@@ -145,9 +145,10 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     let root = cfg.dir.canonicalize().map_err(folder_err(&cfg.dir))?;
     let state = root.join(STATE_DIR_NAME);
     let staging = state.join("tmp");
-    // Leftovers from an interrupted download are worthless: start clean.
-    let _ = std::fs::remove_dir_all(&staging);
+    // Partial downloads of the last day stay, to be resumed; anything else
+    // left there (a temp file of an interrupted upload or restore) goes.
     std::fs::create_dir_all(&staging).map_err(folder_err(&staging))?;
+    transfer::clean_staging(&staging, transfer::PARTIAL_MAX_AGE, true);
     let index = index::LocalIndex::load(&state)?;
     if let Some((aside, reason)) = &index.recovered {
         tracing::warn!(moved_to = %aside.display(), reason = %reason,
@@ -166,8 +167,8 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     let kept = versions::Versions::new(folder.root(), cfg.keep_versions);
     folder.keep_versions(kept.clone());
     spawn("zync-versions", {
-        let (stop, kept) = (stop.clone(), kept.clone());
-        move || prune_versions(kept, stop)
+        let (stop, kept, staging) = (stop.clone(), kept.clone(), staging.clone());
+        move || prune_versions(kept, &staging, stop)
     });
     let view = folder.view();
     let sock_err = |what: &str| {
@@ -311,8 +312,8 @@ const HASHERS: usize = 2;
 
 /// Prunes kept versions now and then (a tenth of the keeping time,
 /// between 1 s and 1 h), and says what they take: at start, and whenever a
-/// pass removed some.
-fn prune_versions(v: versions::Versions, stop: Shutdown) {
+/// pass removed some. Abandoned partial downloads go on the same round.
+fn prune_versions(v: versions::Versions, staging: &std::path::Path, stop: Shutdown) {
     let every = (v.keep() / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     let mut first = true;
     loop {
@@ -324,6 +325,11 @@ fn prune_versions(v: versions::Versions, stop: Shutdown) {
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, dir = %v.dir().display(), "cannot prune kept versions"),
+        }
+        // Partial downloads nobody came back for.
+        let gone = transfer::clean_staging(staging, transfer::PARTIAL_MAX_AGE, false);
+        if gone > 0 {
+            info!(removed = gone, "abandoned partial downloads removed");
         }
         first = false;
         if stop.sleep(every) {

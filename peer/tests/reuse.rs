@@ -146,3 +146,66 @@ fn a_rotted_local_block_is_fetched_not_reused() {
     );
     assert_eq!(reused, 4 * BLOCK as u64);
 }
+
+#[test]
+fn a_receiver_killed_mid_download_resumes_without_fetching_a_block_twice() {
+    let mut c = Cluster::start(2);
+    let body = common::data(512 * BLOCK, 5); // 128 MiB
+    let staging = c.dir(1).join(".zync/tmp");
+    let part_len = || -> u64 {
+        std::fs::read_dir(&staging)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    std::fs::write(c.dir(0).join("huge.bin"), &body).unwrap();
+    // Once part of it is on p2's disk, freeze the holder and kill p2.
+    wait_for(
+        CONVERGE,
+        || part_len() >= 16 * BLOCK as u64,
+        "a partial download on p2",
+        &c,
+    );
+    c.peers[0].proc.signal("STOP");
+    let had = part_len();
+    assert!(
+        had < body.len() as u64,
+        "the download finished before it could be cut"
+    );
+    c.peers[1].proc.kill();
+    c.peers[0].proc.signal("CONT");
+    assert!(
+        !c.dir(1).join("huge.bin").exists(),
+        "a partial file under the real name"
+    );
+
+    c.restart_peer(1);
+    common::wait_file_everywhere(&c, "huge.bin", &body);
+    let log = c.peers[1].proc.log_text();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("event=synced") && l.contains(" path=huge.bin "))
+        .expect("a synced line");
+    let field = |name: &str| -> u64 {
+        let start = line.find(&format!(" {name}=")).unwrap() + name.len() + 2;
+        line[start..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let (fetched, reused, resumed) = (field("fetched"), field("reused"), field("resumed"));
+    assert!(
+        resumed >= 16 * BLOCK as u64,
+        "resumed {resumed} of {had} on disk: {line}"
+    );
+    assert_eq!(
+        fetched + reused + resumed,
+        body.len() as u64,
+        "a block came twice: {line}"
+    );
+    // Nothing is left in staging once the file is in place.
+    wait_for(CONVERGE, || part_len() == 0, "the partial file gone", &c);
+}

@@ -61,11 +61,12 @@ impl Engine {
             Step::Install { target } => {
                 // An install is only planned with the bytes here.
                 let Some((f, took)) = fetched else { return };
-                let (from, fetched, reused) = (f.from(), f.fetched(), f.reused());
+                let (from, fetched, reused, resumed) =
+                    (f.from(), f.fetched(), f.reused(), f.resumed());
                 match self.folder.install(fresh, target.clone(), f) {
                     Ok(_) => {
                         info!(event = %"synced", path = %path, from = %from, bytes = target.size,
-                              ms = took.as_millis() as u64, fetched, reused,
+                              ms = took.as_millis() as u64, fetched, reused, resumed,
                               sha256 = %target.sha256.short(), "synced");
                     }
                     Err(e @ FolderError::Journal(_)) => {

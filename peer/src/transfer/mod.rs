@@ -14,7 +14,6 @@
 //! a bad block is dropped and the next one continues from the first block
 //! not yet verified.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -131,6 +130,8 @@ pub struct Fetched {
     fetched: u64,
     /// Bytes taken from local files.
     reused: u64,
+    /// Bytes already in place from an earlier, interrupted try.
+    resumed: u64,
 }
 
 impl Fetched {
@@ -151,6 +152,11 @@ impl Fetched {
     /// Bytes taken from local files instead.
     pub fn reused(&self) -> u64 {
         self.reused
+    }
+
+    /// Bytes already in place from an earlier, interrupted try.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
     }
 
     /// The inode of the temp file, which it keeps when renamed into place.
@@ -176,6 +182,7 @@ impl Fetched {
             from: Vec::new(),
             fetched: 0,
             reused: 0,
+            resumed: 0,
         })
     }
 
@@ -333,44 +340,25 @@ impl Fetcher {
                 sha256: entry.sha256,
             });
         }
-        let sock = holders
-            .first()
-            .and_then(|h| net::pick_endpoint(&h.endpoint))
-            .and_then(|ep| {
-                let i = self.idle.iter().position(|(e, _)| *e == ep)?;
-                Some(self.idle.swap_remove(i))
-            });
-        Ok(BlockStream {
-            ctx: self.ctx.clone(),
-            entry: entry.clone(),
+        Ok(BlockStream::new(
+            self.ctx.clone(),
+            entry.clone(),
             holders,
-            current: 0,
-            sock,
-            window: self.window.max(1),
-            stall: self.stall_timeout,
+            std::mem::take(&mut self.idle),
+            self.window,
+            self.stall_timeout,
             wanted,
-            next_req: 0,
-            next_out: 0,
-            in_flight: 0,
-            next_id: self.next_id,
-            first_id: self.next_id,
-            pending: BTreeMap::new(),
-            senders: Vec::new(),
-            received: 0,
-        })
+            self.next_id,
+        ))
     }
 
-    /// Takes back a finished stream's connection if it is clean, and its
-    /// request ids.
+    /// Takes back a finished stream's clean connections, and its request ids.
     fn reclaim(&mut self, stream: BlockStream) {
-        self.next_id = self.next_id.max(stream.next_id);
-        if stream.in_flight == 0 {
-            if let Some(conn) = stream.sock {
-                if self.idle.len() >= IDLE_SOCKETS {
-                    self.idle.remove(0);
-                }
-                self.idle.push(conn);
-            }
+        let (idle, next_id) = stream.finish();
+        self.next_id = self.next_id.max(next_id);
+        self.idle = idle;
+        while self.idle.len() > IDLE_SOCKETS {
+            self.idle.remove(0);
         }
     }
 
@@ -380,10 +368,13 @@ impl Fetcher {
         self.local = Some(local);
     }
 
-    /// Downloads `entry` into a new temp file in `staging`, calling
+    /// Downloads `entry` into a temp file in `staging`, calling
     /// `progress(bytes)` as verified bytes are written. Blocks a local file
     /// holds are read from it (checked against their hash first); only the
-    /// others are fetched.
+    /// others are fetched. A peer's download (one with [`Fetcher::reuse`])
+    /// is resumable: it goes to a partial file named after the version,
+    /// kept when the download fails, and a later try takes every block of
+    /// it that still checks out instead of fetching it again.
     pub fn fetch(
         &mut self,
         entry: &FileEntry,
@@ -393,64 +384,108 @@ impl Fetcher {
         if !entry.is_consistent() {
             return Err(FetchError::Inconsistent(entry.path.clone()));
         }
+        let n = entry.blocks.len();
         let mut local = LocalReader::default();
-        let plan: Vec<Option<(PathBuf, u64)>> = match &self.local {
-            Some(l) => l
-                .plan(entry)
-                .into_iter()
-                .enumerate()
-                // Checked now, so that only what no local file holds is asked for.
-                .map(|(i, src)| {
-                    src.filter(|(file, at)| {
-                        local
-                            .read(file, *at, block_len(entry.size, i as u64), &entry.blocks[i])
-                            .is_some()
-                    })
-                })
-                .collect(),
-            None => vec![None; entry.blocks.len()],
-        };
-        let wanted: Vec<u64> = (0..entry.blocks.len() as u64)
-            .filter(|&i| plan[i as usize].is_none())
+        let partial = self
+            .local
+            .is_some()
+            .then(|| staging.join(partial_name(entry)));
+        let resumable = partial.as_ref().filter(|p| p.is_file());
+        let plan: Vec<Src> = (0..n)
+            .map(|i| {
+                let len = block_len(entry.size, i as u64);
+                let at = i as u64 * BLOCK_SIZE;
+                let want = &entry.blocks[i];
+                // Checked now, so that only what is not here is asked for.
+                if let Some(p) = resumable {
+                    if local.read(p, at, len, want).is_some() {
+                        return Src::Partial;
+                    }
+                }
+                match self.local.as_ref().and_then(|l| l.find(entry, i)) {
+                    Some((file, off)) if local.read(&file, off, len, want).is_some() => {
+                        Src::Local(file, off)
+                    }
+                    _ => Src::Net,
+                }
+            })
+            .collect();
+        let wanted: Vec<u64> = (0..n as u64)
+            .filter(|&i| matches!(plan[i as usize], Src::Net))
             .collect();
         let mut stream = self.stream_of(entry, wanted)?;
-        let mut file = tempfile::NamedTempFile::new_in(staging)?;
-        // Verified blocks go to a writer thread that also computes the
-        // whole-file hash; a few blocks queue between them (bounded memory).
-        let (tx, rx) = crossbeam_channel::bounded::<Block>(4);
-        let path = file.path().to_owned();
-        let mut out = BlockWriter::new(&path, file.as_file_mut());
-        let mut reused = 0u64;
+        let (mut file, temp) = match &partial {
+            Some(p) => (
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(p)?,
+                None,
+            ),
+            None => {
+                let (f, t) = tempfile::NamedTempFile::new_in(staging)?.into_parts();
+                (f, Some(t))
+            }
+        };
+        let path = partial
+            .clone()
+            .or_else(|| temp.as_ref().map(|t| t.to_path_buf()))
+            .unwrap_or_default();
+        // Verified blocks go, in order, to a writer thread that writes the
+        // ones not already in place and computes the whole-file hash; a few
+        // blocks queue between them (bounded memory).
+        let (tx, rx) = crossbeam_channel::bounded::<(Block, bool)>(4);
+        let mut out = BlockWriter::new(&path, &mut file);
+        let (mut reused, mut resumed) = (0u64, 0u64);
+        let size = entry.size;
         let got = std::thread::scope(|s| -> Result<Hash, FetchError> {
             let writer = s.spawn(move || -> io::Result<Hash> {
                 let mut hasher = Sha256::new();
-                for block in rx {
-                    out.write(&block)?;
+                let mut at = 0u64;
+                for (block, write) in rx {
+                    if write {
+                        out.write_at(at, &block)?;
+                    }
                     hasher.update(&block[..]);
+                    at += block.len() as u64;
                 }
-                out.finish()?;
+                out.finish(size)?;
                 Ok(hasher.into())
             });
             let streamed = (|| {
                 for (i, src) in plan.iter().enumerate() {
-                    let block = match src {
-                        Some((file, at)) => {
-                            let len = block_len(entry.size, i as u64);
+                    let len = block_len(entry.size, i as u64);
+                    let at = i as u64 * BLOCK_SIZE;
+                    let changed = || FetchError::LocalChanged(entry.path.clone());
+                    let (block, write) = match src {
+                        Src::Partial => {
+                            let p = partial.as_deref().unwrap_or(Path::new(""));
                             let b = local
-                                .read(file, *at, len, &entry.blocks[i])
-                                .ok_or_else(|| FetchError::LocalChanged(entry.path.clone()))?;
-                            reused += len;
-                            Block::from(b)
+                                .read(p, at, len, &entry.blocks[i])
+                                .ok_or_else(changed)?;
+                            resumed += len;
+                            (Block::from(b), false)
                         }
-                        None => stream
-                            .next_block()?
-                            .ok_or_else(|| FetchError::Inconsistent(entry.path.clone()))?,
+                        Src::Local(file, off) => {
+                            let b = local
+                                .read(file, *off, len, &entry.blocks[i])
+                                .ok_or_else(changed)?;
+                            reused += len;
+                            (Block::from(b), true)
+                        }
+                        Src::Net => {
+                            let b = stream
+                                .next_block()?
+                                .ok_or_else(|| FetchError::Inconsistent(entry.path.clone()))?;
+                            (b, true)
+                        }
                     };
-                    let n = block.len() as u64;
-                    if tx.send(block).is_err() {
+                    if tx.send((block, write)).is_err() {
                         break; // the writer failed; its error is reported below
                     }
-                    progress(n);
+                    progress(len);
                 }
                 Ok::<(), FetchError>(())
             })();
@@ -466,22 +501,78 @@ impl Fetcher {
         self.reclaim(stream);
         let got = got?;
         if got != entry.sha256 {
+            if let Some(p) = &partial {
+                let _ = std::fs::remove_file(p);
+            }
             return Err(FetchError::HashMismatch {
                 path: entry.path.clone(),
                 got,
                 want: entry.sha256,
             });
         }
-        let f = file.as_file();
-        f.sync_data()?;
-        f.set_modified(UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64))?;
+        file.sync_data()?;
+        file.set_modified(UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64))?;
+        let file = match temp {
+            Some(t) => t,
+            None => tempfile::TempPath::try_from_path(path)?,
+        };
         Ok(Fetched {
-            file: file.into_temp_path(),
+            file,
             from,
             fetched,
             reused,
+            resumed,
         })
     }
+}
+
+/// Where each block of a download comes from.
+enum Src {
+    /// Already in place in the partial file of an earlier try.
+    Partial,
+    /// A local file, at this offset.
+    Local(PathBuf, u64),
+    /// The holders.
+    Net,
+}
+
+/// How long a partial download is kept for a later try to resume.
+pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The partial file of a download of `entry`: one per path and content.
+fn partial_name(entry: &FileEntry) -> String {
+    let path = Hash::of(entry.path.as_str().as_bytes()).to_hex();
+    format!("{}-{}.part", entry.sha256.to_hex(), &path[..16])
+}
+
+/// Cleans the staging folder: partial downloads untouched for
+/// [`PARTIAL_MAX_AGE`] and anything else (a temp file of an interrupted
+/// upload or restore) go; recent partial downloads stay to be resumed.
+/// Returns how many files went.
+pub fn clean_staging(staging: &Path, max_age: Duration, everything_else: bool) -> usize {
+    let Ok(dir) = std::fs::read_dir(staging) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for item in dir.flatten() {
+        let p = item.path();
+        let part = p.extension().is_some_and(|x| x == "part");
+        let stale = item
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if (part && stale) || (!part && everything_else) {
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            removed += usize::from(gone.is_ok());
+        }
+    }
+    removed
 }
 
 /// Where a download may find the blocks it needs on this machine: the
@@ -496,18 +587,13 @@ pub struct LocalBlocks {
 }
 
 impl LocalBlocks {
-    /// For each block of `entry`, a local file and offset that may hold it.
-    fn plan(&self, entry: &FileEntry) -> Vec<Option<(PathBuf, u64)>> {
-        let kept = self.versions.as_ref().and_then(|v| v.find(&entry.sha256));
-        entry
-            .blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| match self.view.find_block(b) {
-                Some((file, j)) => Some((file, j as u64 * BLOCK_SIZE)),
-                None => kept.clone().map(|f| (f, i as u64 * BLOCK_SIZE)),
-            })
-            .collect()
+    /// A local file and offset that may hold block `i` of `entry`.
+    fn find(&self, entry: &FileEntry, i: usize) -> Option<(PathBuf, u64)> {
+        if let Some((file, j)) = self.view.find_block(entry.blocks.get(i)?) {
+            return Some((file, j as u64 * BLOCK_SIZE));
+        }
+        let kept = self.versions.as_ref()?.find(&entry.sha256)?;
+        Some((kept, i as u64 * BLOCK_SIZE))
     }
 }
 
@@ -542,15 +628,16 @@ impl LocalReader {
 /// logical block size in common use).
 const DIRECT_ALIGN: usize = 4096;
 
-/// Appends blocks to a new file, through `O_DIRECT` when the file system
-/// supports it (Linux; not tmpfs, say), else through the page cache. Every
-/// block but the last is [`zync_proto::BLOCK_SIZE`] long, so offsets stay
-/// aligned; the last is padded with zeros and the file cut back to size.
+/// Writes blocks into a file at their offsets, through `O_DIRECT` when the
+/// file system supports it (Linux; not tmpfs, say), else through the page
+/// cache. Every block but the last is [`zync_proto::BLOCK_SIZE`] long, so
+/// offsets stay aligned; the last is padded with zeros and the file cut
+/// back to size at the end.
 pub struct BlockWriter<'a> {
     file: &'a mut std::fs::File,
     direct: Option<std::fs::File>,
     buf: Vec<u8>,
-    len: u64,
+    written: bool,
 }
 
 impl<'a> BlockWriter<'a> {
@@ -560,7 +647,7 @@ impl<'a> BlockWriter<'a> {
             file,
             direct: open_direct(path),
             buf: Vec::new(),
-            len: 0,
+            written: false,
         }
     }
 
@@ -569,26 +656,26 @@ impl<'a> BlockWriter<'a> {
         self.direct.is_some()
     }
 
-    /// Appends `block`.
-    pub fn write(&mut self, block: &[u8]) -> io::Result<()> {
+    /// Writes `block` at `at`, a multiple of [`zync_proto::BLOCK_SIZE`].
+    pub fn write_at(&mut self, at: u64, block: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         if let Some(d) = &self.direct {
             let padded = block.len().next_multiple_of(DIRECT_ALIGN);
             if self.buf.len() < padded + DIRECT_ALIGN {
                 self.buf = vec![0u8; padded.max(zync_proto::BLOCK_SIZE as usize) + DIRECT_ALIGN];
             }
-            let at = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
-            let window = &mut self.buf[at..at + padded];
+            let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
+            let window = &mut self.buf[start..start + padded];
             window[..block.len()].copy_from_slice(block);
             window[block.len()..].fill(0);
-            match d.write_all_at(window, self.len) {
+            match d.write_all_at(window, at) {
                 Ok(()) => {
-                    self.len += block.len() as u64;
+                    self.written = true;
                     return Ok(());
                 }
                 // Some file systems refuse O_DIRECT only at the first write.
                 Err(e)
-                    if self.len == 0
+                    if !self.written
                         && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
                 {
                     debug!(error = %e, "O_DIRECT refused; writing through the page cache");
@@ -597,17 +684,15 @@ impl<'a> BlockWriter<'a> {
                 Err(e) => return Err(e),
             }
         }
-        self.file.write_all_at(block, self.len)?;
-        self.len += block.len() as u64;
+        self.file.write_all_at(block, at)?;
+        self.written = true;
         Ok(())
     }
 
-    /// Cuts off the last block's padding.
-    pub fn finish(self) -> io::Result<()> {
-        if self.direct.is_some() {
-            self.file.set_len(self.len)?;
-        }
-        Ok(())
+    /// Sets the file's length to `size`: cuts off the last block's padding,
+    /// and whatever an earlier, longer try left.
+    pub fn finish(self, size: u64) -> io::Result<()> {
+        self.file.set_len(size)
     }
 }
 
@@ -645,13 +730,31 @@ mod tests {
         let mut tmp = tempfile::NamedTempFile::new_in(dir).unwrap();
         let path = tmp.path().to_owned();
         let mut w = BlockWriter::new(&path, tmp.as_file_mut());
-        for block in data.chunks(BLOCK_SIZE as usize) {
-            w.write(block).unwrap();
+        for (i, block) in data.chunks(BLOCK_SIZE as usize).enumerate() {
+            w.write_at(i as u64 * BLOCK_SIZE, block).unwrap();
         }
         let direct = w.is_direct();
-        w.finish().unwrap();
+        w.finish(size as u64).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data, "size {size}");
         (data, direct)
+    }
+
+    #[test]
+    fn staging_keeps_recent_partial_downloads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("abc-def.part");
+        let other = dir.path().join(".tmpXYZ");
+        std::fs::write(&part, b"p").unwrap();
+        std::fs::write(&other, b"o").unwrap();
+        assert_eq!(clean_staging(dir.path(), PARTIAL_MAX_AGE, true), 1);
+        assert!(part.exists() && !other.exists(), "a recent partial stays");
+        assert_eq!(clean_staging(dir.path(), PARTIAL_MAX_AGE, false), 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            clean_staging(dir.path(), Duration::from_millis(10), false),
+            1
+        );
+        assert!(!part.exists(), "an abandoned partial goes");
     }
 
     #[test]

@@ -1,10 +1,17 @@
-//! Verified blocks of one file version, streamed from its holders: the
-//! blocks wanted (all, a range, or only those no local file has), up to
-//! `window` requests in flight to one holder, the next holder taking over
-//! from the first block not yet returned when one fails.
+//! Verified blocks of one file version, streamed from its holders (a
+//! swarm): the blocks wanted (all, a range, or only those no local file
+//! has) are asked of up to [`MAX_SOURCES`] holders at once, each with its
+//! own window of requests in flight. A holder gets a new request whenever
+//! one of its replies comes back, so the faster ones send more. A holder
+//! that refuses, sends a bad block or goes silent is dropped and its
+//! outstanding blocks go to the others; silence is [`SWARM_STALL`] while
+//! another holder is sending, the stream's stall timeout when it is the
+//! last. Blocks come out in order; requests never run more than
+//! [`AHEAD`] windows past the first block not yet returned, which bounds
+//! memory however slow one holder is.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 use zync_net::{self as net, Context, Message, Socket};
@@ -12,40 +19,97 @@ use zync_proto::{block_len, decode, encode, FileEntry, Hash, PeerInfo, PeerReply
 
 use super::{FetchError, HolderError};
 
-/// Verified blocks of one file version, in order, pulled from its holders
-/// with up to `window` requests in flight. Early arrivals wait in `pending`
-/// (at most one window's worth), so memory is bounded by the window.
+/// Most holders a download takes blocks from at once.
+pub const MAX_SOURCES: usize = 4;
+
+/// How long a holder may stay silent, with requests outstanding, while
+/// another holder is sending, before its blocks go to the others.
+pub const SWARM_STALL: Duration = Duration::from_secs(1);
+
+/// Requests run at most this many windows (of every source) ahead of the
+/// first block not yet returned.
+const AHEAD: usize = 2;
+
+/// One holder's connection and what it was asked.
+struct Source {
+    /// Index into the stream's holders.
+    holder: usize,
+    endpoint: String,
+    sock: Socket,
+    /// Requests in flight: id → block index.
+    asked: BTreeMap<u64, u64>,
+    /// When it last sent anything (or was first asked).
+    heard: Instant,
+}
+
+/// Verified blocks of one file version, in order, pulled from its holders.
+/// Early arrivals wait in `pending`, bounded by the requests allowed ahead.
 pub struct BlockStream {
     pub(super) ctx: Context,
     pub(super) entry: FileEntry,
     pub(super) holders: Vec<PeerInfo>,
-    pub(super) current: usize,
-    /// The connection to the current holder, with the endpoint it went to.
-    pub(super) sock: Option<(String, Socket)>,
+    /// The next holder to open a connection to.
+    pub(super) next_holder: usize,
+    sources: Vec<Source>,
+    /// Idle connections handed over by the fetcher, by endpoint; what is
+    /// left (and every clean source) goes back at the end.
+    pub(super) idle: Vec<(String, Socket)>,
     pub(super) window: usize,
     pub(super) stall: Duration,
     /// The block indices wanted, ascending.
     pub(super) wanted: Vec<u64>,
-    /// Position in `wanted` of the next block to request.
+    /// Position in `wanted` of the next block never requested.
     pub(super) next_req: usize,
     /// Position in `wanted` of the next block to return.
     pub(super) next_out: usize,
-    pub(super) in_flight: usize,
+    /// Blocks to ask again, their holder having failed.
+    retry: BTreeSet<u64>,
     pub(super) next_id: u64,
-    pub(super) first_id: u64,
     pub(super) pending: BTreeMap<u64, Block>,
     /// The holders that sent verified blocks, in order.
     pub(super) senders: Vec<String>,
     /// Verified bytes received.
     pub(super) received: u64,
+    /// Why the last holder was dropped.
+    last_failure: Option<(String, HolderError)>,
 }
 
 impl BlockStream {
-    /// The holder blocks are currently coming from (empty when none was needed).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ctx: Context,
+        entry: FileEntry,
+        holders: Vec<PeerInfo>,
+        idle: Vec<(String, Socket)>,
+        window: usize,
+        stall: Duration,
+        wanted: Vec<u64>,
+        next_id: u64,
+    ) -> BlockStream {
+        BlockStream {
+            ctx,
+            entry,
+            holders,
+            next_holder: 0,
+            sources: Vec::new(),
+            idle,
+            window: window.max(1),
+            stall,
+            wanted,
+            next_req: 0,
+            next_out: 0,
+            retry: BTreeSet::new(),
+            next_id,
+            pending: BTreeMap::new(),
+            senders: Vec::new(),
+            received: 0,
+            last_failure: None,
+        }
+    }
+
+    /// The holder blocks came from first (empty when none was needed).
     pub fn source(&self) -> &str {
-        self.holders
-            .get(self.current)
-            .map_or("", |h| h.name.as_str())
+        self.senders.first().map_or("", String::as_str)
     }
 
     /// The holders that sent verified blocks, in order.
@@ -58,9 +122,20 @@ impl BlockStream {
         self.received
     }
 
+    /// Connections with nothing in flight, for the next download, and the
+    /// request id to go on from.
+    pub(super) fn finish(self) -> (Vec<(String, Socket)>, u64) {
+        let mut idle = self.idle;
+        for s in self.sources {
+            if s.asked.is_empty() {
+                idle.push((s.endpoint, s.sock));
+            }
+        }
+        (idle, self.next_id)
+    }
+
     /// The next wanted block (verified against its hash), or `None` at the
-    /// end. A holder that refuses, stalls or sends a bad block is dropped
-    /// and the next one continues from the first block not yet returned.
+    /// end.
     pub fn next_block(&mut self) -> Result<Option<Block>, FetchError> {
         loop {
             let Some(&index) = self.wanted.get(self.next_out) else {
@@ -70,86 +145,221 @@ impl BlockStream {
                 self.next_out += 1;
                 return Ok(Some(b));
             }
-            if let Err(why) = self.pump() {
-                let name = self.source().to_owned();
-                warn!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
-                      "skipping holder");
-                self.current += 1;
-                self.sock = None;
-                self.in_flight = 0;
-                self.next_req = self.next_out;
-                self.first_id = self.next_id;
-                if self.current >= self.holders.len() {
-                    return Err(FetchError::AllHoldersFailed {
-                        path: self.entry.path.clone(),
-                        peer: name,
-                        last: why,
-                    });
-                }
+            self.connect();
+            if self.sources.is_empty() {
+                let (peer, last) = self.last_failure.take().unwrap_or_else(|| {
+                    (String::new(), HolderError::NoEndpoint("no holder".into()))
+                });
+                return Err(FetchError::AllHoldersFailed {
+                    path: self.entry.path.clone(),
+                    peer,
+                    last,
+                });
+            }
+            self.ask();
+            self.pump()?;
+        }
+    }
+
+    /// Opens connections to more holders while there are some, up to
+    /// [`MAX_SOURCES`] (one for a download that fits in one window).
+    fn connect(&mut self) {
+        let left = self.wanted.len() - self.next_out;
+        let want = if left > self.window { MAX_SOURCES } else { 1 };
+        while self.sources.len() < want && self.next_holder < self.holders.len() {
+            let i = self.next_holder;
+            self.next_holder += 1;
+            let h = &self.holders[i];
+            let opened = match net::pick_endpoint(&h.endpoint) {
+                None => Err(HolderError::NoEndpoint(h.endpoint.clone())),
+                Some(ep) => match self.idle.iter().position(|(e, _)| *e == ep) {
+                    Some(k) => Ok(self.idle.swap_remove(k)),
+                    None => self
+                        .ctx
+                        .dealer(&ep)
+                        .map(|s| (ep, s))
+                        .map_err(HolderError::from),
+                },
+            };
+            match opened {
+                Ok((endpoint, sock)) => self.sources.push(Source {
+                    holder: i,
+                    endpoint,
+                    sock,
+                    asked: BTreeMap::new(),
+                    heard: Instant::now(),
+                }),
+                Err(why) => self.fail_holder(i, why),
             }
         }
     }
 
-    /// Tops up requests to the current holder and takes one reply.
-    fn pump(&mut self) -> Result<(), HolderError> {
-        let sock = match &mut self.sock {
-            Some((_, s)) => &*s,
-            slot @ None => {
-                let h = &self.holders[self.current];
-                let ep = net::pick_endpoint(&h.endpoint)
-                    .ok_or_else(|| HolderError::NoEndpoint(h.endpoint.clone()))?;
-                let s = self.ctx.dealer(&ep)?;
-                &slot.insert((ep, s)).1
-            }
-        };
-        while self.in_flight < self.window && self.next_req < self.wanted.len() {
-            let index = self.wanted[self.next_req];
-            if !self.pending.contains_key(&index) {
+    /// Tops up every source's window, the least busy first: blocks to ask
+    /// again, then new ones, never past the bound on what may wait.
+    fn ask(&mut self) {
+        let limit = self.next_out + AHEAD * self.window * self.sources.len().max(1);
+        let mut order: Vec<usize> = (0..self.sources.len()).collect();
+        order.sort_by_key(|&k| self.sources[k].asked.len());
+        for k in order {
+            while self.sources[k].asked.len() < self.window {
+                let index = match self.retry.pop_first() {
+                    Some(i) => i,
+                    None => {
+                        // Skip what is already here or already asked.
+                        while self.next_req < self.wanted.len()
+                            && self.pending.contains_key(&self.wanted[self.next_req])
+                        {
+                            self.next_req += 1;
+                        }
+                        if self.next_req >= self.wanted.len() || self.next_req >= limit {
+                            break;
+                        }
+                        self.next_req += 1;
+                        self.wanted[self.next_req - 1]
+                    }
+                };
                 let req = PeerRequest::GetBlock {
                     id: self.next_id,
                     path: self.entry.path.clone(),
                     sha256: self.entry.sha256,
                     index,
                 };
-                self.next_id += 1;
-                sock.send_frames([Vec::new(), encode(&req)])?;
-                self.in_flight += 1;
-            }
-            self.next_req += 1;
-        }
-        if !sock.wait_readable(self.stall)? {
-            return Err(HolderError::Silent(self.stall));
-        }
-        let body = sock.recv_body()?;
-        let (index, at) = match decode::<PeerReply>(&body) {
-            Ok(PeerReply::Block { id, index, data }) if id >= self.first_id => {
-                self.in_flight = self.in_flight.saturating_sub(1);
-                let still_wanted = self.wanted[self.next_out..].binary_search(&index).is_ok();
-                if !still_wanted || self.pending.contains_key(&index) {
-                    debug!(index, "unrequested or duplicate block ignored");
-                    return Ok(());
+                let src = &mut self.sources[k];
+                if src.asked.is_empty() {
+                    src.heard = Instant::now();
                 }
+                match src.sock.send_frames([Vec::new(), encode(&req)]) {
+                    Ok(()) => {
+                        src.asked.insert(self.next_id, index);
+                        self.next_id += 1;
+                    }
+                    Err(e) => {
+                        self.retry.insert(index);
+                        self.drop_source(k, HolderError::Socket(e));
+                        return; // indices moved; the next round tops up
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the replies that are there (waiting a little for one), and
+    /// drops the holders that failed or went silent.
+    fn pump(&mut self) -> Result<(), FetchError> {
+        let ready = {
+            let socks: Vec<&Socket> = self.sources.iter().map(|s| &s.sock).collect();
+            net::wait_any(&socks, Duration::from_millis(100))
+                .map_err(|e| FetchError::Io(std::io::Error::other(format!("poll: {e}"))))?
+        };
+        let mut failed: Vec<(usize, HolderError)> = Vec::new();
+        for (k, ready) in ready.into_iter().enumerate() {
+            if !ready {
+                continue;
+            }
+            loop {
+                match self.sources[k].sock.try_recv_body() {
+                    Ok(Some(body)) => {
+                        if let Err(why) = self.take(k, body) {
+                            failed.push((k, why));
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed.push((k, HolderError::Socket(e)));
+                        break;
+                    }
+                }
+            }
+        }
+        // Silence: short while another source can take over (it is sending,
+        // or has nothing to do), long for the last one.
+        let now = Instant::now();
+        let others_alive = |me: usize, srcs: &[Source]| {
+            srcs.iter().enumerate().any(|(j, s)| {
+                j != me && (s.asked.is_empty() || now.duration_since(s.heard) < SWARM_STALL)
+            })
+        };
+        for k in 0..self.sources.len() {
+            let s = &self.sources[k];
+            if s.asked.is_empty() || failed.iter().any(|(j, _)| *j == k) {
+                continue;
+            }
+            let limit = if others_alive(k, &self.sources) {
+                SWARM_STALL
+            } else {
+                self.stall
+            };
+            if now.duration_since(s.heard) >= limit {
+                failed.push((k, HolderError::Silent(limit)));
+            }
+        }
+        failed.sort_by_key(|(k, _)| std::cmp::Reverse(*k));
+        for (k, why) in failed {
+            self.drop_source(k, why);
+        }
+        Ok(())
+    }
+
+    /// One reply from source `k`.
+    fn take(&mut self, k: usize, body: Message) -> Result<(), HolderError> {
+        let src = &mut self.sources[k];
+        let (index, at) = match decode::<PeerReply>(&body) {
+            Ok(PeerReply::Block { id, index, data }) => {
+                let Some(asked) = src.asked.remove(&id) else {
+                    debug!(id, "reply to a request no longer in flight ignored");
+                    return Ok(());
+                };
+                src.heard = Instant::now();
                 let want = self.entry.blocks.get(index as usize);
                 let len_ok = data.len() as u64 == block_len(self.entry.size, index);
-                if !len_ok || want != Some(&Hash::of(&data)) {
+                if asked != index || !len_ok || want != Some(&Hash::of(&data)) {
+                    // Someone else must send it.
+                    self.retry.insert(asked);
                     return Err(HolderError::BadBlock(index));
                 }
                 (index, Block::locate(&body, data))
             }
-            Ok(PeerReply::Block { .. }) | Ok(PeerReply::Pong) => return Ok(()),
-            Ok(PeerReply::Error { kind, message, .. }) => {
-                return Err(HolderError::Refused { kind, message })
+            Ok(PeerReply::Pong) => return Ok(()),
+            Ok(PeerReply::Error { id, kind, message }) => {
+                if let Some(asked) = src.asked.remove(&id) {
+                    self.retry.insert(asked);
+                }
+                return Err(HolderError::Refused { kind, message });
             }
             Err(e) => return Err(e.into()),
         };
+        let delivered = self.wanted[..self.next_out].binary_search(&index).is_ok();
+        if delivered || self.pending.contains_key(&index) {
+            return Ok(()); // asked twice, after its first holder was dropped
+        }
+        self.retry.remove(&index);
         let block = Block::new(body, at);
         self.received += block.len() as u64;
-        let name = &self.holders[self.current].name;
+        let name = &self.holders[self.sources[k].holder].name;
         if !self.senders.contains(name) {
             self.senders.push(name.clone());
         }
         self.pending.insert(index, block);
         Ok(())
+    }
+
+    /// Drops source `k`: what it was asked goes to the others.
+    fn drop_source(&mut self, k: usize, why: HolderError) {
+        let src = self.sources.swap_remove(k);
+        for (_, index) in src.asked {
+            if !self.pending.contains_key(&index) {
+                self.retry.insert(index);
+            }
+        }
+        self.fail_holder(src.holder, why);
+    }
+
+    fn fail_holder(&mut self, holder: usize, why: HolderError) {
+        let name = self.holders[holder].name.clone();
+        warn!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
+              "skipping holder");
+        self.last_failure = Some((name, why));
     }
 }
 
