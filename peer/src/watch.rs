@@ -9,7 +9,9 @@
 //! The only debounce is per path: a path is handed over once it has been
 //! quiet for `quiet`, or at the latest [`MAX_DELAY`] after its first event
 //! (a file written without pause is still looked at; the engine retries a
-//! file that changes while it is hashed).
+//! file that changes while it is hashed). A path whose writer is done —
+//! the file was closed after a write, renamed into place, or removed — is
+//! handed over [`SETTLE`] after that event, without waiting out `quiet`.
 //!
 //! When the OS says events were lost (queue overflow) or the watcher
 //! fails, the engine is told to rescan the whole folder.
@@ -24,6 +26,12 @@ use tracing::warn;
 
 /// Longest a path with a steady stream of events waits before it is looked at.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// How soon a finished file (closed after a write, renamed into place) or
+/// a removal is handed over: just past the time within which a file is
+/// too fresh to hash ([`crate::hashing::RACY`]: file times have a coarse
+/// tick), so the engine can hash it at once.
+pub const SETTLE: Duration = Duration::from_millis(22);
 
 /// Most distinct paths waiting at once; past it, the folder is rescanned
 /// instead (a rescan costs one stat per file, nothing like re-hashing).
@@ -96,11 +104,27 @@ pub fn watch(
     Ok(FolderWatcher { _inner: inner })
 }
 
+/// When one pending path is due.
+#[derive(Clone, Copy)]
+struct Due {
+    first: Instant,
+    last: Instant,
+    /// Set when its writer is done: due then, quiet or not.
+    settled: Option<Instant>,
+}
+
+impl Due {
+    fn at(&self, quiet: Duration) -> Instant {
+        let at = (self.last + quiet).min(self.first + MAX_DELAY);
+        self.settled.map_or(at, |s| at.min(s))
+    }
+}
+
 /// The per-path debounce, apart from threads and the OS so it can be tested.
 struct Debounce {
     quiet: Duration,
-    /// Path -> (first event, latest event) since it was last handed over.
-    pending: HashMap<PathBuf, (Instant, Instant)>,
+    /// Path -> when it is due since it was last handed over.
+    pending: HashMap<PathBuf, Due>,
     /// No later than the earliest time a pending path is due.
     next: Option<Instant>,
     rescan: bool,
@@ -123,18 +147,26 @@ impl Debounce {
         if !is_change(&ev.kind) {
             return;
         }
+        let settled = is_finished(&ev.kind).then_some(now + SETTLE);
         for p in &ev.paths {
             if p.starts_with(skip) {
                 continue;
             }
-            self.pending
+            let due = self
+                .pending
                 .entry(p.clone())
-                .and_modify(|(_, last)| *last = now)
-                .or_insert((now, now));
-            self.next = Some(
-                self.next
-                    .map_or(now + self.quiet, |n| n.min(now + self.quiet)),
-            );
+                .and_modify(|d| {
+                    d.last = now;
+                    // A write after the close: wait for quiet again.
+                    d.settled = settled;
+                })
+                .or_insert(Due {
+                    first: now,
+                    last: now,
+                    settled,
+                });
+            let at = due.at(self.quiet);
+            self.next = Some(self.next.map_or(at, |n| n.min(at)));
         }
         if self.pending.len() > MAX_PENDING {
             self.lost();
@@ -162,8 +194,8 @@ impl Debounce {
             return None;
         }
         let (quiet, mut paths, mut next) = (self.quiet, Vec::new(), None::<Instant>);
-        self.pending.retain(|p, (first, last)| {
-            let at = (*last + quiet).min(*first + MAX_DELAY);
+        self.pending.retain(|p, due| {
+            let at = due.at(quiet);
             if at <= now {
                 paths.push(p.clone());
                 false
@@ -179,6 +211,18 @@ impl Debounce {
         paths.sort();
         Some(Seen::Paths(paths))
     }
+}
+
+/// True for events after which the file is complete: closed after a write,
+/// renamed into place, removed.
+fn is_finished(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            | EventKind::Remove(_)
+    )
 }
 
 /// True for events that may mean content changed; false for reads.
@@ -205,6 +249,39 @@ mod tests {
     }
 
     const Q: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn a_closed_file_is_handed_over_without_waiting_for_quiet() {
+        use notify::event::{AccessKind, AccessMode};
+        let mut d = Debounce::new(Q);
+        let skip = Path::new("/r/.zync");
+        let t = Instant::now();
+        d.event(&ev(EventKind::Modify(ModifyKind::Any), &["/r/f"]), skip, t);
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        d.event(&ev(close, &["/r/f"]), skip, t + Duration::from_millis(1));
+        assert_eq!(
+            d.due(t + Duration::from_millis(10)),
+            None,
+            "too fresh to hash"
+        );
+        assert_eq!(
+            d.due(t + Duration::from_millis(1) + SETTLE),
+            Some(Seen::Paths(vec!["/r/f".into()])),
+            "due at close + SETTLE, before the {Q:?} quiet"
+        );
+        // Written again after the close: back to waiting for quiet.
+        d.event(&ev(close, &["/r/g"]), skip, t);
+        d.event(
+            &ev(EventKind::Modify(ModifyKind::Any), &["/r/g"]),
+            skip,
+            t + Duration::from_millis(2),
+        );
+        assert_eq!(d.due(t + SETTLE + Duration::from_millis(5)), None);
+        assert_eq!(
+            d.due(t + Duration::from_millis(2) + Q),
+            Some(Seen::Paths(vec!["/r/g".into()]))
+        );
+    }
 
     #[test]
     fn created_then_removed_is_still_reported() {
