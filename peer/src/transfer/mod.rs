@@ -433,69 +433,83 @@ impl Fetcher {
             .clone()
             .or_else(|| temp.as_ref().map(|t| t.to_path_buf()))
             .unwrap_or_default();
-        // Verified blocks go, in order, to a writer thread that writes the
-        // ones not already in place and computes the whole-file hash; a few
-        // blocks queue between them (bounded memory).
-        let (tx, rx) = crossbeam_channel::bounded::<(Block, bool)>(4);
-        let mut out = BlockWriter::new(&path, &mut file);
+        let out = BlockWriter::new(&path, &mut file);
         let (mut reused, mut resumed) = (0u64, 0u64);
         let size = entry.size;
-        let got = std::thread::scope(|s| -> Result<Hash, FetchError> {
-            let writer = s.spawn(move || -> io::Result<Hash> {
-                let mut hasher = Sha256::new();
-                let mut at = 0u64;
-                for (block, write) in rx {
-                    if write {
-                        out.write_at(at, &block)?;
+        // Hands each block, in order, to `emit` (with whether it must be
+        // written); stops early if `emit` says so.
+        let mut produce = |emit: &mut dyn FnMut(Block, bool) -> bool| -> Result<(), FetchError> {
+            for (i, src) in plan.iter().enumerate() {
+                let len = block_len(entry.size, i as u64);
+                let at = i as u64 * BLOCK_SIZE;
+                let changed = || FetchError::LocalChanged(entry.path.clone());
+                let (block, write) = match src {
+                    Src::Partial => {
+                        let p = partial.as_deref().unwrap_or(Path::new(""));
+                        let b = local
+                            .read(p, at, len, &entry.blocks[i])
+                            .ok_or_else(changed)?;
+                        resumed += len;
+                        (Block::from(b), false)
                     }
-                    hasher.update(&block[..]);
-                    at += block.len() as u64;
+                    Src::Local(file, off) => {
+                        let b = local
+                            .read(file, *off, len, &entry.blocks[i])
+                            .ok_or_else(changed)?;
+                        reused += len;
+                        (Block::from(b), true)
+                    }
+                    Src::Net => {
+                        let b = stream
+                            .next_block()?
+                            .ok_or_else(|| FetchError::Inconsistent(entry.path.clone()))?;
+                        (b, true)
+                    }
+                };
+                if !emit(block, write) {
+                    break; // the writer failed; its error is reported by the caller
                 }
-                out.finish(size)?;
-                Ok(hasher.into())
+                progress(len);
+            }
+            Ok(())
+        };
+        let got = if size <= INLINE_WRITE {
+            // A small file: writing on this thread costs less than a thread.
+            let mut sink = Sink::new(out);
+            let mut failed = None;
+            let streamed = produce(&mut |b, write| match sink.take(&b, write) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
             });
-            let streamed = (|| {
-                for (i, src) in plan.iter().enumerate() {
-                    let len = block_len(entry.size, i as u64);
-                    let at = i as u64 * BLOCK_SIZE;
-                    let changed = || FetchError::LocalChanged(entry.path.clone());
-                    let (block, write) = match src {
-                        Src::Partial => {
-                            let p = partial.as_deref().unwrap_or(Path::new(""));
-                            let b = local
-                                .read(p, at, len, &entry.blocks[i])
-                                .ok_or_else(changed)?;
-                            resumed += len;
-                            (Block::from(b), false)
-                        }
-                        Src::Local(file, off) => {
-                            let b = local
-                                .read(file, *off, len, &entry.blocks[i])
-                                .ok_or_else(changed)?;
-                            reused += len;
-                            (Block::from(b), true)
-                        }
-                        Src::Net => {
-                            let b = stream
-                                .next_block()?
-                                .ok_or_else(|| FetchError::Inconsistent(entry.path.clone()))?;
-                            (b, true)
-                        }
-                    };
-                    if tx.send((block, write)).is_err() {
-                        break; // the writer failed; its error is reported below
+            match failed {
+                Some(e) => Err(FetchError::Io(e)),
+                None => streamed.and_then(|()| Ok(sink.finish(size)?)),
+            }
+        } else {
+            // Verified blocks go, in order, to a writer thread that writes the
+            // ones not already in place and computes the whole-file hash; a
+            // few blocks queue between them (bounded memory).
+            let (tx, rx) = crossbeam_channel::bounded::<(Block, bool)>(4);
+            std::thread::scope(|s| -> Result<Hash, FetchError> {
+                let writer = s.spawn(move || -> io::Result<Hash> {
+                    let mut sink = Sink::new(out);
+                    for (block, write) in rx {
+                        sink.take(&block, write)?;
                     }
-                    progress(len);
-                }
-                Ok::<(), FetchError>(())
-            })();
-            drop(tx);
-            let written = writer
-                .join()
-                .map_err(|_| io::Error::other("writer thread panicked"))?;
-            streamed?;
-            Ok(written?)
-        });
+                    sink.finish(size)
+                });
+                let streamed = produce(&mut |b, write| tx.send((b, write)).is_ok());
+                drop(tx);
+                let written = writer
+                    .join()
+                    .map_err(|_| io::Error::other("writer thread panicked"))?;
+                streamed?;
+                Ok(written?)
+            })
+        };
         let from = stream.senders().to_vec();
         let fetched = stream.received();
         self.reclaim(stream);
@@ -523,6 +537,41 @@ impl Fetcher {
             reused,
             resumed,
         })
+    }
+}
+
+/// Files up to this size are written on the fetching thread.
+const INLINE_WRITE: u64 = 4 * BLOCK_SIZE;
+
+/// Writes blocks in order (those not already in place) and computes the
+/// whole-file hash.
+struct Sink<'a> {
+    out: BlockWriter<'a>,
+    hasher: Sha256,
+    at: u64,
+}
+
+impl<'a> Sink<'a> {
+    fn new(out: BlockWriter<'a>) -> Sink<'a> {
+        Sink {
+            out,
+            hasher: Sha256::new(),
+            at: 0,
+        }
+    }
+
+    fn take(&mut self, block: &[u8], write: bool) -> io::Result<()> {
+        if write {
+            self.out.write_at(self.at, block)?;
+        }
+        self.hasher.update(block);
+        self.at += block.len() as u64;
+        Ok(())
+    }
+
+    fn finish(self, size: u64) -> io::Result<Hash> {
+        self.out.finish(size)?;
+        Ok(self.hasher.into())
     }
 }
 

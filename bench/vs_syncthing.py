@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Zync against Syncthing, side by side: same machine, same run, same data.
+
+Three nodes of each on loopback (Zync: a tracker and three peers, with a
+cluster key; Syncthing: three instances configured here through their
+config file and REST API, file watcher on with its shortest delay, 1 s,
+no discovery, relays or NAT). For each scenario, the seconds from the end
+of the write on node A until B and C hold identical copies, the median of
+--runs runs, with `cp`+`sync` or `rsync` of the same data as the floor:
+
+  1 KiB file           median of --files single files, one at a time
+  1 x 256 MiB          a new file moved into A
+  1 MiB in 256 MiB     1 MiB overwritten in the middle of that file, in place
+  5,000 x 4 KiB        a tree of 50 folders moved into A
+  1 x 1 GiB            a new file moved into A
+
+Also bytes fetched by B and C (Zync: the `fetched=` of their `synced`
+lines; Syncthing: its connection counters), and each process's peak RSS and
+CPU-seconds. Syncthing is used if it is on the PATH (`apt-get install
+syncthing`); the script installs nothing. Prints a table; asserts nothing.
+"""
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1024 * 1024
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(cond, timeout, what, step=0.002):
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if cond():
+            return time.monotonic()
+        time.sleep(step)
+    sys.exit(f"timed out waiting for {what}")
+
+
+def rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def cpu_s(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+def tree_of(pid):
+    """`pid` and all its descendants (Syncthing runs its worker as a child)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree_cpu_s(pid):
+    return sum(cpu_s(p) for p in tree_of(pid))
+
+
+def tree_rss_mb(pid):
+    return sum(rss_mb(p) for p in tree_of(pid) if rss_mb(p) == rss_mb(p))
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def random_file(path, size):
+    chunk = os.urandom(8 * MIB)
+    with open(path, "wb") as f:
+        left = size
+        i = 0
+        while left > 0:
+            n = min(left, len(chunk))
+            f.write(bytes([i % 256]) + chunk[1:n])
+            left -= n
+            i += 1
+
+
+def count_files(d):
+    n = 0
+    for _, _, files in os.walk(d):
+        n += sum(1 for f in files if not f.startswith(".syncthing."))
+    return n
+
+
+class Zync:
+    name = "Zync"
+
+    def __init__(self, work):
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "zync-tracker", "-p", "zync-peer"],
+                       cwd=ROOT, check=True)
+        b = os.path.join(ROOT, "target", "release")
+        self.work = work
+        key = os.path.join(work, "cluster.key")
+        subprocess.run([f"{b}/zync-peer", "keygen", key], check=True, stderr=subprocess.DEVNULL)
+        env = dict(os.environ, ZYNC_KEY_FILE=key)
+        tracker = f"127.0.0.1:{free_port()}"
+        log = lambda n: open(os.path.join(work, f"{n}.log"), "w")
+        self.procs = {"tracker": subprocess.Popen([f"{b}/zync-tracker", "--listen", tracker, "--publish", "127.0.0.1:0"],
+                                                  stderr=log("tracker"), env=env)}
+        self.dirs = []
+        for n in ("a", "b", "c"):
+            d = os.path.join(work, n)
+            os.makedirs(d)
+            self.dirs.append(d)
+            self.procs[n] = subprocess.Popen([f"{b}/zync-peer", "--tracker", tracker, "run", "--dir", d,
+                                              "--listen", "127.0.0.1:0", "--name", n], stderr=log(n), env=env)
+        peers = lambda: subprocess.run([f"{b}/zync-peer", "--tracker", tracker, "peers", "--json"],
+                                       capture_output=True, text=True, env=env).stdout
+        wait(lambda: peers().count('"name"') == 3, 30, "3 Zync peers", 0.05)
+
+    def fetched(self):
+        """Bytes B and C received from other peers so far (their synced lines)."""
+        total = 0
+        for n in ("b", "c"):
+            with open(os.path.join(self.work, f"{n}.log")) as f:
+                total += sum(int(m) for m in re.findall(r"event=synced .*? fetched=(\d+)", f.read()))
+        return total
+
+    def stop(self):
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Syncthing:
+    name = "Syncthing"
+
+    def __init__(self, work):
+        self.work = work
+        homes, ids, ports, guis, keys = [], [], [], [], []
+        for n in ("a", "b", "c"):
+            h = os.path.join(work, f"st-{n}")
+            subprocess.run(["syncthing", "generate", f"--home={h}", "--no-default-folder"],
+                           check=True, capture_output=True)
+            ids.append(subprocess.run(["syncthing", f"--home={h}", "--device-id"], check=True,
+                                      capture_output=True, text=True).stdout.strip())
+            homes.append(h)
+            ports.append(free_port())
+            guis.append(free_port())
+        self.dirs = []
+        for i, h in enumerate(homes):
+            d = os.path.join(work, "abc"[i])
+            os.makedirs(d)
+            self.dirs.append(d)
+            cfg = os.path.join(h, "config.xml")
+            tree = ET.parse(cfg)
+            root = tree.getroot()
+            gui = root.find("gui")
+            gui.find("address").text = f"127.0.0.1:{guis[i]}"
+            keys.append(gui.find("apikey").text)
+            opts = root.find("options")
+            for tag, val in [("listenAddress", f"tcp://127.0.0.1:{ports[i]}"), ("globalAnnounceEnabled", "false"),
+                             ("localAnnounceEnabled", "false"), ("relaysEnabled", "false"), ("natEnabled", "false"),
+                             ("startBrowser", "false"), ("urAccepted", "-1"), ("crashReportingEnabled", "false"),
+                             ("autoUpgradeIntervalH", "0"), ("setLowPriority", "false")]:
+                opts.find(tag).text = val
+            for old in root.findall("device"):
+                root.remove(old)
+            for j, dev in enumerate(ids):
+                e = ET.SubElement(root, "device", id=dev, name="abc"[j], compression="metadata",
+                                  introducer="false", skipIntroductionRemovals="false", introducedBy="")
+                ET.SubElement(e, "address").text = f"tcp://127.0.0.1:{ports[j]}"
+            folder = ET.SubElement(root, "folder", id="bench", label="bench", path=d, type="sendreceive",
+                                   rescanIntervalS="3600", fsWatcherEnabled="true", fsWatcherDelayS="1",
+                                   ignorePerms="false", autoNormalize="true")
+            for dev in ids:
+                ET.SubElement(folder, "device", id=dev, introducedBy="")
+            tree.write(cfg)
+        self.guis, self.keys = guis, keys
+        env = dict(os.environ, STNOUPGRADE="1", STNODEFAULTFOLDER="1")
+        self.procs = {}
+        for i, h in enumerate(homes):
+            self.procs["abc"[i]] = subprocess.Popen(
+                ["syncthing", "serve", f"--home={h}", "--no-browser", "--no-restart", "--no-upgrade"],
+                stdout=open(os.path.join(work, f"st-{'abc'[i]}.log"), "w"), stderr=subprocess.STDOUT, env=env)
+        for i in range(3):
+            wait(lambda: self.api(i, "/rest/system/ping") is not None, 60, "Syncthing up", 0.1)
+
+        def connected():
+            for i in range(3):
+                c = self.api(i, "/rest/system/connections")
+                if not c or sum(1 for v in c["connections"].values() if v["connected"]) < 2:
+                    return False
+            return True
+        wait(connected, 60, "Syncthing connected", 0.1)
+        wait(lambda: all((self.api(i, "/rest/db/status?folder=bench") or {}).get("state") == "idle"
+                         for i in range(3)), 60, "Syncthing idle", 0.1)
+
+    def api(self, i, path):
+        import json
+        req = urllib.request.Request(f"http://127.0.0.1:{self.guis[i]}{path}", headers={"X-API-Key": self.keys[i]})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return json.load(r)
+        except Exception:
+            return None
+
+    def fetched(self):
+        total = 0
+        for i in (1, 2):
+            c = self.api(i, "/rest/system/connections") or {"total": {"inBytesTotal": 0}}
+            total += c["total"]["inBytesTotal"]
+        return total
+
+    def stop(self):
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def scenarios(sys_, work, args):
+    """Runs every scenario once on `sys_`; returns {name: (seconds, bytes fetched)}."""
+    a, b, c = sys_.dirs
+    out = {}
+
+    def measured(name, act, done, timeout=600):
+        f0 = sys_.fetched()
+        t = time.monotonic()
+        act()
+        end = wait(done, timeout, f"{sys_.name}: {name}")
+        time.sleep(0.3)  # let the counters settle
+        out[name] = (end - t, sys_.fetched() - f0)
+
+    # 1 KiB files, one at a time.
+    lat = []
+    for n in range(args.files):
+        body = os.urandom(1024)
+        name = f"small-{time.monotonic_ns()}.txt"
+        t = time.monotonic()
+        with open(os.path.join(a, name), "wb") as f:
+            f.write(body)
+        end = wait(lambda: all(os.path.exists(os.path.join(d, name)) and os.path.getsize(os.path.join(d, name)) == 1024
+                               and open(os.path.join(d, name), "rb").read() == body for d in (b, c)), 60, name)
+        lat.append(end - t)
+        time.sleep(0.05)
+    out["1 KiB file"] = (statistics.median(lat), None)
+
+    # 1 x 256 MiB, then 1 MiB changed inside it.
+    src = os.path.join(work, "big.src")
+    random_file(src, 256 * MIB)
+    digest = sha(src)
+    name = f"big-{time.monotonic_ns()}.bin"
+    full = lambda: all(os.path.exists(os.path.join(d, name)) and os.path.getsize(os.path.join(d, name)) == 256 * MIB
+                       for d in (b, c))
+    measured("1 x 256 MiB", lambda: os.rename(src, os.path.join(a, name)), full)
+    wait(lambda: all(sha(os.path.join(d, name)) == digest for d in (b, c)), 120, "256 MiB verified", 0.5)
+    inos = {d: os.stat(os.path.join(d, name)).st_ino for d in (b, c)}
+    patch = os.urandom(MIB)
+
+    def edit():
+        with open(os.path.join(a, name), "r+b") as f:
+            f.seek(128 * MIB + 12345)
+            f.write(patch)
+    measured("1 MiB in 256 MiB", edit,
+             lambda: all(os.path.exists(os.path.join(d, name)) and os.stat(os.path.join(d, name)).st_ino != inos[d]
+                         and os.path.getsize(os.path.join(d, name)) == 256 * MIB for d in (b, c)))
+    want = sha(os.path.join(a, name))
+    wait(lambda: all(sha(os.path.join(d, name)) == want for d in (b, c)), 120, "edit verified", 0.5)
+    os.remove(os.path.join(a, name))
+    wait(lambda: not any(os.path.exists(os.path.join(d, name)) for d in (b, c)), 120, "256 MiB gone", 0.1)
+
+    # 5,000 x 4 KiB in 50 folders.
+    tree = os.path.join(work, f"tree-{time.monotonic_ns()}")
+    for i in range(50):
+        os.makedirs(os.path.join(tree, f"dir{i:02}"))
+        for j in range(args.small // 50):
+            with open(os.path.join(tree, f"dir{i:02}", f"f{j:03}.dat"), "wb") as f:
+                f.write(os.urandom(4096))
+    subprocess.run(["sync"], check=True)
+    dest = os.path.join(a, os.path.basename(tree))
+    n = (args.small // 50) * 50
+    measured(f"{n:,} x 4 KiB", lambda: os.rename(tree, dest),
+             lambda: all(count_files(os.path.join(d, os.path.basename(tree))) == n
+                         if os.path.isdir(os.path.join(d, os.path.basename(tree))) else False for d in (b, c)),
+             timeout=900)
+    shutil.rmtree(dest)
+    wait(lambda: not any(os.path.exists(os.path.join(d, os.path.basename(tree))) for d in (b, c)), 300, "tree gone", 0.2)
+
+    # 1 x 1 GiB.
+    if args.gib:
+        random_file(src, 1024 * MIB)
+        subprocess.run(["sync"], check=True)
+        name = f"huge-{time.monotonic_ns()}.bin"
+        measured("1 x 1 GiB", lambda: os.rename(src, os.path.join(a, name)),
+                 lambda: all(os.path.exists(os.path.join(d, name)) and os.path.getsize(os.path.join(d, name)) == 1024 * MIB
+                             for d in (b, c)))
+        os.remove(os.path.join(a, name))
+        wait(lambda: not any(os.path.exists(os.path.join(d, name)) for d in (b, c)), 120, "1 GiB gone", 0.1)
+    return out
+
+
+def floors(work, args):
+    """cp + sync and rsync of the same data, on the same disk."""
+    out = {}
+    src = os.path.join(work, "floor.src")
+
+    def timed(cmd):
+        t = time.monotonic()
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["sync"], check=True)
+        return time.monotonic() - t
+    random_file(src, 256 * MIB)
+    subprocess.run(["sync"], check=True)
+    out["1 x 256 MiB"] = ("cp+sync x2", timed(f"cp {src} {work}/f1 && cp {src} {work}/f2"))
+    with open(f"{work}/f1", "r+b") as f:
+        f.seek(128 * MIB + 12345)
+        f.write(os.urandom(MIB))
+    if shutil.which("rsync"):
+        out["1 MiB in 256 MiB"] = ("rsync delta", timed(f"rsync --no-whole-file --inplace {work}/f1 {work}/f2"))
+    tree = os.path.join(work, "floor-tree")
+    for i in range(50):
+        os.makedirs(os.path.join(tree, f"dir{i:02}"))
+        for j in range(args.small // 50):
+            with open(os.path.join(tree, f"dir{i:02}", f"f{j:03}.dat"), "wb") as f:
+                f.write(os.urandom(4096))
+    subprocess.run(["sync"], check=True)
+    n = (args.small // 50) * 50
+    if shutil.which("rsync"):
+        out[f"{n:,} x 4 KiB"] = ("rsync x2", timed(f"rsync -a {tree}/ {work}/t1/ && rsync -a {tree}/ {work}/t2/"))
+    if args.gib:
+        random_file(src, 1024 * MIB)
+        subprocess.run(["sync"], check=True)
+        out["1 x 1 GiB"] = ("cp+sync x2", timed(f"cp {src} {work}/g1 && cp {src} {work}/g2"))
+    for p in ("f1", "f2", "g1", "g2", "floor.src"):
+        if os.path.exists(os.path.join(work, p)):
+            os.remove(os.path.join(work, p))
+    for p in ("floor-tree", "t1", "t2"):
+        shutil.rmtree(os.path.join(work, p), ignore_errors=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3, help="runs per system; each figure is the median (default 3)")
+    ap.add_argument("--files", type=int, default=20, help="1 KiB files per run (default 20)")
+    ap.add_argument("--small", type=int, default=5000, help="small files in the tree (default 5000)")
+    ap.add_argument("--no-gib", dest="gib", action="store_false", help="skip the 1 GiB scenario")
+    ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench-vs"), help="scratch folder")
+    args = ap.parse_args()
+    shutil.rmtree(args.scratch, ignore_errors=True)
+    os.makedirs(args.scratch)
+    systems = [Zync]
+    if shutil.which("syncthing"):
+        systems.append(Syncthing)
+    else:
+        print("syncthing is not on the PATH (apt-get install syncthing): Zync only", file=sys.stderr)
+    results, usage = {}, {}
+    for cls in systems:
+        work = os.path.join(args.scratch, cls.name.lower())
+        os.makedirs(work)
+        s = cls(work)
+        try:
+            cpu0 = {n: tree_cpu_s(p.pid) for n, p in s.procs.items()}
+            runs = [scenarios(s, work, args) for _ in range(args.runs)]
+            usage[cls.name] = {n: (tree_rss_mb(p.pid), tree_cpu_s(p.pid) - cpu0[n]) for n, p in s.procs.items()}
+        finally:
+            s.stop()
+        results[cls.name] = {k: (statistics.median(r[k][0] for r in runs),
+                                 None if runs[0][k][1] is None else statistics.median(r[k][1] for r in runs))
+                             for k in runs[0]}
+    floor = floors(args.scratch, args)
+    names = list(results["Zync"])
+    cols = [c.name for c in systems]
+    print(f"\nseconds until B and C hold identical copies, median of {args.runs} runs "
+          f"({os.cpu_count()} cores, loopback); MiB fetched by B and C in brackets\n")
+    print(f"{'scenario':<20}" + "".join(f"{c:>22}" for c in cols) + f"{'floor':>26}")
+    for k in names:
+        row = f"{k:<20}"
+        for c in cols:
+            secs, fetched = results[c][k]
+            row += f"{secs:>12.3f}" + (f" [{fetched / MIB:>7.1f}]" if fetched is not None else " " * 10)
+        if k in floor:
+            row += f"{floor[k][1]:>12.3f} ({floor[k][0]})"
+        print(row)
+    print("\npeak RSS (MB) and CPU-seconds over all runs, per process:")
+    for c in cols:
+        print(f"  {c:<10} " + ", ".join(f"{n} {r:.0f} MB {t:.1f} s" for n, (r, t) in usage[c].items()))
+
+
+if __name__ == "__main__":
+    main()
