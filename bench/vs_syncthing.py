@@ -24,7 +24,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,14 +31,10 @@ import time
 import urllib.request
 import xml.etree.ElementTree as ET
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sync_bench import ROOT, cpu_seconds, free_port, peak_rss_mb  # noqa: E402
+
 MIB = 1024 * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait(cond, timeout, what, step=0.002):
@@ -53,20 +48,14 @@ def wait(cond, timeout, what, step=0.002):
 
 def rss_mb(pid):
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+        return peak_rss_mb(pid)
     except OSError:
-        pass
-    return float("nan")
+        return float("nan")
 
 
 def cpu_s(pid):
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(pid)
     except OSError:
         return 0.0
 
@@ -112,6 +101,17 @@ def random_file(path, size):
             f.write(bytes([i % 256]) + chunk[1:n])
             left -= n
             i += 1
+
+
+def small_tree(tree, n):
+    """`n` files of 4 KiB (random) in 50 folders under `tree`; returns how many."""
+    for i in range(50):
+        os.makedirs(os.path.join(tree, f"dir{i:02}"))
+        for j in range(n // 50):
+            with open(os.path.join(tree, f"dir{i:02}", f"f{j:03}.dat"), "wb") as f:
+                f.write(os.urandom(4096))
+    subprocess.run(["sync"], check=True)
+    return (n // 50) * 50
 
 
 def count_files(d):
@@ -308,14 +308,8 @@ def scenarios(sys_, work, args):
 
     # 5,000 x 4 KiB in 50 folders.
     tree = os.path.join(work, f"tree-{time.monotonic_ns()}")
-    for i in range(50):
-        os.makedirs(os.path.join(tree, f"dir{i:02}"))
-        for j in range(args.small // 50):
-            with open(os.path.join(tree, f"dir{i:02}", f"f{j:03}.dat"), "wb") as f:
-                f.write(os.urandom(4096))
-    subprocess.run(["sync"], check=True)
+    n = small_tree(tree, args.small)
     dest = os.path.join(a, os.path.basename(tree))
-    n = (args.small // 50) * 50
     measured(f"{n:,} x 4 KiB", lambda: os.rename(tree, dest),
              lambda: all(count_files(os.path.join(d, os.path.basename(tree))) == n
                          if os.path.isdir(os.path.join(d, os.path.basename(tree))) else False for d in (b, c)),
@@ -355,13 +349,7 @@ def floors(work, args):
     if shutil.which("rsync"):
         out["1 MiB in 256 MiB"] = ("rsync delta", timed(f"rsync --no-whole-file --inplace {work}/f1 {work}/f2"))
     tree = os.path.join(work, "floor-tree")
-    for i in range(50):
-        os.makedirs(os.path.join(tree, f"dir{i:02}"))
-        for j in range(args.small // 50):
-            with open(os.path.join(tree, f"dir{i:02}", f"f{j:03}.dat"), "wb") as f:
-                f.write(os.urandom(4096))
-    subprocess.run(["sync"], check=True)
-    n = (args.small // 50) * 50
+    n = small_tree(tree, args.small)
     if shutil.which("rsync"):
         out[f"{n:,} x 4 KiB"] = ("rsync x2", timed(f"rsync -a {tree}/ {work}/t1/ && rsync -a {tree}/ {work}/t2/"))
     if args.gib:

@@ -26,6 +26,6 @@ mod socket;
 
 pub use client::{ask, tracker_endpoints, Choice, NetError, TrackerClient};
 pub use endpoint::{host_of, pick_endpoint, port_of, reachable, tcp};
-pub use security::{ClusterKey, KeyArgs, KeyError, KeyPair, TrustError};
+pub use security::{warn_if_shared, ClusterKey, KeyArgs, KeyError, KeyPair, TrustError};
 pub use shutdown::Shutdown;
 pub use socket::{has_curve, wait_any, Context, Error, Message, SecureError, Socket};

@@ -86,13 +86,7 @@ impl ClusterKey {
         let mut secret = [0u8; 32];
         hex::decode_to_slice(text.trim(), &mut secret)
             .map_err(|_| KeyError::Malformed(name.clone()))?;
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(key_file = %name, mode = %format!("{:o}", meta.permissions().mode() & 0o777),
-                               "the cluster key file is readable by other users of this machine; `chmod 600` it");
-            }
-        }
+        warn_if_shared(path, "cluster key file");
         Ok(ClusterKey { secret })
     }
 
@@ -198,3 +192,17 @@ impl KeyArgs {
         }
     }
 }
+
+/// Warns when other users of this machine may read the secret file at
+/// `path` (`what` names it: "cluster key file", "web password file").
+pub fn warn_if_shared(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), mode = %format!("{:o}", mode & 0o777),
+                           "the {what} is readable by other users of this machine; `chmod 600` it");
+        }
+    }
+}
+

@@ -517,18 +517,12 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
-/// `20261202T132042.123456789Z`: UTC, sortable, to the nanosecond.
+/// `20261202T132042.123456789Z`: UTC, sortable, to the nanosecond (the
+/// conflict copies' [`crate::fsops::stamp`], with a `T` and the fraction).
 fn stamp(ns: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
-    let secs: String = humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
     format!(
-        "{}T{}.{:09}Z",
-        &secs[..8],
-        &secs[8..],
+        "{}.{:09}Z",
+        crate::fsops::stamp(ns).replace('-', "T"),
         ns.rem_euclid(1_000_000_000)
     )
 }

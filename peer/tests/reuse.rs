@@ -20,10 +20,7 @@ fn synced(c: &Cluster, i: usize, path: &str, sha_short: &str) -> Option<(u64, u6
             && l.contains(&format!(" path={path} "))
             && l.contains(&format!("sha256={sha_short}"))
     })?;
-    let field = |name: &str| -> Option<String> {
-        let start = line.find(&format!(" {name}="))? + name.len() + 2;
-        Some(line[start..].split(' ').next()?.to_owned())
-    };
+    let field = |name: &str| common::log_field(line, name).map(str::to_owned);
     Some((
         field("fetched")?.parse().ok()?,
         field("reused")?.parse().ok()?,
@@ -151,18 +148,8 @@ fn a_rotted_local_block_is_fetched_not_reused() {
 fn a_receiver_killed_mid_download_resumes_without_fetching_a_block_twice() {
     let mut c = Cluster::start(2);
     let body = common::data(512 * BLOCK, 5); // 128 MiB
-    let staging = c.dir(1).join(".zync/tmp");
-    let part_len = || -> u64 {
-        std::fs::read_dir(&staging)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .max()
-            .unwrap_or(0)
-    };
+    let p2 = c.dir(1).to_owned();
+    let part_len = || common::partial_len(&p2);
     std::fs::write(c.dir(0).join("huge.bin"), &body).unwrap();
     // Once part of it is on p2's disk, freeze the holder and kill p2.
     wait_for(
@@ -186,15 +173,11 @@ fn a_receiver_killed_mid_download_resumes_without_fetching_a_block_twice() {
 
     c.restart_peer(1);
     common::wait_file_everywhere(&c, "huge.bin", &body);
-    let log = c.peers[1].proc.log_text();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("event=synced") && l.contains(" path=huge.bin "))
-        .expect("a synced line");
+    let line = common::synced_line(&c, 1, "huge.bin").expect("a synced line");
     let field = |name: &str| -> u64 {
-        let start = line.find(&format!(" {name}=")).unwrap() + name.len() + 2;
-        line[start..].split(' ').next().unwrap().parse().unwrap()
+        common::log_field(&line, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {line}"))
     };
     let (fetched, reused, resumed) = (field("fetched"), field("reused"), field("resumed"));
     assert!(

@@ -551,6 +551,37 @@ pub fn wait_gone_everywhere(c: &Cluster, rel: &str) {
     );
 }
 
+/// The length of the largest partial download (`.zync/tmp/*.part`) of the
+/// folder `dir` (0 when there is none).
+pub fn partial_len(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join(zync_proto::STATE_DIR_NAME).join("tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The last `synced` line for `path` in peer `i`'s log.
+pub fn synced_line(c: &Cluster, i: usize, path: &str) -> Option<String> {
+    c.peers[i]
+        .proc
+        .log_text()
+        .lines()
+        .rev()
+        .find(|l| l.contains("event=synced") && l.contains(&format!(" path={path} ")))
+        .map(str::to_owned)
+}
+
+/// The value of field `name` in a log line (`… name=value …`).
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[start..].split(' ').next()
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed

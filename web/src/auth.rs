@@ -95,13 +95,7 @@ impl Password {
         if line.is_empty() {
             return Err(PasswordError::Empty(name));
         }
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(password_file = %name, mode = %format!("{:o}", meta.permissions().mode() & 0o777),
-                               "the web password file is readable by other users of this machine; `chmod 600` it");
-            }
-        }
+        zync_net::warn_if_shared(path, "web password file");
         Ok(Password::new(line))
     }
 
