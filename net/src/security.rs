@@ -205,4 +205,3 @@ pub fn warn_if_shared(path: &Path, what: &str) {
         }
     }
 }
-
