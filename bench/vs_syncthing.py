@@ -121,7 +121,22 @@ def count_files(d):
     return n
 
 
-class Zync:
+class Nodes:
+    """What both systems share: their processes, stopped the same way."""
+    procs = {}
+    grace = 10
+
+    def stop(self):
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Zync(Nodes):
     name = "Zync"
 
     def __init__(self, work):
@@ -155,18 +170,10 @@ class Zync:
                 total += sum(int(m) for m in re.findall(r"event=synced .*? fetched=(\d+)", f.read()))
         return total
 
-    def stop(self):
-        for p in self.procs.values():
-            p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
-
-class Syncthing:
+class Syncthing(Nodes):
     name = "Syncthing"
+    grace = 20
 
     def __init__(self, work):
         self.work = work
@@ -244,15 +251,6 @@ class Syncthing:
             c = self.api(i, "/rest/system/connections") or {"total": {"inBytesTotal": 0}}
             total += c["total"]["inBytesTotal"]
         return total
-
-    def stop(self):
-        for p in self.procs.values():
-            p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def scenarios(sys_, work, args):

@@ -77,18 +77,7 @@ fn a_file_held_by_two_peers_is_fetched_from_both() {
 fn a_frozen_holder_loses_its_share_within_about_a_second() {
     let body = common::data(1024 * BLOCK, 2); // 256 MiB: long enough to freeze a holder mid-way
     let c = two_holders_and_a_newcomer("big.bin", &body);
-    let staging = c.dir(2).join(".zync/tmp");
-    let part_len = || -> u64 {
-        std::fs::read_dir(&staging)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .max()
-            .unwrap_or(0)
-    };
+    let part_len = || common::partial_len(c.dir(2));
     wait_for(
         CONVERGE,
         || part_len() >= 32 * BLOCK as u64,
