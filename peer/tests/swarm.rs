@@ -8,16 +8,6 @@ use zync_testkit::{self as common, wait_for, Cluster, CONVERGE};
 
 const BLOCK: usize = 256 * 1024;
 
-fn synced_line(c: &Cluster, i: usize, path: &str) -> Option<String> {
-    c.peers[i]
-        .proc
-        .log_text()
-        .lines()
-        .rev()
-        .find(|l| l.contains("event=synced") && l.contains(&format!(" path={path} ")))
-        .map(str::to_owned)
-}
-
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
     let start = line.find(&format!(" {name}=")).unwrap() + name.len() + 2;
     line[start..].split(' ').next().unwrap()
@@ -56,7 +46,7 @@ fn a_file_held_by_two_peers_is_fetched_from_both() {
     wait_for(
         CONVERGE,
         || {
-            line = synced_line(&c, 2, "both.bin");
+            line = common::synced_line(&c, 2, "both.bin");
             line.is_some()
         },
         "synced on p3",
@@ -94,7 +84,7 @@ fn a_frozen_holder_loses_its_share_within_about_a_second() {
         let dropped = dropped.unwrap_or_else(|| panic!("p1 was never dropped:\n{log}"));
         // Dropped on the swarm's short silence, not the lone holder's 5 s.
         assert!(dropped.contains("silent for 1s"), "{dropped}");
-        let line = synced_line(&c, 2, "big.bin").unwrap();
+        let line = common::synced_line(&c, 2, "big.bin").unwrap();
         assert_eq!(
             field(&line, "fetched"),
             body.len().to_string(),
