@@ -6,11 +6,11 @@
 //! out a backoff after a failure (1 s doubling to 30 s), or idle (its bytes
 //! came back and the engine is deciding on them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use hashlink::LinkedHashSet;
-use zync_proto::{FileEntry, RelPath, VersionVector};
+use zync_proto::{FileEntry, Hash, RelPath, VersionVector};
 
 use crate::decide;
 
@@ -38,6 +38,8 @@ struct Download {
     state: State,
     /// The last wait, if the last try failed.
     backoff: Option<Duration>,
+    /// Peers the cluster said hold the wanted version, when it said so.
+    holders: Vec<String>,
 }
 
 /// Every path being downloaded or waiting to be.
@@ -47,6 +49,10 @@ pub struct Downloads {
     /// Queued paths, in arrival order, each once (a full folder's worth can
     /// wait here; asking a `VecDeque` whether it holds one was quadratic).
     queue: LinkedHashSet<RelPath>,
+    /// Paths waiting out a backoff, by when it ends: the engine asks for
+    /// the next one on every turn of its loop, which must not cost a walk
+    /// over every download.
+    waiting: BTreeSet<(Instant, RelPath)>,
     active: usize,
     workers: usize,
 }
@@ -57,6 +63,7 @@ impl Downloads {
         Downloads {
             paths: HashMap::new(),
             queue: LinkedHashSet::new(),
+            waiting: BTreeSet::new(),
             active: 0,
             workers: workers.max(1),
         }
@@ -76,8 +83,12 @@ impl Downloads {
         }
         let path = r.path.clone();
         let d = self.set_wanted(r);
-        if matches!(d.state, State::Waiting(_) | State::Idle) {
+        let was = d.state.clone();
+        if matches!(was, State::Waiting(_) | State::Idle) {
             d.state = State::Queued;
+            if let State::Waiting(at) = was {
+                self.waiting.remove(&(at, path.clone()));
+            }
             self.queue.insert(path);
         }
     }
@@ -96,9 +107,29 @@ impl Downloads {
             wanted: None,
             state: State::Idle,
             backoff: None,
+            holders: Vec::new(),
         });
+        if d.wanted.as_ref().is_none_or(|w| w.sha256 != r.sha256) {
+            d.holders.clear();
+        }
         d.wanted = Some(r);
         d
+    }
+
+    /// Remembers that `holders` hold content `sha256` of `path`, if that is
+    /// the version wanted there: its download can go to them without asking
+    /// the tracker first.
+    pub fn held_by(&mut self, path: &RelPath, sha256: Hash, holders: Vec<String>) {
+        if let Some(d) = self.paths.get_mut(path) {
+            if d.wanted.as_ref().is_some_and(|w| w.sha256 == sha256) {
+                d.holders = holders;
+            }
+        }
+    }
+
+    /// The holders last heard of for the version wanted at `path`.
+    pub fn holders(&self, path: &RelPath) -> &[String] {
+        self.paths.get(path).map_or(&[], |d| &d.holders)
     }
 
     /// Schedules the wanted version of `path` again after a backoff that
@@ -114,10 +145,17 @@ impl Downloads {
             // The worker's result decides; it comes back here if it fails.
             return Some(backoff);
         }
-        if d.state == State::Queued {
-            self.queue.remove(path);
+        match d.state {
+            State::Queued => {
+                self.queue.remove(path);
+            }
+            State::Waiting(at) => {
+                self.waiting.remove(&(at, path.clone()));
+            }
+            _ => {}
         }
         d.state = State::Waiting(now + backoff);
+        self.waiting.insert((now + backoff, path.clone()));
         Some(backoff)
     }
 
@@ -171,8 +209,14 @@ impl Downloads {
             d.backoff = None;
             return;
         }
-        if d.state == State::Queued {
-            self.queue.remove(path);
+        match d.state {
+            State::Queued => {
+                self.queue.remove(path);
+            }
+            State::Waiting(at) => {
+                self.waiting.remove(&(at, path.clone()));
+            }
+            _ => {}
         }
         self.paths.remove(path);
     }
@@ -187,32 +231,35 @@ impl Downloads {
 
     /// Queues every path whose backoff is over.
     pub fn wake_due(&mut self, now: Instant) {
-        for (path, d) in &mut self.paths {
-            if matches!(d.state, State::Waiting(at) if at <= now) {
-                d.state = State::Queued;
-                self.queue.insert(path.clone());
+        while let Some((at, path)) = self.waiting.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.waiting.pop_first();
+            if let Some(d) = self.paths.get_mut(&path) {
+                if d.state == State::Waiting(at) {
+                    d.state = State::Queued;
+                    self.queue.insert(path);
+                }
             }
         }
     }
 
     /// Ends every backoff now (a new holder joined).
     pub fn wake_all(&mut self, now: Instant) {
-        for d in self.paths.values_mut() {
-            if let State::Waiting(at) = &mut d.state {
-                *at = now;
+        for (at, path) in std::mem::take(&mut self.waiting) {
+            if let Some(d) = self.paths.get_mut(&path) {
+                if d.state == State::Waiting(at) {
+                    d.state = State::Waiting(now);
+                    self.waiting.insert((now, path));
+                }
             }
         }
     }
 
     /// When the next backoff ends.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.paths
-            .values()
-            .filter_map(|d| match d.state {
-                State::Waiting(at) => Some(at),
-                _ => None,
-            })
-            .min()
+        self.waiting.first().map(|(at, _)| *at)
     }
 
     /// Downloads on workers now.
@@ -225,7 +272,6 @@ impl Downloads {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use zync_proto::Hash;
 
     fn v(path: &str, n: u64) -> FileEntry {
         let mut version = VersionVector::new();
@@ -358,5 +404,41 @@ mod tests {
         assert!(d.next_job().is_some());
         d.done(&p("a"));
         assert_eq!(d.retry_later(&p("a"), t), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn backoffs_end_in_order_and_a_path_dropped_meanwhile_never_wakes() {
+        let mut d = Downloads::new(3);
+        let t = Instant::now();
+        d.want_later(v("a", 1), t);
+        d.want_later(v("b", 1), t);
+        d.retry_later(&p("b"), t); // b waits 2 s, a 1 s
+        d.want_later(v("c", 1), t);
+        assert_eq!(d.next_wake(), Some(t + FIRST_BACKOFF));
+        d.finish(&p("a"));
+        d.finish(&p("c"));
+        assert_eq!(
+            d.next_wake(),
+            Some(t + 2 * FIRST_BACKOFF),
+            "a and c are gone"
+        );
+        d.wake_due(t + FIRST_BACKOFF);
+        assert!(d.next_job().is_none(), "b's backoff is not over");
+        d.wake_due(t + 2 * FIRST_BACKOFF);
+        assert_eq!(d.next_job().map(|e| e.path), Some(p("b")));
+        assert!(d.next_job().is_none() && d.next_wake().is_none());
+    }
+
+    #[test]
+    fn holders_heard_of_go_with_the_version_they_hold() {
+        let mut d = Downloads::new(1);
+        d.want(v("a", 1));
+        d.held_by(&p("a"), v("a", 2).sha256, vec!["x".into()]);
+        assert!(d.holders(&p("a")).is_empty(), "another version's holders");
+        d.held_by(&p("a"), v("a", 1).sha256, vec!["x".into()]);
+        assert_eq!(d.holders(&p("a")), ["x"]);
+        d.want(v("a", 2));
+        assert!(d.holders(&p("a")).is_empty(), "a new version forgets them");
+        assert!(d.holders(&p("b")).is_empty());
     }
 }

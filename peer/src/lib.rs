@@ -253,9 +253,9 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         });
         let staging = staging.clone();
         spawn(&format!("zync-fetch-{i}"), move || {
-            for Job { entry } in jobs {
+            for Job { entry, holders } in jobs {
                 let t = Instant::now();
-                let result = fetcher.fetch(&entry, &staging, &mut |_| {});
+                let result = fetcher.fetch_from(&entry, &holders, &staging, &mut |_| {});
                 if tx
                     .send(Input::Done {
                         entry,

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver, Sender};
 use tracing::{debug, error, info, warn};
 use zync_proto::{
-    Causality, Event, FileEntry, Hash, Notification, RelPath, TrackerReply, TrackerRequest,
-    VersionVector, PAGE_BYTES,
+    Causality, ClusterFile, Event, FileEntry, Hash, Notification, PeerInfo, RelPath, TrackerReply,
+    TrackerRequest, VersionVector, PAGE_BYTES,
 };
 
 use crate::decide::{self, DonePlan, LocalPlan, Outcome, RemotePlan, Step};
@@ -71,6 +71,8 @@ pub enum Input {
 pub struct Job {
     /// The version to fetch.
     pub entry: FileEntry,
+    /// Live peers the cluster said hold it (empty: ask the tracker).
+    pub holders: Vec<PeerInfo>,
 }
 
 /// The engine's fixed surroundings.
@@ -140,6 +142,9 @@ pub struct Engine {
     fault: Option<String>,
     /// When the next periodic rescan is due.
     next_rescan: Option<Instant>,
+    /// The other live peers, by name, as the tracker's snapshot and
+    /// notifications tell them: where a download can go without a lookup.
+    peers: HashMap<String, PeerInfo>,
 }
 
 impl Engine {
@@ -179,6 +184,7 @@ impl Engine {
             deferred: HashMap::new(),
             fault,
             next_rescan: s_rescan.map(|d| Instant::now() + d),
+            peers: HashMap::new(),
         }
     }
 

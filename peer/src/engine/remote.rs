@@ -170,9 +170,23 @@ impl Engine {
         self.downloads.want(r);
     }
 
+    /// Applies a version the tracker sent, remembering who holds it for
+    /// the download it may start.
+    pub(super) fn apply_cluster_file(&mut self, f: ClusterFile) {
+        let (path, sha256) = (f.entry.path.clone(), f.entry.sha256);
+        self.apply_remote(f.entry, None);
+        self.downloads.held_by(&path, sha256, f.holders);
+    }
+
     pub(super) fn dispatch(&mut self) {
         while let Some(entry) = self.downloads.next_job() {
-            if self.jobs.send(Job { entry }).is_err() {
+            let holders = self
+                .downloads
+                .holders(&entry.path)
+                .iter()
+                .filter_map(|name| self.peers.get(name).cloned())
+                .collect();
+            if self.jobs.send(Job { entry, holders }).is_err() {
                 return;
             }
         }

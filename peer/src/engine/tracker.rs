@@ -111,7 +111,7 @@ impl Engine {
                     seq,
                     files,
                     next,
-                    ..
+                    peers,
                 }) => {
                     if !self.session.page(Instant::now(), epoch) {
                         // A tracker other than the one we registered with: start over.
@@ -124,8 +124,13 @@ impl Engine {
                         "applying snapshot page"
                     );
                     first_seq.get_or_insert(seq);
+                    self.peers = peers
+                        .into_iter()
+                        .filter(|p| p.name != self.s.name)
+                        .map(|p| (p.name.clone(), p))
+                        .collect();
                     for f in files {
-                        self.apply_remote(f.entry, None);
+                        self.apply_cluster_file(f);
                     }
                     match next {
                         Some(n) => after = Some(n),
@@ -162,14 +167,16 @@ impl Engine {
                 }
                 let event = n.event;
                 match event {
-                    Event::FileChanged { file } => self.apply_remote(file.entry, None),
+                    Event::FileChanged { file } => self.apply_cluster_file(file),
                     Event::PeerJoined { peer } if peer.name != self.s.name => {
                         info!(event = %"peer_joined", peer = %peer.name, endpoint = %peer.endpoint, "peer joined");
+                        self.peers.insert(peer.name.clone(), peer);
                         // A new source: retry what was waiting for one.
                         self.downloads.wake_all(Instant::now());
                     }
                     Event::PeerLeft { name } if name != self.s.name => {
                         info!(event = %"peer_left", peer = %name, "peer left");
+                        self.peers.remove(&name);
                     }
                     _ => {}
                 }

@@ -313,15 +313,16 @@ impl Fetcher {
         end: u64,
     ) -> Result<BlockStream, FetchError> {
         let end = end.min(entry.blocks.len() as u64);
-        self.stream_of(entry, (first..end).collect())
+        self.stream_of(entry, (first..end).collect(), None)
     }
 
-    /// A stream of `entry`'s verified blocks `wanted` (ascending) from its
-    /// live holders.
+    /// A stream of `entry`'s verified blocks `wanted` (ascending) from
+    /// `holders`, or from the live holders the tracker names.
     fn stream_of(
         &mut self,
         entry: &FileEntry,
         wanted: Vec<u64>,
+        holders: Option<&[PeerInfo]>,
     ) -> Result<BlockStream, FetchError> {
         if entry.deleted {
             return Err(FetchError::Deleted(entry.path.clone()));
@@ -329,10 +330,10 @@ impl Fetcher {
         if !entry.is_consistent() {
             return Err(FetchError::Inconsistent(entry.path.clone()));
         }
-        let holders = if wanted.is_empty() {
-            Vec::new()
-        } else {
-            self.holders(entry)?
+        let holders = match holders {
+            _ if wanted.is_empty() => Vec::new(),
+            Some(h) => h.to_vec(),
+            None => self.holders(entry)?,
         };
         if !wanted.is_empty() && holders.is_empty() {
             return Err(FetchError::NoHolder {
@@ -381,6 +382,43 @@ impl Fetcher {
         staging: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Fetched, FetchError> {
+        self.fetch_from(entry, &[], staging, progress)
+    }
+
+    /// [`Fetcher::fetch`], trying `holders` first when the file fits in one
+    /// window (so it would come from one holder anyway): the notification
+    /// that announced a version names who holds it, and a folder of small
+    /// files then costs no tracker round trip per file. If they all fail,
+    /// the tracker is asked who else holds it. A larger file always asks
+    /// the tracker, whose answer names every holder for the swarm.
+    pub fn fetch_from(
+        &mut self,
+        entry: &FileEntry,
+        holders: &[PeerInfo],
+        staging: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Fetched, FetchError> {
+        let mine = |h: &&PeerInfo| Some(&h.name) != self.exclude.as_ref();
+        let hinted: Vec<PeerInfo> = holders.iter().filter(mine).cloned().collect();
+        let one_window = entry.blocks.len() <= self.window;
+        if !hinted.is_empty() && one_window {
+            match self.fetch_with(entry, Some(&hinted), staging, progress) {
+                Err(FetchError::AllHoldersFailed { .. }) => {
+                    debug!(path = %entry.path, "the holders heard of failed; asking the tracker");
+                }
+                done => return done,
+            }
+        }
+        self.fetch_with(entry, None, staging, progress)
+    }
+
+    fn fetch_with(
+        &mut self,
+        entry: &FileEntry,
+        holders: Option<&[PeerInfo]>,
+        staging: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Fetched, FetchError> {
         if !entry.is_consistent() {
             return Err(FetchError::Inconsistent(entry.path.clone()));
         }
@@ -413,7 +451,7 @@ impl Fetcher {
         let wanted: Vec<u64> = (0..n as u64)
             .filter(|&i| matches!(plan[i as usize], Src::Net))
             .collect();
-        let mut stream = self.stream_of(entry, wanted)?;
+        let mut stream = self.stream_of(entry, wanted, holders)?;
         let (mut file, temp) = match &partial {
             Some(p) => (
                 std::fs::OpenOptions::new()
@@ -433,9 +471,14 @@ impl Fetcher {
             .clone()
             .or_else(|| temp.as_ref().map(|t| t.to_path_buf()))
             .unwrap_or_default();
-        let out = BlockWriter::new(&path, &mut file);
-        let (mut reused, mut resumed) = (0u64, 0u64);
         let size = entry.size;
+        let out = if size <= INLINE_WRITE {
+            // Not worth a second open: the page cache takes a few blocks.
+            BlockWriter::buffered(&mut file)
+        } else {
+            BlockWriter::new(&path, &mut file)
+        };
+        let (mut reused, mut resumed) = (0u64, 0u64);
         // Hands each block, in order, to `emit` (with whether it must be
         // written); stops early if `emit` says so.
         let mut produce = |emit: &mut dyn FnMut(Block, bool) -> bool| -> Result<(), FetchError> {
@@ -513,7 +556,14 @@ impl Fetcher {
         let from = stream.senders().to_vec();
         let fetched = stream.received();
         self.reclaim(stream);
-        let got = got?;
+        let got = got.inspect_err(|_| {
+            // A try that got no block leaves no partial file behind.
+            if let Some(p) = &partial {
+                if std::fs::metadata(p).is_ok_and(|m| m.len() == 0) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        })?;
         if got != entry.sha256 {
             if let Some(p) = &partial {
                 let _ = std::fs::remove_file(p);
@@ -695,6 +745,16 @@ impl<'a> BlockWriter<'a> {
         BlockWriter {
             file,
             direct: open_direct(path),
+            buf: Vec::new(),
+            written: false,
+        }
+    }
+
+    /// A writer for `file` (empty) through the page cache.
+    pub fn buffered(file: &'a mut std::fs::File) -> BlockWriter<'a> {
+        BlockWriter {
+            file,
+            direct: None,
             buf: Vec::new(),
             written: false,
         }
