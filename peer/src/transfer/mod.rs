@@ -4,9 +4,11 @@
 //! [`Fetcher::window`] block requests are in flight to one holder, each block
 //! is checked against its SHA-256 as it arrives, blocks are written in order
 //! into a temp file in the staging folder while the whole-file hash is
-//! computed (on a second thread, so receiving and verifying overlap with
-//! writing and whole-file hashing), and the finished file is checked against
+//! computed (a hashing and a writing thread, so receiving, hashing and
+//! waiting for the disk overlap), and the finished file is checked against
 //! the entry's SHA-256, fsynced, and given the entry's modification time.
+//! Blocks found in local files are read once, into the whole-file hash;
+//! when that fails, a second try checks each against its own hash.
 //! The temp file is written with `O_DIRECT` where the file system takes it
 //! ([`BlockWriter`]): the file is fsynced before it is installed anyway, so
 //! the page cache would only add a copy of every byte. Memory is bounded by the
@@ -159,6 +161,22 @@ impl Fetched {
         self.resumed
     }
 
+    /// The figures of the whole download when an `earlier` try of it
+    /// stopped short: every byte not fetched by either try, nor there from
+    /// before them, came from local files.
+    fn after(mut self, earlier: Option<Tally>, size: u64) -> Fetched {
+        let Some(t) = earlier else { return self };
+        self.fetched += t.fetched;
+        self.resumed = t.resumed;
+        self.reused = size.saturating_sub(self.fetched + self.resumed);
+        for name in t.from.into_iter().rev() {
+            if !self.from.contains(&name) {
+                self.from.insert(0, name);
+            }
+        }
+        self
+    }
+
     /// The inode of the temp file, which it keeps when renamed into place.
     pub fn ino(&self) -> Option<u64> {
         std::fs::symlink_metadata(&self.file)
@@ -219,6 +237,16 @@ pub struct Fetcher {
     pub window: usize,
     /// How long a holder may stay silent before it is given up.
     pub stall_timeout: Duration,
+    /// What the last try got from holders and an earlier download.
+    last_try: Tally,
+}
+
+/// What one try of a download got, for the figures of the try after it.
+#[derive(Default)]
+struct Tally {
+    fetched: u64,
+    resumed: u64,
+    from: Vec<String>,
 }
 
 impl Fetcher {
@@ -253,6 +281,7 @@ impl Fetcher {
             exclude,
             idle: Vec::new(),
             local: None,
+            last_try: Tally::default(),
             next_id: 1,
             window: 16,
             stall_timeout: Duration::from_secs(5),
@@ -401,15 +430,24 @@ impl Fetcher {
         let mine = |h: &&PeerInfo| Some(&h.name) != self.exclude.as_ref();
         let hinted: Vec<PeerInfo> = holders.iter().filter(mine).cloned().collect();
         let one_window = entry.blocks.len() <= self.window;
-        if !hinted.is_empty() && one_window {
-            match self.fetch_with(entry, Some(&hinted), staging, progress) {
-                Err(FetchError::AllHoldersFailed { .. }) => {
+        let mut hint = (!hinted.is_empty() && one_window).then_some(hinted.as_slice());
+        let mut look_again = true;
+        let mut earlier: Option<Tally> = None;
+        loop {
+            match self.fetch_with(entry, hint, staging, progress) {
+                Err(FetchError::AllHoldersFailed { .. }) if hint.is_some() => {
                     debug!(path = %entry.path, "the holders heard of failed; asking the tracker");
+                    hint = None;
                 }
-                done => return done,
+                // The partial file is there now, so this try checks every
+                // block it takes from it or from a local file first.
+                Err(FetchError::LocalChanged(_)) if std::mem::take(&mut look_again) => {
+                    debug!(path = %entry.path, "a local block was not what the index said; again, checking each");
+                    earlier = Some(std::mem::take(&mut self.last_try));
+                }
+                done => return done.map(|f| f.after(earlier, entry.size)),
             }
         }
-        self.fetch_with(entry, None, staging, progress)
     }
 
     fn fetch_with(
@@ -429,6 +467,12 @@ impl Fetcher {
             .is_some()
             .then(|| staging.join(partial_name(entry)));
         let resumable = partial.as_ref().filter(|p| p.is_file());
+        // A first try takes the index's word for where local blocks are and
+        // reads each once, into the whole-file hash (an edit of a large file
+        // then costs one pass over the old copy, not three); if the result
+        // does not hash right, the partial file stays and the next try
+        // (a resumed one) checks each block against its own hash first.
+        let careful = resumable.is_some();
         let plan: Vec<Src> = (0..n)
             .map(|i| {
                 let len = block_len(entry.size, i as u64);
@@ -441,7 +485,9 @@ impl Fetcher {
                     }
                 }
                 match self.local.as_ref().and_then(|l| l.find(entry, i)) {
-                    Some((file, off)) if local.read(&file, off, len, want).is_some() => {
+                    Some((file, off))
+                        if !careful || local.read(&file, off, len, want).is_some() =>
+                    {
                         Src::Local(file, off)
                     }
                     _ => Src::Net,
@@ -478,7 +524,7 @@ impl Fetcher {
         } else {
             BlockWriter::new(&path, &mut file)
         };
-        let (mut reused, mut resumed) = (0u64, 0u64);
+        let (mut reused, mut resumed, mut unchecked) = (0u64, 0u64, false);
         // Hands each block, in order, to `emit` (with whether it must be
         // written); stops early if `emit` says so.
         let mut produce = |emit: &mut dyn FnMut(Block, bool) -> bool| -> Result<(), FetchError> {
@@ -496,9 +542,9 @@ impl Fetcher {
                         (Block::from(b), false)
                     }
                     Src::Local(file, off) => {
-                        let b = local
-                            .read(file, *off, len, &entry.blocks[i])
-                            .ok_or_else(changed)?;
+                        let want = (careful).then_some(&entry.blocks[i]);
+                        let b = local.read_as(file, *off, len, want).ok_or_else(changed)?;
+                        unchecked |= !careful;
                         reused += len;
                         (Block::from(b), true)
                     }
@@ -532,30 +578,50 @@ impl Fetcher {
                 None => streamed.and_then(|()| Ok(sink.finish(size)?)),
             }
         } else {
-            // Verified blocks go, in order, to a writer thread that writes the
-            // ones not already in place and computes the whole-file hash; a
-            // few blocks queue between them (bounded memory).
-            let (tx, rx) = crossbeam_channel::bounded::<(Block, bool)>(4);
+            // Verified blocks go, in order, to a thread that computes the
+            // whole-file hash, and on to one that writes those not already in
+            // place, so hashing overlaps with waiting for the disk; a few
+            // blocks queue between them (bounded memory).
+            let (to_hash, hash_rx) = crossbeam_channel::bounded::<(Block, bool)>(4);
+            let (to_write, write_rx) = crossbeam_channel::bounded::<(u64, Block)>(4);
             std::thread::scope(|s| -> Result<Hash, FetchError> {
-                let writer = s.spawn(move || -> io::Result<Hash> {
-                    let mut sink = Sink::new(out);
-                    for (block, write) in rx {
-                        sink.take(&block, write)?;
+                let hasher = s.spawn(move || {
+                    let (mut h, mut at) = (Sha256::new(), 0u64);
+                    for (block, write) in hash_rx {
+                        h.update(&*block);
+                        let len = block.len() as u64;
+                        if write && to_write.send((at, block)).is_err() {
+                            break; // the writer failed; it says why
+                        }
+                        at += len;
                     }
-                    sink.finish(size)
+                    Hash::from(h)
                 });
-                let streamed = produce(&mut |b, write| tx.send((b, write)).is_ok());
-                drop(tx);
-                let written = writer
-                    .join()
-                    .map_err(|_| io::Error::other("writer thread panicked"))?;
+                let writer = s.spawn(move || -> io::Result<()> {
+                    let mut out = out;
+                    for (at, block) in write_rx {
+                        out.write_at(at, &block)?;
+                    }
+                    out.finish(size)
+                });
+                let streamed = produce(&mut |b, write| to_hash.send((b, write)).is_ok());
+                drop(to_hash);
+                let panicked = |what| io::Error::other(format!("{what} thread panicked"));
+                let hash = hasher.join().map_err(|_| panicked("hashing"))?;
+                let written = writer.join().map_err(|_| panicked("writer"))?;
+                written?;
                 streamed?;
-                Ok(written?)
+                Ok(hash)
             })
         };
         let from = stream.senders().to_vec();
         let fetched = stream.received();
         self.reclaim(stream);
+        self.last_try = Tally {
+            fetched,
+            resumed,
+            from: from.clone(),
+        };
         let got = got.inspect_err(|_| {
             // A try that got no block leaves no partial file behind.
             if let Some(p) = &partial {
@@ -564,6 +630,9 @@ impl Fetcher {
                 }
             }
         })?;
+        if got != entry.sha256 && unchecked {
+            return Err(FetchError::LocalChanged(entry.path.clone()));
+        }
         if got != entry.sha256 {
             if let Some(p) = &partial {
                 let _ = std::fs::remove_file(p);
@@ -705,7 +774,13 @@ struct LocalReader {
 impl LocalReader {
     /// The `len` bytes at `at` in `file`, if they hash to `want`.
     fn read(&mut self, file: &Path, at: u64, len: u64, want: &Hash) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
+        self.read_as(file, at, len, Some(want))
+    }
+
+    /// The `len` bytes at `at` in `file`, if they hash to `want` (not
+    /// checked without one: the whole-file hash will be).
+    fn read_as(&mut self, file: &Path, at: u64, len: u64, want: Option<&Hash>) -> Option<Vec<u8>> {
+        use std::io::{Read, Seek};
         let i = match self.open.iter().position(|(p, _)| p == file) {
             Some(i) => i,
             None => {
@@ -717,9 +792,13 @@ impl LocalReader {
                 self.open.len() - 1
             }
         };
-        let mut buf = vec![0u8; usize::try_from(len).ok()?];
-        self.open[i].1.read_exact_at(&mut buf, at).ok()?;
-        (Hash::of(&buf) == *want).then_some(buf)
+        // Read into fresh capacity: `read_to_end` does not zero it first.
+        let mut buf = Vec::with_capacity(usize::try_from(len).ok()?);
+        let mut f = &self.open[i].1;
+        f.seek(io::SeekFrom::Start(at)).ok()?;
+        f.take(len).read_to_end(&mut buf).ok()?;
+        let whole = buf.len() as u64 == len;
+        (whole && want.is_none_or(|w| Hash::of(&buf) == *w)).then_some(buf)
     }
 }
 
