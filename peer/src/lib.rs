@@ -242,6 +242,27 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         }
     });
 
+    // Syncers: a fetched file waits for the disk here, so a fetch worker
+    // goes on to its next download meanwhile (with small files, the fsyncs'
+    // latency, not the CPU, would set the pace).
+    let (sync_tx, sync_rx) = unbounded::<(zync_proto::FileEntry, transfer::Written, Instant)>();
+    for i in 0..SYNCERS {
+        let (jobs, tx) = (sync_rx.clone(), tx.clone());
+        spawn(&format!("zync-sync-{i}"), move || {
+            for (entry, written, t) in jobs {
+                let result = written.sync();
+                let done = Input::Done {
+                    entry,
+                    result,
+                    took: t.elapsed(),
+                };
+                if tx.send(done).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     // Fetch workers.
     let (job_tx, job_rx) = unbounded::<Job>();
     for i in 0..cfg.workers.max(1) {
@@ -251,19 +272,21 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
             view: view.clone(),
             versions: Some(kept.clone()),
         });
-        let staging = staging.clone();
+        let (staging, sync_tx) = (staging.clone(), sync_tx.clone());
         spawn(&format!("zync-fetch-{i}"), move || {
             for Job { entry, holders } in jobs {
                 let t = Instant::now();
-                let result = fetcher.fetch_from(&entry, &holders, &staging, &mut |_| {});
-                if tx
-                    .send(Input::Done {
-                        entry,
-                        result,
-                        took: t.elapsed(),
-                    })
-                    .is_err()
-                {
+                let sent = match fetcher.fetch_from(&entry, &holders, &staging, &mut |_| {}) {
+                    Ok(written) => sync_tx.send((entry, written, t)).is_ok(),
+                    Err(e) => tx
+                        .send(Input::Done {
+                            entry,
+                            result: Err(e),
+                            took: t.elapsed(),
+                        })
+                        .is_ok(),
+                };
+                if !sent {
                     return;
                 }
             }
@@ -276,7 +299,8 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         advertise,
         tracker: cfg.tracker.clone(),
         choice: choice.clone(),
-        workers: cfg.workers.max(1),
+        // Downloads in flight: being fetched, or waiting for the disk.
+        workers: cfg.workers.max(1) + SYNCERS,
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
     };
@@ -309,6 +333,9 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
 /// Threads hashing local files (a large file also uses a second thread of
 /// its own while it is hashed).
 const HASHERS: usize = 2;
+
+/// Threads that make fetched files durable (each waits on one fsync).
+const SYNCERS: usize = 16;
 
 /// Prunes kept versions now and then (a tenth of the keeping time,
 /// between 1 s and 1 h), and says what they take: at start, and whenever a

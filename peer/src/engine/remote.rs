@@ -174,6 +174,18 @@ impl Engine {
     /// the download it may start.
     pub(super) fn apply_cluster_file(&mut self, f: ClusterFile) {
         let (path, sha256) = (f.entry.path.clone(), f.entry.sha256);
+        let known = self.folder.get(&path).is_some_and(|l| {
+            matches!(
+                f.entry.version.compare(&l.entry.version),
+                Causality::Equal | Causality::DominatedBy
+            )
+        });
+        if known && self.downloads.wanted(&path).is_none() {
+            // Our version already is this one or newer (most often: another
+            // peer now holds what we hold): whatever the disk says, there is
+            // nothing to apply, so no need to look at it.
+            return;
+        }
         self.apply_remote(f.entry, None);
         self.downloads.held_by(&path, sha256, f.holders);
     }

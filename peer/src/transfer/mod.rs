@@ -411,7 +411,7 @@ impl Fetcher {
         staging: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Fetched, FetchError> {
-        self.fetch_from(entry, &[], staging, progress)
+        self.fetch_from(entry, &[], staging, progress)?.sync()
     }
 
     /// [`Fetcher::fetch`], trying `holders` first when the file fits in one
@@ -420,13 +420,16 @@ impl Fetcher {
     /// files then costs no tracker round trip per file. If they all fail,
     /// the tracker is asked who else holds it. A larger file always asks
     /// the tracker, whose answer names every holder for the swarm.
+    /// What it returns is verified but not yet durable: [`Written::sync`]
+    /// makes it so, on whichever thread the caller likes (a worker goes on
+    /// to its next download meanwhile).
     pub fn fetch_from(
         &mut self,
         entry: &FileEntry,
         holders: &[PeerInfo],
         staging: &Path,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Written, FetchError> {
         let mine = |h: &&PeerInfo| Some(&h.name) != self.exclude.as_ref();
         let hinted: Vec<PeerInfo> = holders.iter().filter(mine).cloned().collect();
         let one_window = entry.blocks.len() <= self.window;
@@ -445,7 +448,12 @@ impl Fetcher {
                     debug!(path = %entry.path, "a local block was not what the index said; again, checking each");
                     earlier = Some(std::mem::take(&mut self.last_try));
                 }
-                done => return done.map(|f| f.after(earlier, entry.size)),
+                done => {
+                    return done.map(|mut w| {
+                        w.fetched = w.fetched.after(earlier, entry.size);
+                        w
+                    })
+                }
             }
         }
     }
@@ -456,7 +464,7 @@ impl Fetcher {
         holders: Option<&[PeerInfo]>,
         staging: &Path,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Written, FetchError> {
         if !entry.is_consistent() {
             return Err(FetchError::Inconsistent(entry.path.clone()));
         }
@@ -643,19 +651,41 @@ impl Fetcher {
                 want: entry.sha256,
             });
         }
-        file.sync_data()?;
-        file.set_modified(UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64))?;
-        let file = match temp {
+        let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
+        let temp = match temp {
             Some(t) => t,
             None => tempfile::TempPath::try_from_path(path)?,
         };
-        Ok(Fetched {
-            file,
-            from,
-            fetched,
-            reused,
-            resumed,
+        Ok(Written {
+            handle: file,
+            mtime,
+            fetched: Fetched {
+                file: temp,
+                from,
+                fetched,
+                reused,
+                resumed,
+            },
         })
+    }
+}
+
+/// A verified download whose bytes may still be in the page cache:
+/// [`Written::sync`] gives it its mtime and makes it durable, and only then
+/// is it a [`Fetched`] that can be installed.
+pub struct Written {
+    handle: std::fs::File,
+    mtime: std::time::SystemTime,
+    fetched: Fetched,
+}
+
+impl Written {
+    /// Sets the entry's modification time and waits until the content is
+    /// on disk.
+    pub fn sync(self) -> Result<Fetched, FetchError> {
+        self.handle.set_modified(self.mtime)?;
+        self.handle.sync_data()?;
+        Ok(self.fetched)
     }
 }
 
