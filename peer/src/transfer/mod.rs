@@ -7,8 +7,11 @@
 //! computed (a hashing and a writing thread, so receiving, hashing and
 //! waiting for the disk overlap), and the finished file is checked against
 //! the entry's SHA-256, fsynced, and given the entry's modification time.
-//! Blocks found in local files are read once, into the whole-file hash;
-//! when that fails, a second try checks each against its own hash.
+//! A peer's first try of a download checks received blocks for length only
+//! and reads blocks found in local files once, leaving their bytes to the
+//! whole-file hash; when that fails, nothing is installed and a second try
+//! checks each block of the partial file, and each block it fetches or
+//! reads, against its own hash (and drops a holder that sent a bad one).
 //! The temp file is written with `O_DIRECT` where the file system takes it
 //! ([`BlockWriter`]): the file is fsynced before it is installed anyway, so
 //! the page cache would only add a copy of every byte. Memory is bounded by the
@@ -60,6 +63,10 @@ pub enum FetchError {
     /// read; the next try looks again.
     #[error("{0}: a local file with some of its blocks changed during the download")]
     LocalChanged(RelPath),
+    /// Blocks taken unchecked (the whole-file hash was to check them) did
+    /// not add up to the content; the next try checks each.
+    #[error("{0}: content did not hash right as a whole; checking it block by block")]
+    Recheck(RelPath),
     /// Every holder was tried and failed.
     #[error("{path}: every holder failed (last: {peer}: {last})")]
     AllHoldersFailed {
@@ -169,10 +176,10 @@ impl Fetched {
         self.fetched += t.fetched;
         self.resumed = t.resumed;
         self.reused = size.saturating_sub(self.fetched + self.resumed);
-        for name in t.from.into_iter().rev() {
-            if !self.from.contains(&name) {
-                self.from.insert(0, name);
-            }
+        // Who sent what ended in the file is known for the last try only;
+        // when it needed nothing from holders, the earlier one's did.
+        if self.from.is_empty() {
+            self.from = t.from;
         }
         self
     }
@@ -444,7 +451,9 @@ impl Fetcher {
                 }
                 // The partial file is there now, so this try checks every
                 // block it takes from it or from a local file first.
-                Err(FetchError::LocalChanged(_)) if std::mem::take(&mut look_again) => {
+                Err(FetchError::LocalChanged(_) | FetchError::Recheck(_))
+                    if std::mem::take(&mut look_again) =>
+                {
                     debug!(path = %entry.path, "a local block was not what the index said; again, checking each");
                     earlier = Some(std::mem::take(&mut self.last_try));
                 }
@@ -506,6 +515,12 @@ impl Fetcher {
             .filter(|&i| matches!(plan[i as usize], Src::Net))
             .collect();
         let mut stream = self.stream_of(entry, wanted, holders)?;
+        // Received blocks too are left to the whole-file hash on a first
+        // try of a peer's download (there is a partial file to recheck).
+        let check_net = careful || partial.is_none();
+        if !check_net {
+            stream.unchecked();
+        }
         let (mut file, temp) = match &partial {
             Some(p) => (
                 std::fs::OpenOptions::new()
@@ -560,6 +575,7 @@ impl Fetcher {
                         let b = stream
                             .next_block()?
                             .ok_or_else(|| FetchError::Inconsistent(entry.path.clone()))?;
+                        unchecked |= !check_net;
                         (b, true)
                     }
                 };
@@ -639,7 +655,7 @@ impl Fetcher {
             }
         })?;
         if got != entry.sha256 && unchecked {
-            return Err(FetchError::LocalChanged(entry.path.clone()));
+            return Err(FetchError::Recheck(entry.path.clone()));
         }
         if got != entry.sha256 {
             if let Some(p) = &partial {
