@@ -427,6 +427,7 @@ impl Fetcher {
     /// files then costs no tracker round trip per file. If they all fail,
     /// the tracker is asked who else holds it. A larger file always asks
     /// the tracker, whose answer names every holder for the swarm.
+    ///
     /// What it returns is verified but not yet durable: [`Written::sync`]
     /// makes it so, on whichever thread the caller likes (a worker goes on
     /// to its next download meanwhile).
@@ -454,7 +455,7 @@ impl Fetcher {
                 Err(FetchError::LocalChanged(_) | FetchError::Recheck(_))
                     if std::mem::take(&mut look_again) =>
                 {
-                    debug!(path = %entry.path, "a local block was not what the index said; again, checking each");
+                    debug!(path = %entry.path, "the first try did not add up; again, checking each block");
                     earlier = Some(std::mem::take(&mut self.last_try));
                 }
                 done => {
@@ -565,7 +566,7 @@ impl Fetcher {
                         (Block::from(b), false)
                     }
                     Src::Local(file, off) => {
-                        let want = (careful).then_some(&entry.blocks[i]);
+                        let want = careful.then_some(&entry.blocks[i]);
                         let b = local.read_as(file, *off, len, want).ok_or_else(changed)?;
                         unchecked |= !careful;
                         reused += len;
@@ -602,7 +603,7 @@ impl Fetcher {
                 None => streamed.and_then(|()| Ok(sink.finish(size)?)),
             }
         } else {
-            // Verified blocks go, in order, to a thread that computes the
+            // Blocks go, in order, to a thread that computes the
             // whole-file hash, and on to one that writes those not already in
             // place, so hashing overlaps with waiting for the disk; a few
             // blocks queue between them (bounded memory).
