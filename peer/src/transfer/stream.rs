@@ -8,12 +8,16 @@
 //! another holder is sending, the stream's stall timeout when it is the
 //! last. Blocks come out in order; requests never run more than
 //! [`AHEAD`] windows past the first block not yet returned, which bounds
-//! memory however slow one holder is.
+//! memory however slow one holder is. When there is nothing new to ask
+//! for (the last blocks, or the bound reached), a holder with room asks
+//! again for a block another has kept waiting well past the usual reply
+//! time (each block once; the first reply wins), so one slow holder does
+//! not hold up the end of a download (BitTorrent's endgame).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use zync_net::{self as net, Context, Message, Socket};
 use zync_proto::{block_len, decode, encode, FileEntry, Hash, PeerInfo, PeerReply, PeerRequest};
 
@@ -30,14 +34,22 @@ pub const SWARM_STALL: Duration = Duration::from_secs(1);
 /// first block not yet returned.
 const AHEAD: usize = 2;
 
+/// A request is asked again of another holder once it has waited this
+/// long, and [`HEDGE_FACTOR`] times the usual reply time, with nothing new
+/// to ask for.
+const HEDGE_AFTER: Duration = Duration::from_millis(150);
+
+/// See [`HEDGE_AFTER`].
+const HEDGE_FACTOR: u32 = 4;
+
 /// One holder's connection and what it was asked.
 struct Source {
     /// Index into the stream's holders.
     holder: usize,
     endpoint: String,
     sock: Socket,
-    /// Requests in flight: id → block index.
-    asked: BTreeMap<u64, u64>,
+    /// Requests in flight: id → (block index, when asked).
+    asked: BTreeMap<u64, (u64, Instant)>,
     /// When it last sent anything (or was first asked).
     heard: Instant,
 }
@@ -75,6 +87,12 @@ pub struct BlockStream {
     /// Each block is checked against its hash as it arrives (else only its
     /// length: the whole-file hash will check it).
     check: bool,
+    /// Blocks asked of a second holder, one having kept them waiting.
+    hedged: BTreeSet<u64>,
+    /// Moving average of the time from request to verified reply.
+    reply_time: Option<Duration>,
+    /// Holders whose blocks were asked of another (logged once each).
+    slow: Vec<usize>,
 }
 
 impl BlockStream {
@@ -108,6 +126,9 @@ impl BlockStream {
             received: 0,
             last_failure: None,
             check: true,
+            hedged: BTreeSet::new(),
+            reply_time: None,
+            slow: Vec::new(),
         }
     }
 
@@ -206,7 +227,8 @@ impl BlockStream {
     }
 
     /// Tops up every source's window, the least busy first: blocks to ask
-    /// again, then new ones, never past the bound on what may wait.
+    /// again, then new ones, never past the bound on what may wait; then,
+    /// with nothing new to ask, blocks another source keeps waiting.
     fn ask(&mut self) {
         let limit = self.next_out + AHEAD * self.window * self.sources.len().max(1);
         let mut order: Vec<usize> = (0..self.sources.len()).collect();
@@ -229,27 +251,78 @@ impl BlockStream {
                         self.wanted[self.next_req - 1]
                     }
                 };
-                let req = PeerRequest::GetBlock {
-                    id: self.next_id,
-                    path: self.entry.path.clone(),
-                    sha256: self.entry.sha256,
-                    index,
-                };
-                let src = &mut self.sources[k];
-                if src.asked.is_empty() {
-                    src.heard = Instant::now();
+                if !self.send(k, index) {
+                    return; // indices moved; the next round tops up
                 }
-                match src.sock.send_frames([Vec::new(), encode(&req)]) {
-                    Ok(()) => {
-                        src.asked.insert(self.next_id, index);
-                        self.next_id += 1;
-                    }
-                    Err(e) => {
-                        self.retry.insert(index);
-                        self.drop_source(k, HolderError::Socket(e));
-                        return; // indices moved; the next round tops up
-                    }
+            }
+        }
+        let nothing_new = self.next_req >= self.wanted.len() || self.next_req >= limit;
+        if self.retry.is_empty() && nothing_new && self.sources.len() > 1 {
+            self.hedge();
+        }
+    }
+
+    /// Asks a source with room for each block another source has kept
+    /// waiting past the hedge time (each block once).
+    fn hedge(&mut self) {
+        let usual = self.reply_time.unwrap_or_default() * HEDGE_FACTOR;
+        let late_after = HEDGE_AFTER.max(usual);
+        let now = Instant::now();
+        let mut late: Vec<(u64, usize)> = Vec::new();
+        for (k, src) in self.sources.iter().enumerate() {
+            for &(index, asked_at) in src.asked.values() {
+                if now.duration_since(asked_at) >= late_after
+                    && !self.hedged.contains(&index)
+                    && !self.pending.contains_key(&index)
+                {
+                    late.push((index, k));
                 }
+            }
+        }
+        late.sort_unstable();
+        for (index, slow) in late {
+            let spare = (0..self.sources.len())
+                .filter(|&k| k != slow && self.sources[k].asked.len() < self.window)
+                .min_by_key(|&k| self.sources[k].asked.len());
+            let Some(k) = spare else { return };
+            let (slow_holder, to) = (self.sources[slow].holder, self.sources[k].holder);
+            if !self.slow.contains(&slow_holder) {
+                self.slow.push(slow_holder);
+                info!(event = %"hedged", path = %self.entry.path, peer = %self.holders[slow_holder].name,
+                      to = %self.holders[to].name, after_ms = late_after.as_millis() as u64,
+                      "a slow holder's blocks asked of another");
+            }
+            self.hedged.insert(index);
+            if !self.send(k, index) {
+                return;
+            }
+        }
+    }
+
+    /// Asks source `k` for block `index`; false if its socket failed (the
+    /// source is dropped and the block goes to the others).
+    fn send(&mut self, k: usize, index: u64) -> bool {
+        let req = PeerRequest::GetBlock {
+            id: self.next_id,
+            path: self.entry.path.clone(),
+            sha256: self.entry.sha256,
+            index,
+        };
+        let src = &mut self.sources[k];
+        let now = Instant::now();
+        if src.asked.is_empty() {
+            src.heard = now;
+        }
+        match src.sock.send_frames([Vec::new(), encode(&req)]) {
+            Ok(()) => {
+                src.asked.insert(self.next_id, (index, now));
+                self.next_id += 1;
+                true
+            }
+            Err(e) => {
+                self.retry.insert(index);
+                self.drop_source(k, HolderError::Socket(e));
+                false
             }
         }
     }
@@ -317,11 +390,16 @@ impl BlockStream {
         let src = &mut self.sources[k];
         let (index, at) = match decode::<PeerReply>(&body) {
             Ok(PeerReply::Block { id, index, data }) => {
-                let Some(asked) = src.asked.remove(&id) else {
+                let Some((asked, asked_at)) = src.asked.remove(&id) else {
                     debug!(id, "reply to a request no longer in flight ignored");
                     return Ok(());
                 };
                 src.heard = Instant::now();
+                let took = src.heard.duration_since(asked_at);
+                self.reply_time = Some(match self.reply_time {
+                    Some(avg) => (avg * 7 + took) / 8,
+                    None => took,
+                });
                 let want = self.entry.blocks.get(index as usize);
                 let len_ok = data.len() as u64 == block_len(self.entry.size, index);
                 let hash_ok = || want == Some(&Hash::of(&data));
@@ -334,7 +412,7 @@ impl BlockStream {
             }
             Ok(PeerReply::Pong) => return Ok(()),
             Ok(PeerReply::Error { id, kind, message }) => {
-                if let Some(asked) = src.asked.remove(&id) {
+                if let Some((asked, _)) = src.asked.remove(&id) {
                     self.retry.insert(asked);
                 }
                 return Err(HolderError::Refused { kind, message });
@@ -359,7 +437,7 @@ impl BlockStream {
     /// Drops source `k`: what it was asked goes to the others.
     fn drop_source(&mut self, k: usize, why: HolderError) {
         let src = self.sources.swap_remove(k);
-        for (_, index) in src.asked {
+        for (_, (index, _)) in src.asked {
             if !self.pending.contains_key(&index) {
                 self.retry.insert(index);
             }
