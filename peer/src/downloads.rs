@@ -86,9 +86,7 @@ impl Downloads {
         let was = d.state.clone();
         if matches!(was, State::Waiting(_) | State::Idle) {
             d.state = State::Queued;
-            if let State::Waiting(at) = was {
-                self.waiting.remove(&(at, path.clone()));
-            }
+            unlist(&mut self.queue, &mut self.waiting, &was, &path);
             self.queue.insert(path);
         }
     }
@@ -145,15 +143,7 @@ impl Downloads {
             // The worker's result decides; it comes back here if it fails.
             return Some(backoff);
         }
-        match d.state {
-            State::Queued => {
-                self.queue.remove(path);
-            }
-            State::Waiting(at) => {
-                self.waiting.remove(&(at, path.clone()));
-            }
-            _ => {}
-        }
+        unlist(&mut self.queue, &mut self.waiting, &d.state, path);
         d.state = State::Waiting(now + backoff);
         self.waiting.insert((now + backoff, path.clone()));
         Some(backoff)
@@ -209,15 +199,7 @@ impl Downloads {
             d.backoff = None;
             return;
         }
-        match d.state {
-            State::Queued => {
-                self.queue.remove(path);
-            }
-            State::Waiting(at) => {
-                self.waiting.remove(&(at, path.clone()));
-            }
-            _ => {}
-        }
+        unlist(&mut self.queue, &mut self.waiting, &d.state, path);
         self.paths.remove(path);
     }
 
@@ -265,6 +247,25 @@ impl Downloads {
     /// Downloads on workers now.
     pub fn active(&self) -> usize {
         self.active
+    }
+}
+
+/// Takes `path` off the queue or the backoff list, whichever `state` puts
+/// it on.
+fn unlist(
+    queue: &mut LinkedHashSet<RelPath>,
+    waiting: &mut BTreeSet<(Instant, RelPath)>,
+    state: &State,
+    path: &RelPath,
+) {
+    match state {
+        State::Queued => {
+            queue.remove(path);
+        }
+        State::Waiting(at) => {
+            waiting.remove(&(*at, path.clone()));
+        }
+        State::Active(_) | State::Idle => {}
     }
 }
 
