@@ -286,6 +286,7 @@ mod tests {
             version,
             deleted: false,
             modified_by: "them".into(),
+            lengths: Vec::new(),
         }
     }
 

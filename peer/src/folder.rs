@@ -43,8 +43,8 @@ pub struct ServedView {
 #[derive(Default)]
 struct Served {
     files: HashMap<RelPath, (Hash, u64)>,
-    /// Block hash → the served files holding it, with the block's index.
-    blocks: HashMap<Hash, Vec<(RelPath, u32)>>,
+    /// Block hash → the served files holding it, with the block's offset.
+    blocks: HashMap<Hash, Vec<(RelPath, u64)>>,
 }
 
 impl ServedView {
@@ -64,16 +64,16 @@ impl ServedView {
     }
 
     /// A served file holding a block with hash `block`, and the block's
-    /// index in it: where a download may read it instead of fetching it.
+    /// offset in it: where a download may read it instead of fetching it.
     /// The file may have changed since it was indexed, so what is read
     /// must be checked against `block`.
-    pub fn find_block(&self, block: &Hash) -> Option<(std::path::PathBuf, u32)> {
+    pub fn find_block(&self, block: &Hash) -> Option<(std::path::PathBuf, u64)> {
         let m = self.map.read().ok()?;
-        let (path, index) = m.blocks.get(block)?.first()?;
-        Some((self.root.file(path), *index))
+        let (path, at) = m.blocks.get(block)?.first()?;
+        Some((self.root.file(path), *at))
     }
 
-    fn set(&self, path: &RelPath, old: &[Hash], served: Option<(Hash, u64, &[Hash])>) {
+    fn set(&self, path: &RelPath, old: &[Hash], served: Option<&FileEntry>) {
         let Ok(mut m) = self.map.write() else { return };
         for b in old {
             if let Some(at) = m.blocks.get_mut(b) {
@@ -84,12 +84,12 @@ impl ServedView {
             }
         }
         match served {
-            Some((sha256, size, blocks)) => {
-                m.files.insert(path.clone(), (sha256, size));
-                for (i, b) in blocks.iter().enumerate() {
+            Some(e) => {
+                m.files.insert(path.clone(), (e.sha256, e.size));
+                for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
                     let at = m.blocks.entry(*b).or_default();
                     if !at.iter().any(|(p, _)| p == path) {
-                        at.push((path.clone(), i as u32));
+                        at.push((path.clone(), offset));
                     }
                 }
             }
@@ -157,12 +157,8 @@ pub struct Folder {
     saves_stopped: bool,
 }
 
-fn served(le: &LocalEntry) -> Option<(Hash, u64, &[Hash])> {
-    (!le.entry.deleted && le.stat.is_some()).then_some((
-        le.entry.sha256,
-        le.entry.size,
-        le.entry.blocks.as_slice(),
-    ))
+fn served(le: &LocalEntry) -> Option<&FileEntry> {
+    (!le.entry.deleted && le.stat.is_some()).then_some(&le.entry)
 }
 
 impl Folder {
@@ -465,6 +461,7 @@ mod tests {
             version: VersionVector::new(),
             deleted,
             modified_by: "p1".into(),
+            lengths: Vec::new(),
         }
     }
 

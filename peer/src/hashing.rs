@@ -1,8 +1,11 @@
-//! Hashing local files in one streaming pass: whole-file SHA-256 and one
-//! SHA-256 per [`BLOCK_SIZE`] block. Small files use one reused buffer; from
-//! [`PARALLEL_FROM`] bytes the whole-file hash runs on a second thread fed
-//! the same buffers (a few, recycled), so the two SHA-256 passes over a large
-//! file take about half the wall time on two cores.
+//! Hashing local files in one streaming pass: whole-file SHA-256, the cut
+//! into content-defined chunks ([`next_cut`]: FastCDC, 64 KiB / 256 KiB /
+//! 1 MiB) and one SHA-256 per chunk. A file under [`PARALLEL_FROM`] bytes is
+//! read whole into one buffer and done on the calling thread; a larger one
+//! streams through a few recycled buffers, cut on the reading thread while
+//! the chunk hashes and the whole-file hash run on two more, so on two
+//! cores the three passes over a large file take about the time of one
+//! SHA-256 pass and a half.
 //!
 //! [`Hashers`] run that off the engine's thread: a small pool that hashes
 //! what it is sent and hands each result back, so a large file being hashed
@@ -12,10 +15,11 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zync_proto::{Hash, BLOCK_SIZE};
+use zync_proto::{FileEntry, Hash, BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
 /// What the file system says about a file, enough to notice it changed
 /// without reading it.
@@ -47,8 +51,11 @@ pub struct Hashed {
     pub stat: Stat,
     /// Whole-content hash.
     pub sha256: Hash,
-    /// Per-block hashes.
+    /// Per-chunk hashes.
     pub blocks: Vec<Hash>,
+    /// Per-chunk lengths, in [`FileEntry::canonical_lengths`] form (none
+    /// when the chunks fall on the fixed block boundaries).
+    pub lengths: Vec<u32>,
 }
 
 /// Why hashing did not produce a result.
@@ -62,8 +69,49 @@ pub enum HashError {
     Unstable,
 }
 
-/// Files at least this large are hashed on two threads.
+/// Files at least this large are streamed and hashed on three threads;
+/// smaller ones are read whole, into one buffer.
 pub const PARALLEL_FROM: u64 = 8 * BLOCK_SIZE;
+
+/// The length of the chunk `data` starts with: FastCDC's 2020 cutter
+/// (normalization level 1) with chunks of [`MIN_BLOCK_SIZE`] to
+/// [`MAX_BLOCK_SIZE`] bytes, [`BLOCK_SIZE`] on average. `data` must hold at
+/// least [`MAX_BLOCK_SIZE`] bytes unless it is the rest of the file; cut
+/// points then depend only on the content, so an insertion moves one or two
+/// of them and every other chunk keeps its hash.
+pub fn next_cut(data: &[u8]) -> usize {
+    use fastcdc::v2020::{cut, MASKS};
+    // log2(BLOCK_SIZE) = 18; level 1 takes one bit either side.
+    const BITS: usize = BLOCK_SIZE.trailing_zeros() as usize;
+    let (small, large) = (MASKS[BITS + 1], MASKS[BITS - 1]);
+    let (_, n) = cut(
+        data,
+        MIN_BLOCK_SIZE as usize,
+        BLOCK_SIZE as usize,
+        MAX_BLOCK_SIZE as usize,
+        small,
+        large,
+        small << 1,
+        large << 1,
+    );
+    n
+}
+
+/// The chunk hashes and (canonical) lengths of `data`, a whole file's content.
+pub fn chunks_of(data: &[u8]) -> (Vec<Hash>, Vec<u32>) {
+    let (mut blocks, mut lengths) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    while at < data.len() {
+        let n = next_cut(&data[at..]);
+        blocks.push(Hash::of(&data[at..at + n]));
+        lengths.push(n as u32);
+        at += n;
+    }
+    (
+        blocks,
+        FileEntry::canonical_lengths(data.len() as u64, lengths),
+    )
+}
 
 /// A file modified this shortly before it is hashed is not hashed yet (see
 /// [`hash_file`]): more than the coarse clock tick file times are kept in
@@ -87,11 +135,10 @@ pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
     if (0..RACY.as_nanos() as i64).contains(&age_ns) {
         return Err(HashError::Unstable);
     }
-    let mut blocks = Vec::with_capacity(before.size.div_ceil(BLOCK_SIZE).min(1 << 20) as usize);
-    let (sha256, total) = if before.size >= PARALLEL_FROM {
-        hash_parallel(&mut f, &mut blocks)?
+    let (sha256, blocks, lengths, total) = if before.size >= PARALLEL_FROM {
+        hash_parallel(&mut f)?
     } else {
-        hash_inline(&mut f, &mut blocks)?
+        hash_inline(&mut f, before.size)?
     };
     let after = Stat::of(&std::fs::metadata(path)?);
     if after != before || total != before.size {
@@ -101,68 +148,117 @@ pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
         stat: before,
         sha256,
         blocks,
+        lengths: FileEntry::canonical_lengths(total, lengths),
     })
 }
 
-/// Both hashes on this thread, one buffer. Returns (whole hash, bytes read).
-fn hash_inline(f: &mut File, blocks: &mut Vec<Hash>) -> io::Result<(Hash, u64)> {
-    let mut whole = Sha256::new();
-    let mut buf = vec![0u8; BLOCK_SIZE as usize];
-    let mut total = 0u64;
-    loop {
-        let n = read_full(f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        whole.update(&buf[..n]);
-        blocks.push(Hash::of(&buf[..n]));
-        if n < buf.len() {
-            break;
-        }
+/// Chunk hashes, chunk lengths, the whole hash, and bytes read.
+type Cut = (Hash, Vec<Hash>, Vec<u32>, u64);
+
+/// A small file, whole in one buffer, on this thread.
+fn hash_inline(f: &mut File, size: u64) -> io::Result<Cut> {
+    // One byte more than the stat said, to see a file that grew.
+    let mut buf = vec![0u8; size as usize + 1];
+    let n = read_full(f, &mut buf)?;
+    let data = &buf[..n];
+    let (mut blocks, mut lengths) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    while at < n {
+        let len = next_cut(&data[at..]);
+        blocks.push(Hash::of(&data[at..at + len]));
+        lengths.push(len as u32);
+        at += len;
     }
-    Ok((whole.into(), total))
+    Ok((Hash::of(data), blocks, lengths, n as u64))
 }
 
-/// Block hashes here, the whole-file hash on a scoped second thread; four
-/// buffers go round between them.
-fn hash_parallel(f: &mut File, blocks: &mut Vec<Hash>) -> io::Result<(Hash, u64)> {
+/// Bytes read from the file per buffer, past the uncut tail of the last.
+const READ: usize = 2 * 1024 * 1024;
+
+/// A buffer shared by the two hashing threads; the last to let go of it
+/// hands it back to the reader.
+struct Shared {
+    buf: Vec<u8>,
+    free: crossbeam_channel::Sender<Vec<u8>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.free.send(std::mem::take(&mut self.buf));
+    }
+}
+
+/// A large file, streamed: this thread reads and cuts, one scoped thread
+/// hashes the chunks and another the whole content, with a few buffers
+/// going round. The bytes after a buffer's last cut (less than one chunk)
+/// start the next buffer.
+fn hash_parallel(f: &mut File) -> io::Result<Cut> {
     const BUFFERS: usize = 4;
-    let (full_tx, full_rx) = crossbeam_channel::bounded::<(Vec<u8>, usize)>(BUFFERS);
+    let cap = READ + MAX_BLOCK_SIZE as usize;
     let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(BUFFERS);
+    let (chunks_tx, chunks_rx) =
+        crossbeam_channel::bounded::<(Arc<Shared>, Vec<(usize, usize)>)>(2);
+    let (whole_tx, whole_rx) = crossbeam_channel::bounded::<(Arc<Shared>, usize)>(2);
     for _ in 0..BUFFERS {
-        let _ = free_tx.send(vec![0u8; BLOCK_SIZE as usize]);
+        let _ = free_tx.send(vec![0u8; cap]);
     }
     std::thread::scope(|s| {
         let whole = s.spawn(move || {
             let mut h = Sha256::new();
-            for (buf, n) in full_rx {
-                h.update(&buf[..n]);
-                let _ = free_tx.send(buf);
+            for (shared, end) in whole_rx {
+                h.update(&shared.buf[..end]);
             }
             Hash::from(h)
         });
+        let chunks = s.spawn(move || {
+            let (mut blocks, mut lengths) = (Vec::new(), Vec::new());
+            for (shared, spans) in chunks_rx {
+                for (at, len) in spans {
+                    blocks.push(Hash::of(&shared.buf[at..at + len]));
+                    lengths.push(len as u32);
+                }
+            }
+            (blocks, lengths)
+        });
         let mut total = 0u64;
         let read = (|| {
+            let mut prev: Option<(Arc<Shared>, usize, usize)> = None;
             while let Ok(mut buf) = free_rx.recv() {
-                let n = read_full(f, &mut buf)?;
-                if n == 0 {
+                let tail = match prev.take() {
+                    Some((shared, from, to)) => {
+                        buf[..to - from].copy_from_slice(&shared.buf[from..to]);
+                        to - from
+                    }
+                    None => 0,
+                };
+                let got = read_full(f, &mut buf[tail..tail + READ])?;
+                total += got as u64;
+                let (n, end_of_file) = (tail + got, got < READ);
+                let mut spans = Vec::with_capacity(n / BLOCK_SIZE as usize + 1);
+                let mut at = 0;
+                while at < n && (end_of_file || n - at >= MAX_BLOCK_SIZE as usize) {
+                    let len = next_cut(&buf[at..n]);
+                    spans.push((at, len));
+                    at += len;
+                }
+                let shared = Arc::new(Shared {
+                    buf,
+                    free: free_tx.clone(),
+                });
+                let sent = chunks_tx.send((shared.clone(), spans)).is_ok()
+                    && whole_tx.send((shared.clone(), at)).is_ok();
+                if !sent || end_of_file {
                     break;
                 }
-                total += n as u64;
-                blocks.push(Hash::of(&buf[..n]));
-                let last = n < buf.len();
-                if full_tx.send((buf, n)).is_err() || last {
-                    break;
-                }
+                prev = Some((shared, at, n));
             }
             Ok(())
         })();
-        drop(full_tx); // ends the hashing thread
-        let whole = whole
-            .join()
-            .map_err(|_| io::Error::other("hashing thread panicked"))?;
-        read.map(|()| (whole, total))
+        drop((chunks_tx, whole_tx)); // ends the hashing threads
+        let panicked = || io::Error::other("hashing thread panicked");
+        let whole = whole.join().map_err(|_| panicked())?;
+        let (blocks, lengths) = chunks.join().map_err(|_| panicked())?;
+        read.map(|()| (whole, blocks, lengths, total))
     })
 }
 
@@ -238,17 +334,81 @@ mod tests {
             p,
             p + 1,
             3 * p + b / 2,
+            READ + MAX_BLOCK_SIZE as usize,
         ] {
-            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let data = noise(size);
             let p = dir.path().join(format!("f{size}"));
             std::fs::write(&p, &data).unwrap();
             settle(&p);
             let h = hash_file(&p).unwrap();
             assert_eq!(h.sha256, Hash::of(&data), "size {size}");
             assert_eq!(h.stat.size, size as u64);
-            let want: Vec<Hash> = data.chunks(b).map(Hash::of).collect();
-            assert_eq!(h.blocks, want, "size {size}");
+            let (blocks, lengths) = chunks_of(&data);
+            assert_eq!(h.blocks, blocks, "size {size}");
+            assert_eq!(h.lengths, lengths, "size {size}");
+            let whole: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
+                &data,
+                MIN_BLOCK_SIZE as u32,
+                BLOCK_SIZE as u32,
+                MAX_BLOCK_SIZE as u32,
+            )
+            .map(|c| (c.offset, c.length))
+            .collect();
+            let ours: Vec<(usize, usize)> = entry_of(&h)
+                .spans()
+                .map(|(o, n)| (o as usize, n as usize))
+                .collect();
+            assert_eq!(ours, whole, "the crate's own cut of size {size}");
         }
+        // Content with no cut point (zeros) is cut at the largest chunk.
+        let zeros = vec![0u8; 3 * MAX_BLOCK_SIZE as usize + 5];
+        let p = dir.path().join("zeros");
+        std::fs::write(&p, &zeros).unwrap();
+        settle(&p);
+        let h = hash_file(&p).unwrap();
+        let m = MAX_BLOCK_SIZE as u32;
+        assert_eq!(h.lengths, [m, m, m, 5]);
+        assert_eq!(entry_of(&h).spans().count(), 4);
+    }
+
+    /// Incompressible bytes, the same for the same size.
+    fn noise(size: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ size as u64;
+        (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn entry_of(h: &Hashed) -> FileEntry {
+        FileEntry {
+            path: zync_proto::RelPath::new("f").unwrap(),
+            size: h.stat.size,
+            mtime_ns: h.stat.mtime_ns,
+            sha256: h.sha256,
+            blocks: h.blocks.clone(),
+            version: Default::default(),
+            deleted: false,
+            modified_by: String::new(),
+            lengths: h.lengths.clone(),
+        }
+    }
+
+    #[test]
+    fn an_insertion_keeps_every_chunk_but_one_or_two() {
+        let old = noise(8 << 20);
+        let mut new = old[..3 << 20].to_vec();
+        new.extend_from_slice(b"inserted");
+        new.extend_from_slice(&old[3 << 20..]);
+        let (a, _) = chunks_of(&old);
+        let (b, _) = chunks_of(&new);
+        let kept = b.iter().filter(|h| a.contains(h)).count();
+        assert!(kept + 2 >= b.len(), "{kept} of {} chunks kept", b.len());
+        assert!(b.len() > 8, "cut into chunks: {}", b.len());
     }
 
     /// Moves a file's mtime a second back, as if it was written a while ago.

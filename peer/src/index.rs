@@ -459,6 +459,7 @@ mod tests {
             version,
             deleted: false,
             modified_by: "me".into(),
+            lengths: Vec::new(),
         };
         let st = Stat {
             size: 0,
@@ -513,6 +514,7 @@ mod tests {
             version,
             deleted: false,
             modified_by: by.into(),
+            lengths: Vec::new(),
         }
     }
 

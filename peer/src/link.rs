@@ -15,7 +15,7 @@ use zync_net::{Context, NetError, Shutdown, Socket, TrackerClient};
 /// What the links tell the engine.
 pub enum LinkEvent {
     /// A notification from the tracker's PUB socket.
-    Note(Notification),
+    Note(Box<Notification>),
     /// Heartbeats stopped getting answers. `generation` is the
     /// [`Registration::generation`] the failing heartbeat was sent under.
     TrackerLost {
@@ -95,7 +95,7 @@ pub fn subscriber(
         while let Ok(Some(bytes)) = sock.try_recv_body() {
             match decode::<Notification>(&bytes) {
                 Ok(n) => {
-                    if out.send(LinkEvent::Note(n)).is_err() {
+                    if out.send(LinkEvent::Note(Box::new(n))).is_err() {
                         return;
                     }
                 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 use zync_proto::{
-    block_len, decode, encode, ErrorKind, Hash, PeerReply, PeerRequest, RelPath, BLOCK_SIZE,
+    decode, encode, ErrorKind, Hash, PeerReply, PeerRequest, RelPath, MAX_BLOCK_SIZE,
 };
 
 use zync_net::{Context, Shutdown, Socket};
@@ -94,7 +94,9 @@ impl BlockServer {
                 path,
                 sha256,
                 index,
-            } => match self.read_block(&path, sha256, index) {
+                offset,
+                len,
+            } => match self.read_block(&path, sha256, offset, len) {
                 Ok(data) => PeerReply::Block {
                     id,
                     index,
@@ -109,7 +111,8 @@ impl BlockServer {
         &mut self,
         path: &RelPath,
         sha256: Hash,
-        index: u64,
+        offset: u64,
+        len: u64,
     ) -> Result<Vec<u8>, (ErrorKind, String)> {
         let (have, size) = self
             .servable
@@ -121,9 +124,10 @@ impl BlockServer {
                 format!("{path} has other content here ({})", have.short()),
             ));
         }
-        let len = block_len(size, index);
-        if len == 0 {
-            return Err((ErrorKind::Invalid, format!("{path} has no block {index}")));
+        let within = offset.checked_add(len).is_some_and(|end| end <= size);
+        if len == 0 || len > MAX_BLOCK_SIZE || !within {
+            let why = format!("{path}: no block of {len} bytes at {offset} in {size}");
+            return Err((ErrorKind::Invalid, why));
         }
         let pos = self
             .open
@@ -148,7 +152,7 @@ impl BlockServer {
         let mut buf = Vec::with_capacity(len as usize);
         let mut file = &self.open[pos].2;
         let read = file
-            .seek(SeekFrom::Start(index * BLOCK_SIZE))
+            .seek(SeekFrom::Start(offset))
             .and_then(|_| file.take(len).read_to_end(&mut buf));
         match read {
             Ok(n) if n as u64 == len => Ok(buf),

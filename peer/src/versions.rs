@@ -447,6 +447,7 @@ impl Versions {
                 version: Default::default(),
                 deleted: false,
                 modified_by: String::new(),
+                lengths: Vec::new(),
             };
             self.keep_linked(root, &now, "restore", Reason::RestoredOver)
                 .map_err(io_err(&target))?;
@@ -564,6 +565,7 @@ mod tests {
             version: Default::default(),
             deleted: false,
             modified_by: String::new(),
+            lengths: Vec::new(),
         }
     }
 

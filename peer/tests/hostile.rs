@@ -175,7 +175,7 @@ fn peer_rejects_garbage_and_keeps_serving() {
         peer_error(&ask(&ctx, &ep, b"\x00\x01garbage")),
         ErrorKind::Malformed
     );
-    let future = rmp_serde::to_vec(&(2u16, "GetBlock")).unwrap();
+    let future = rmp_serde::to_vec(&(zync_proto::PROTOCOL_VERSION + 1, "GetBlock")).unwrap();
     assert_eq!(peer_error(&ask(&ctx, &ep, &future)), ErrorKind::BadVersion);
     // A well-formed request for something it does not have.
     let req = PeerRequest::GetBlock {
@@ -183,6 +183,8 @@ fn peer_rejects_garbage_and_keeps_serving() {
         path: RelPath::new("nothing").unwrap(),
         sha256: Hash::EMPTY,
         index: 0,
+        offset: 0,
+        len: 1,
     };
     assert_eq!(
         peer_error(&ask(&ctx, &ep, &encode(&req))),
@@ -196,6 +198,8 @@ fn peer_rejects_garbage_and_keeps_serving() {
             path: &'a str,
             sha256: &'a serde_bytes_ref::Bytes,
             index: u64,
+            offset: u64,
+            len: u64,
         },
     }
     mod serde_bytes_ref {
@@ -212,6 +216,8 @@ fn peer_rejects_garbage_and_keeps_serving() {
         path: "../../../../etc/passwd",
         sha256: &h,
         index: 0,
+        offset: 0,
+        len: 1,
     });
     assert_eq!(peer_error(&ask(&ctx, &ep, &raw)), ErrorKind::Invalid);
     assert!(matches!(
@@ -224,7 +230,8 @@ fn peer_rejects_garbage_and_keeps_serving() {
 }
 
 /// A fake peer that registers with the tracker as a holder of `entry` and
-/// heartbeats, but answers block requests as `answer` says (`None`: never).
+/// heartbeats, but answers block requests as `answer(len, index)` says
+/// (`None`: never).
 struct FakeHolder {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -244,7 +251,6 @@ impl FakeHolder {
         let router = ctx.router("tcp://127.0.0.1:*").unwrap();
         let endpoint = router.endpoint().unwrap();
         let tracker_ep = format!("tcp://{}", c.tracker_addr());
-        let size = entry.size;
         let reg = TrackerRequest::Register {
             name: name.into(),
             device: 66,
@@ -279,9 +285,11 @@ impl FakeHolder {
                     continue;
                 };
                 let body = frames.pop().unwrap();
-                if let Ok(PeerRequest::GetBlock { id, index, .. }) = decode::<PeerRequest>(&body) {
+                if let Ok(PeerRequest::GetBlock { id, index, len, .. }) =
+                    decode::<PeerRequest>(&body)
+                {
                     asked2.fetch_add(1, Ordering::Relaxed);
-                    if let Some(data) = answer(size, index) {
+                    if let Some(data) = answer(len, index) {
                         frames.push(encode(&PeerReply::Block {
                             id,
                             index,
@@ -325,15 +333,17 @@ fn entry_of(c: &Cluster, path: &str, body: &[u8]) -> FileEntry {
         .unwrap();
     let mut version = VersionVector::new();
     version.bump("p1");
+    let (blocks, lengths) = zync_peer::hashing::chunks_of(body);
     FileEntry {
         path: RelPath::new(path).unwrap(),
         size: body.len() as u64,
         mtime_ns: row["mtime_ns"].as_i64().unwrap(),
         sha256: Hash::of(body),
-        blocks: body.chunks(BLOCK_SIZE as usize).map(Hash::of).collect(),
+        blocks,
         version,
         deleted: false,
         modified_by: "p1".into(),
+        lengths,
     }
 }
 
@@ -354,12 +364,9 @@ fn bad_holder_is_skipped_for_a_good_one() {
     fs::write(c.dir(0).join("shared.bin"), &body).unwrap();
     listed(&c, "shared.bin");
     // "a-evil" sorts before "p1", so it is asked first.
-    let liar = FakeHolder::start(
-        &c,
-        "a-evil",
-        entry_of(&c, "shared.bin", &body),
-        |size, index| Some(vec![0xEE; zync_proto::block_len(size, index) as usize]),
-    );
+    let liar = FakeHolder::start(&c, "a-evil", entry_of(&c, "shared.bin", &body), |len, _| {
+        Some(vec![0xEE; len as usize])
+    });
     c.add_peer("p2");
     wait_for(
         CONVERGE,

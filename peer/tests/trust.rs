@@ -135,6 +135,8 @@ fn crafted_plaintext_messages_to_every_socket_get_no_answer() {
             path: zync_proto::RelPath::new("keep.txt").unwrap(),
             sha256: zync_proto::Hash::of(b"keep me"),
             index: 0,
+            offset: 0,
+            len: 7,
         }),
     );
     // And the members carry on, with the file where it was.

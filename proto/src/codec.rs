@@ -134,7 +134,51 @@ mod tests {
             version,
             deleted: false,
             modified_by: "p1".into(),
+            lengths: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_entry_without_lengths_is_one_of_fixed_blocks_in_either_encoding() {
+        // What protocol 1 and a version 1 index wrote: no `lengths` at all,
+        // by name (messages, the index file) or by position (the journal).
+        #[derive(Serialize)]
+        struct Old<'a> {
+            path: &'a str,
+            size: u64,
+            mtime_ns: i64,
+            sha256: Hash,
+            blocks: Vec<Hash>,
+            version: VersionVector,
+            deleted: bool,
+            modified_by: &'a str,
+        }
+        let e = sample_entry();
+        let old = Old {
+            path: e.path.as_str(),
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            sha256: e.sha256,
+            blocks: e.blocks.clone(),
+            version: e.version.clone(),
+            deleted: e.deleted,
+            modified_by: &e.modified_by,
+        };
+        let named: FileEntry =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        let positional: FileEntry =
+            rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(named, e);
+        assert_eq!(positional, e);
+        // And an entry of fixed blocks is still written without it.
+        assert_eq!(
+            rmp_serde::to_vec_named(&e).unwrap(),
+            rmp_serde::to_vec_named(&old).unwrap()
+        );
+        let mut cut = e.clone();
+        cut.lengths = vec![3];
+        let back: FileEntry = rmp_serde::from_slice(&rmp_serde::to_vec(&cut).unwrap()).unwrap();
+        assert_eq!(back, cut);
     }
 
     fn all_messages() -> Vec<Vec<u8>> {
@@ -227,6 +271,8 @@ mod tests {
                 path: e.path.clone(),
                 sha256: e.sha256,
                 index: 0,
+                offset: 0,
+                len: 3,
             }),
             encode(&PeerRequest::Ping),
             encode(&PeerReply::Block {
@@ -276,26 +322,26 @@ mod tests {
 
     #[test]
     fn golden_bytes_are_stable() {
-        // [1, {"Heartbeat": {"name": "p1", "device": 9}}]
+        // [2, {"Heartbeat": {"name": "p1", "device": 9}}]
         assert_eq!(
             hex::encode(encode(&TrackerRequest::Heartbeat {
                 name: "p1".into(),
                 device: 9
             })),
-            "9201 81a9486561727462656174 82a46e616d65a27031a6646576696365 09".replace(' ', "")
+            "9202 81a9486561727462656174 82a46e616d65a27031a6646576696365 09".replace(' ', "")
         );
-        // [1, "List"]
-        // [1, {"List": {"after": nil}}]
+        // [2, "List"]
+        // [2, {"List": {"after": nil}}]
         assert_eq!(
             hex::encode(encode(&TrackerRequest::List { after: None })),
-            "9201 81a44c697374 81a56166746572 c0".replace(' ', "")
+            "9202 81a44c697374 81a56166746572 c0".replace(' ', "")
         );
-        // [1, {"Find": {"sha256": bin 32}}]
+        // [2, {"Find": {"sha256": bin 32}}]
         assert_eq!(
             hex::encode(encode(&TrackerRequest::Find {
                 sha256: Hash::from_hex(&"ab".repeat(32)).unwrap()
             })),
-            format!("9201 81a446696e64 81a6736861323536 c420{}", "ab".repeat(32)).replace(' ', "")
+            format!("9202 81a446696e64 81a6736861323536 c420{}", "ab".repeat(32)).replace(' ', "")
         );
         // Block data travels as a MessagePack bin, not an array of integers.
         let b = encode(&PeerReply::Block {
@@ -348,10 +394,11 @@ mod tests {
 
     #[test]
     fn rejects_wrong_version_before_looking_at_the_body() {
-        let msg = rmp_serde::to_vec_named(&(2u16, TrackerRequest::List { after: None })).unwrap();
+        // Version 1, whose GetBlock meant a fixed block.
+        let msg = rmp_serde::to_vec_named(&(1u16, TrackerRequest::List { after: None })).unwrap();
         assert!(matches!(
             decode::<TrackerRequest>(&msg),
-            Err(DecodeError::BadVersion { got: 2 })
+            Err(DecodeError::BadVersion { got: 1 })
         ));
         let future = rmp_serde::to_vec(&(99u16, "SomethingNew", [1, 2, 3])).unwrap();
         let err = decode::<TrackerRequest>(&future).unwrap_err();
@@ -455,6 +502,7 @@ mod tests {
                     path, size, mtime_ns, sha256: Hash::of(&size.to_le_bytes()),
                     blocks: vec![Hash::EMPTY; (size % 7) as usize], version, deleted,
                     modified_by: "x".into(),
+                    lengths: vec![7; (size % 5) as usize],
                 };
                 let msg = TrackerRequest::Update { name: "n".into(), device: 1, files: vec![e] };
                 prop_assert_eq!(decode::<TrackerRequest>(&encode(&msg)).unwrap(), msg);

@@ -2,7 +2,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Causality, Hash, RelPath, VersionVector, BLOCK_SIZE};
+use crate::{Causality, Hash, RelPath, VersionVector, BLOCK_SIZE, MAX_BLOCK_SIZE};
 
 /// One version of one file, as the cluster knows it: metadata only.
 ///
@@ -18,7 +18,9 @@ pub struct FileEntry {
     pub mtime_ns: i64,
     /// SHA-256 of the whole content.
     pub sha256: Hash,
-    /// SHA-256 of each [`BLOCK_SIZE`] block, in order; empty for an empty file.
+    /// SHA-256 of each block, in order; empty for an empty file. A block
+    /// is a content-defined chunk whose length `lengths` gives, or, when
+    /// `lengths` is empty, [`BLOCK_SIZE`] bytes (the last may be shorter).
     pub blocks: Vec<Hash>,
     /// The version this entry is.
     pub version: VersionVector,
@@ -26,6 +28,13 @@ pub struct FileEntry {
     pub deleted: bool,
     /// Name of the peer that made this version.
     pub modified_by: String,
+    /// Length of each block, when the blocks are not all [`BLOCK_SIZE`]
+    /// long: one per hash in `blocks`, each 1 to [`MAX_BLOCK_SIZE`], adding
+    /// up to `size`. Empty for fixed blocks (every entry of protocol 1, and
+    /// any file whose chunks fall on the fixed boundaries, such as a small
+    /// one); see [`FileEntry::canonical_lengths`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lengths: Vec<u32>,
 }
 
 /// What a peer should do with a remote version of a file it also knows.
@@ -49,12 +58,52 @@ impl FileEntry {
     }
 
     /// True when the metadata is self-consistent: a tombstone has no content,
-    /// and the block list has exactly one hash per block of `size`.
+    /// and the block list has exactly one hash per block of `size` (fixed
+    /// blocks), or one hash and one length per chunk, the lengths within
+    /// bounds and adding up to `size`.
     pub fn is_consistent(&self) -> bool {
         if self.deleted {
-            return self.size == 0 && self.blocks.is_empty();
+            return self.size == 0 && self.blocks.is_empty() && self.lengths.is_empty();
         }
-        Self::block_count_for(self.size) == self.blocks.len() as u64
+        if self.lengths.is_empty() {
+            return Self::block_count_for(self.size) == self.blocks.len() as u64;
+        }
+        self.lengths.len() == self.blocks.len()
+            && self
+                .lengths
+                .iter()
+                .all(|&n| n > 0 && u64::from(n) <= MAX_BLOCK_SIZE)
+            && self.lengths.iter().map(|&n| u64::from(n)).sum::<u64>() == self.size
+    }
+
+    /// Each block's `(offset, length)` in the file, in order (for a
+    /// consistent entry).
+    pub fn spans(&self) -> Spans<'_> {
+        Spans {
+            size: self.size,
+            lengths: &self.lengths,
+            count: self.blocks.len(),
+            index: 0,
+            at: 0,
+        }
+    }
+
+    /// The chunk lengths to store for a file of `size` bytes cut into
+    /// `lengths`: none when they fall on the fixed [`BLOCK_SIZE`]
+    /// boundaries, so such entries (every small file) stay as compact as
+    /// protocol 1's and equal to them.
+    pub fn canonical_lengths(size: u64, lengths: Vec<u32>) -> Vec<u32> {
+        let count = Self::block_count_for(size);
+        let fixed = lengths.len() as u64 == count
+            && lengths
+                .iter()
+                .enumerate()
+                .all(|(i, &n)| u64::from(n) == block_len(size, i as u64));
+        if fixed {
+            Vec::new()
+        } else {
+            lengths
+        }
     }
 
     /// True when both entries describe the same content (or both are tombstones).
@@ -90,6 +139,7 @@ impl FileEntry {
         128 + self.path.as_str().len()
             + self.modified_by.len()
             + 34 * self.blocks.len()
+            + 5 * self.lengths.len()
             + self
                 .version
                 .iter()
@@ -111,11 +161,46 @@ impl FileEntry {
     }
 }
 
-/// Length of block `index` of a file of `size` bytes (0 past the end).
-pub fn block_len(size: u64, index: u64) -> u64 {
+/// Length of fixed block `index` of a file of `size` bytes (0 past the end).
+fn block_len(size: u64, index: u64) -> u64 {
     let start = index.saturating_mul(BLOCK_SIZE);
     size.saturating_sub(start).min(BLOCK_SIZE)
 }
+
+/// The `(offset, length)` of each block of an entry: see [`FileEntry::spans`].
+#[derive(Clone, Debug)]
+pub struct Spans<'a> {
+    size: u64,
+    lengths: &'a [u32],
+    count: usize,
+    index: usize,
+    at: u64,
+}
+
+impl Iterator for Spans<'_> {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        if self.index >= self.count {
+            return None;
+        }
+        let len = match self.lengths.get(self.index) {
+            Some(&n) => u64::from(n),
+            None => block_len(self.size, self.index as u64),
+        };
+        let span = (self.at, len);
+        self.index += 1;
+        self.at += len;
+        Some(span)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.count - self.index;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Spans<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -147,6 +232,7 @@ mod tests {
             version,
             deleted: false,
             modified_by: by.into(),
+            lengths: Vec::new(),
         }
     }
 
@@ -160,6 +246,53 @@ mod tests {
         assert_eq!(block_len(BLOCK_SIZE + 1, 1), 1);
         assert_eq!(block_len(BLOCK_SIZE + 1, 2), 0);
         assert_eq!(block_len(10, u64::MAX), 0);
+    }
+
+    #[test]
+    fn spans_of_fixed_blocks_and_of_chunks() {
+        let mut e = entry("f", "a", &[("a", 1)], 0, b"x");
+        e.size = 2 * BLOCK_SIZE + 5;
+        e.blocks = vec![Hash::of(b"x"); 3];
+        let fixed: Vec<_> = e.spans().collect();
+        assert_eq!(
+            fixed,
+            [
+                (0, BLOCK_SIZE),
+                (BLOCK_SIZE, BLOCK_SIZE),
+                (2 * BLOCK_SIZE, 5)
+            ]
+        );
+        assert!(e.is_consistent());
+        e.lengths = vec![100_000, 200_000, (2 * BLOCK_SIZE + 5 - 300_000) as u32];
+        assert!(e.is_consistent());
+        let cut: Vec<_> = e.spans().collect();
+        assert_eq!(cut[1], (100_000, 200_000));
+        assert_eq!(cut[2].0 + cut[2].1, e.size);
+        // Lengths that do not add up, miss a block or exceed the bound are
+        // not an entry anyone may act on.
+        e.lengths[2] += 1;
+        assert!(!e.is_consistent());
+        e.lengths.pop();
+        assert!(!e.is_consistent());
+        e.size = MAX_BLOCK_SIZE + 1;
+        e.blocks = vec![Hash::of(b"x")];
+        e.lengths = vec![(MAX_BLOCK_SIZE + 1) as u32];
+        assert!(!e.is_consistent());
+        e.lengths = vec![0];
+        e.size = 0;
+        assert!(!e.is_consistent());
+    }
+
+    #[test]
+    fn chunks_on_the_fixed_boundaries_are_stored_as_fixed_blocks() {
+        let b = BLOCK_SIZE as u32;
+        assert!(FileEntry::canonical_lengths(10, vec![10]).is_empty());
+        assert!(FileEntry::canonical_lengths(2 * BLOCK_SIZE + 1, vec![b, b, 1]).is_empty());
+        assert_eq!(
+            FileEntry::canonical_lengths(BLOCK_SIZE + 1, vec![1, b]),
+            vec![1, b]
+        );
+        assert!(FileEntry::canonical_lengths(0, vec![]).is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod path;
 mod version;
 
 pub use codec::{decode, encode, DecodeError};
-pub use entry::{block_len, FileEntry, Resolution};
+pub use entry::{FileEntry, Resolution, Spans};
 pub use hash::{Hash, HashParseError};
 pub use msg::{
     ClusterFile, ErrorKind, Event, Notification, PeerInfo, PeerReply, PeerRequest, TrackerReply,
@@ -33,11 +33,20 @@ pub use version::{Causality, VersionVector};
 
 /// Version of the wire protocol. Travels as the first element of every message;
 /// a receiver rejects any other value with [`DecodeError::BadVersion`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
-/// Fixed block size: files are hashed and transferred in blocks of this many
-/// bytes (the last block may be shorter). See ARCHITECTURE.md for the choice.
+/// Size of a fixed block, and the average size of a content-defined chunk.
+/// An entry whose `lengths` is empty has blocks of this many bytes (the last
+/// may be shorter): every entry of protocol 1 and every file whose chunks
+/// fall on these boundaries. See ARCHITECTURE.md for the choice.
 pub const BLOCK_SIZE: u64 = 256 * 1024;
+
+/// Smallest content-defined chunk (but the last of a file): FastCDC's
+/// minimum, the cutter skips this many bytes after each cut.
+pub const MIN_BLOCK_SIZE: u64 = 64 * 1024;
+
+/// Largest block of any entry. A holder refuses to send more in one reply.
+pub const MAX_BLOCK_SIZE: u64 = 1024 * 1024;
 
 /// Largest message any Zync socket accepts, in bytes. Set as libzmq's
 /// `ZMQ_MAXMSGSIZE` on every receiving socket and checked again by [`decode`].

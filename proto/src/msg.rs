@@ -203,7 +203,8 @@ pub enum Event {
 /// A request to a peer's transfer socket (DEALER/REQ → ROUTER).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// One block of the file at `path` whose whole content hashes to `sha256`.
+    /// The `len` bytes at `offset` (one block) of the file at `path` whose
+    /// whole content hashes to `sha256`.
     GetBlock {
         /// Echoed in the reply so pipelined requests can be matched.
         id: u64,
@@ -211,8 +212,12 @@ pub enum PeerRequest {
         path: RelPath,
         /// Content the requester expects; the holder refuses if it has other content.
         sha256: Hash,
-        /// Block number.
+        /// Block number, echoed in the reply.
         index: u64,
+        /// Where the block starts in the file.
+        offset: u64,
+        /// Its length: 1 to [`crate::MAX_BLOCK_SIZE`], within the file.
+        len: u64,
     },
     /// Liveness probe.
     Ping,

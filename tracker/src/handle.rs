@@ -177,6 +177,7 @@ mod tests {
             version,
             deleted: false,
             modified_by: by.into(),
+            lengths: Vec::new(),
         }
     }
 

@@ -188,6 +188,7 @@ impl Engine {
                     version,
                     deleted: false,
                     modified_by: self.s.name.clone(),
+                    lengths: h.lengths,
                 };
                 log_local_change(cause, kind, &entry);
                 self.record_local(entry, Some(h.stat));

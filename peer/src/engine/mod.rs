@@ -282,7 +282,7 @@ impl Engine {
         match input {
             Input::Fs(paths) => self.on_fs(paths),
             Input::Rescan => self.scan(Cause::Scan),
-            Input::Link(LinkEvent::Note(n)) => self.on_note(n),
+            Input::Link(LinkEvent::Note(n)) => self.on_note(*n),
             Input::Hashed { path, result } => self.on_hashed(path, result),
             Input::Link(LinkEvent::TrackerLost { generation }) => {
                 if self.session.is_registered() && self.is_current(generation) {
@@ -369,6 +369,7 @@ fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {
         version,
         deleted: true,
         modified_by: by.to_owned(),
+        lengths: Vec::new(),
     }
 }
 

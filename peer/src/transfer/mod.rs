@@ -26,8 +26,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tracing::debug;
 use zync_proto::{
-    block_len, DecodeError, ErrorKind, FileEntry, Hash, PeerInfo, RelPath, TrackerReply,
-    TrackerRequest, BLOCK_SIZE,
+    DecodeError, ErrorKind, FileEntry, Hash, PeerInfo, RelPath, TrackerReply, TrackerRequest,
+    BLOCK_SIZE,
 };
 
 use zync_net::{self as net, Choice, Context, NetError, Socket, TrackerClient};
@@ -491,10 +491,10 @@ impl Fetcher {
         // does not hash right, the partial file stays and the next try
         // (a resumed one) checks each block against its own hash first.
         let careful = resumable.is_some();
+        let spans: Vec<(u64, u64)> = entry.spans().collect();
         let plan: Vec<Src> = (0..n)
             .map(|i| {
-                let len = block_len(entry.size, i as u64);
-                let at = i as u64 * BLOCK_SIZE;
+                let (at, len) = spans[i];
                 let want = &entry.blocks[i];
                 // Checked now, so that only what is not here is asked for.
                 if let Some(p) = resumable {
@@ -502,7 +502,7 @@ impl Fetcher {
                         return Src::Partial;
                     }
                 }
-                match self.local.as_ref().and_then(|l| l.find(entry, i)) {
+                match self.local.as_ref().and_then(|l| l.find(entry, i, at)) {
                     Some((file, off))
                         if !careful || local.read(&file, off, len, want).is_some() =>
                     {
@@ -553,8 +553,7 @@ impl Fetcher {
         // written); stops early if `emit` says so.
         let mut produce = |emit: &mut dyn FnMut(Block, bool) -> bool| -> Result<(), FetchError> {
             for (i, src) in plan.iter().enumerate() {
-                let len = block_len(entry.size, i as u64);
-                let at = i as u64 * BLOCK_SIZE;
+                let (at, len) = spans[i];
                 let changed = || FetchError::LocalChanged(entry.path.clone());
                 let (block, write) = match src {
                     Src::Partial => {
@@ -802,13 +801,15 @@ pub struct LocalBlocks {
 }
 
 impl LocalBlocks {
-    /// A local file and offset that may hold block `i` of `entry`.
-    fn find(&self, entry: &FileEntry, i: usize) -> Option<(PathBuf, u64)> {
-        if let Some((file, j)) = self.view.find_block(entry.blocks.get(i)?) {
-            return Some((file, j as u64 * BLOCK_SIZE));
+    /// A local file and offset that may hold block `i` of `entry`, which
+    /// starts at `at`.
+    fn find(&self, entry: &FileEntry, i: usize, at: u64) -> Option<(PathBuf, u64)> {
+        if let Some(found) = self.view.find_block(entry.blocks.get(i)?) {
+            return Some(found);
         }
+        // A kept copy of the same content holds it at the same offset.
         let kept = self.versions.as_ref()?.find(&entry.sha256)?;
-        Some((kept, i as u64 * BLOCK_SIZE))
+        Some((kept, at))
     }
 }
 
@@ -853,26 +854,49 @@ impl LocalReader {
 /// logical block size in common use).
 const DIRECT_ALIGN: usize = 4096;
 
+/// Bytes a [`BlockWriter`] gathers before an `O_DIRECT` write.
+const STAGE: usize = 1024 * 1024;
+
 /// Writes blocks into a file at their offsets, through `O_DIRECT` when the
 /// file system supports it (Linux; not tmpfs, say), else through the page
-/// cache. Every block but the last is [`zync_proto::BLOCK_SIZE`] long, so
-/// offsets stay aligned; the last is padded with zeros and the file cut
-/// back to size at the end.
+/// cache. Blocks come in file order, perhaps with gaps (blocks already in
+/// place), and at any offset (chunks are not aligned): each run of
+/// contiguous bytes is gathered into an aligned buffer and written
+/// [`STAGE`] bytes at a time, and only the pieces of it that do not cover
+/// a whole aligned page (its first and last few bytes) go through the page
+/// cache.
 pub struct BlockWriter<'a> {
     file: &'a mut std::fs::File,
     direct: Option<std::fs::File>,
     buf: Vec<u8>,
-    written: bool,
+    /// Where the aligned part of `buf` starts.
+    base: usize,
+    /// Bytes gathered in it.
+    fill: usize,
+    /// Where in the file they go (a multiple of [`DIRECT_ALIGN`]).
+    run_at: u64,
+    /// A direct write has succeeded.
+    direct_ok: bool,
 }
 
 impl<'a> BlockWriter<'a> {
     /// A writer for `file` (empty), which lives at `path`.
     pub fn new(path: &Path, file: &'a mut std::fs::File) -> BlockWriter<'a> {
+        let direct = open_direct(path);
+        let buf = if direct.is_some() {
+            vec![0u8; STAGE + DIRECT_ALIGN]
+        } else {
+            Vec::new()
+        };
+        let base = buf.as_ptr().align_offset(DIRECT_ALIGN).min(buf.len());
         BlockWriter {
             file,
-            direct: open_direct(path),
-            buf: Vec::new(),
-            written: false,
+            direct,
+            buf,
+            base,
+            fill: 0,
+            run_at: 0,
+            direct_ok: false,
         }
     }
 
@@ -882,7 +906,10 @@ impl<'a> BlockWriter<'a> {
             file,
             direct: None,
             buf: Vec::new(),
-            written: false,
+            base: 0,
+            fill: 0,
+            run_at: 0,
+            direct_ok: false,
         }
     }
 
@@ -891,42 +918,88 @@ impl<'a> BlockWriter<'a> {
         self.direct.is_some()
     }
 
-    /// Writes `block` at `at`, a multiple of [`zync_proto::BLOCK_SIZE`].
-    pub fn write_at(&mut self, at: u64, block: &[u8]) -> io::Result<()> {
+    /// Writes `block` at `at`, past every block written before.
+    pub fn write_at(&mut self, mut at: u64, mut block: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        if let Some(d) = &self.direct {
-            let padded = block.len().next_multiple_of(DIRECT_ALIGN);
-            if self.buf.len() < padded + DIRECT_ALIGN {
-                self.buf = vec![0u8; padded.max(zync_proto::BLOCK_SIZE as usize) + DIRECT_ALIGN];
+        if self.direct.is_none() {
+            return self.file.write_all_at(block, at);
+        }
+        if at != self.run_at + self.fill as u64 || self.fill == 0 {
+            // A new run: what comes before the next aligned offset goes
+            // through the page cache.
+            self.flush()?;
+            let into_page = (at % DIRECT_ALIGN as u64) as usize;
+            if into_page != 0 {
+                let head = (DIRECT_ALIGN - into_page).min(block.len());
+                self.file.write_all_at(&block[..head], at)?;
+                (at, block) = (at + head as u64, &block[head..]);
             }
-            let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
-            let window = &mut self.buf[start..start + padded];
-            window[..block.len()].copy_from_slice(block);
-            window[block.len()..].fill(0);
-            match d.write_all_at(window, at) {
-                Ok(()) => {
-                    self.written = true;
-                    return Ok(());
-                }
-                // Some file systems refuse O_DIRECT only at the first write.
-                Err(e)
-                    if !self.written
-                        && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
-                {
-                    debug!(error = %e, "O_DIRECT refused; writing through the page cache");
-                    self.direct = None;
-                }
-                Err(e) => return Err(e),
+            self.run_at = at;
+        }
+        while !block.is_empty() {
+            let n = (STAGE - self.fill).min(block.len());
+            let from = self.base + self.fill;
+            self.buf[from..from + n].copy_from_slice(&block[..n]);
+            self.fill += n;
+            block = &block[n..];
+            if self.fill == STAGE {
+                self.put(STAGE)?;
             }
         }
-        self.file.write_all_at(block, at)?;
-        self.written = true;
         Ok(())
     }
 
-    /// Sets the file's length to `size`: cuts off the last block's padding,
-    /// and whatever an earlier, longer try left.
-    pub fn finish(self, size: u64) -> io::Result<()> {
+    /// Writes the first `n` gathered bytes (a multiple of
+    /// [`DIRECT_ALIGN`]) directly and keeps the rest.
+    fn put(&mut self, n: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let bytes = &self.buf[self.base..self.base + n];
+        let wrote = match &self.direct {
+            Some(d) => d.write_all_at(bytes, self.run_at),
+            None => self.file.write_all_at(bytes, self.run_at),
+        };
+        match wrote {
+            Ok(()) => self.direct_ok |= self.direct.is_some(),
+            // Some file systems refuse O_DIRECT only at the first write.
+            Err(e)
+                if self.direct.is_some()
+                    && !self.direct_ok
+                    && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                debug!(error = %e, "O_DIRECT refused; writing through the page cache");
+                self.direct = None;
+                self.file.write_all_at(bytes, self.run_at)?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.buf
+            .copy_within(self.base + n..self.base + self.fill, self.base);
+        self.run_at += n as u64;
+        self.fill -= n;
+        Ok(())
+    }
+
+    /// Writes what is gathered: the whole pages directly, the rest
+    /// through the page cache.
+    fn flush(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let whole = self.fill / DIRECT_ALIGN * DIRECT_ALIGN;
+        if whole > 0 {
+            self.put(whole)?;
+        }
+        if self.fill > 0 {
+            let rest = &self.buf[self.base..self.base + self.fill];
+            self.file.write_all_at(rest, self.run_at)?;
+            self.run_at += self.fill as u64;
+            self.fill = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and sets the file's length to `size` (cutting
+    /// off whatever an earlier, longer try left).
+    pub fn finish(mut self, size: u64) -> io::Result<()> {
+        self.flush()?;
         self.file.set_len(size)
     }
 }
@@ -1005,6 +1078,44 @@ mod tests {
             for size in [0, 1, 4095, 4096, 4097, b - 1, b, b + 1, 3 * b + 7] {
                 write_blocks(d, size);
             }
+            unaligned_runs_with_gaps(d);
         }
+    }
+
+    /// Chunks of any length, some of them already in place (a resumed
+    /// download), come out exactly.
+    fn unaligned_runs_with_gaps(dir: &Path) {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let mut cuts = Vec::new();
+        let (mut at, mut k) = (0usize, 0usize);
+        while at < data.len() {
+            let n =
+                [70_001, 300_017, 65_536, 1_048_576, 4_096, 123_457][k % 6].min(data.len() - at);
+            cuts.push((at, n, k % 4 == 1));
+            at += n;
+            k += 1;
+        }
+        // The file holds the blocks in place already, and zeros elsewhere.
+        let mut before = vec![0u8; data.len()];
+        for &(at, n, in_place) in &cuts {
+            if in_place {
+                before[at..at + n].copy_from_slice(&data[at..at + n]);
+            }
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).unwrap();
+        std::fs::write(tmp.path(), &before).unwrap();
+        let path = tmp.path().to_owned();
+        let mut w = BlockWriter::new(&path, tmp.as_file_mut());
+        for &(at, n, in_place) in &cuts {
+            if !in_place {
+                w.write_at(at as u64, &data[at..at + n]).unwrap();
+            }
+        }
+        w.finish(data.len() as u64).unwrap();
+        assert!(
+            std::fs::read(&path).unwrap() == data,
+            "in {}",
+            dir.display()
+        );
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use zync_net::{self as net, Context, Message, Socket};
-use zync_proto::{block_len, decode, encode, FileEntry, Hash, PeerInfo, PeerReply, PeerRequest};
+use zync_proto::{decode, encode, FileEntry, Hash, PeerInfo, PeerReply, PeerRequest};
 
 use super::{FetchError, HolderError};
 
@@ -59,6 +59,8 @@ struct Source {
 pub struct BlockStream {
     pub(super) ctx: Context,
     pub(super) entry: FileEntry,
+    /// Each block's offset and length.
+    spans: Vec<(u64, u64)>,
     pub(super) holders: Vec<PeerInfo>,
     /// The next holder to open a connection to.
     pub(super) next_holder: usize,
@@ -109,6 +111,7 @@ impl BlockStream {
     ) -> BlockStream {
         BlockStream {
             ctx,
+            spans: entry.spans().collect(),
             entry,
             holders,
             next_holder: 0,
@@ -302,11 +305,14 @@ impl BlockStream {
     /// Asks source `k` for block `index`; false if its socket failed (the
     /// source is dropped and the block goes to the others).
     fn send(&mut self, k: usize, index: u64) -> bool {
+        let (offset, len) = self.spans.get(index as usize).copied().unwrap_or_default();
         let req = PeerRequest::GetBlock {
             id: self.next_id,
             path: self.entry.path.clone(),
             sha256: self.entry.sha256,
             index,
+            offset,
+            len,
         };
         let src = &mut self.sources[k];
         let now = Instant::now();
@@ -401,7 +407,10 @@ impl BlockStream {
                     None => took,
                 });
                 let want = self.entry.blocks.get(index as usize);
-                let len_ok = data.len() as u64 == block_len(self.entry.size, index);
+                let len_ok = self
+                    .spans
+                    .get(index as usize)
+                    .is_some_and(|&(_, n)| data.len() as u64 == n);
                 let hash_ok = || want == Some(&Hash::of(&data));
                 if asked != index || !len_ok || (self.check && !hash_ok()) {
                     // Someone else must send it.

@@ -23,7 +23,7 @@ import zmq.utils.z85
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BIN = os.path.join(ROOT, "target", "debug")
-VERSION = 1
+VERSION = 2
 BLOCK = 262144
 TIMEOUT_MS = 10000
 
@@ -127,6 +127,14 @@ def list_files(ctx, tracker):
             return files, first_seq
 
 
+def spans_of(entry):
+    """Each block's (offset, length): from `lengths`, or fixed blocks (section 2)."""
+    lengths = entry.get("lengths") or [min(BLOCK, entry["size"] - BLOCK * i) for i in range(len(entry["blocks"]))]
+    assert len(lengths) == len(entry["blocks"]) and sum(lengths) == entry["size"], "inconsistent entry"
+    offsets = [sum(lengths[:i]) for i in range(len(lengths))]
+    return list(zip(offsets, lengths))
+
+
 def download(ctx, tracker, entry):
     """Locate holders, then GetBlock every block from one, checked (section 5)."""
     name, holders = variant(ask(ctx, tracker, {"Locate": {"path": entry["path"], "sha256": entry["sha256"]}}))
@@ -134,16 +142,17 @@ def download(ctx, tracker, entry):
     endpoint = holders["holders"][0]["endpoint"].split(",")[0]
     s = KEYS.socket(ctx, zmq.DEALER)
     s.connect(endpoint)
-    blocks = entry["blocks"]
-    for i in range(len(blocks)):  # all requests in flight at once
-        s.send_multipart([b"", pack({"GetBlock": {"id": i + 1, "path": entry["path"], "sha256": entry["sha256"], "index": i}})])
+    blocks, spans = entry["blocks"], spans_of(entry)
+    for i, (offset, length) in enumerate(spans):  # all requests in flight at once
+        s.send_multipart([b"", pack({"GetBlock": {"id": i + 1, "path": entry["path"], "sha256": entry["sha256"],
+                                                  "index": i, "offset": offset, "len": length}})])
     got = {}
     while len(got) < len(blocks):
         assert s.poll(TIMEOUT_MS), "holder went silent"
         name, reply = variant(unpack(s.recv_multipart()[-1]))
         assert name == "Block", (name, reply)
         i, data = reply["index"], reply["data"]
-        want_len = min(BLOCK, entry["size"] - BLOCK * i)
+        want_len = spans[i][1]
         assert len(data) == want_len, f"block {i}: {len(data)} bytes, want {want_len}"
         assert hashlib.sha256(data).digest() == blocks[i], f"block {i} fails its hash"
         assert reply["id"] == i + 1
@@ -180,7 +189,8 @@ def main():
         procs.append(subprocess.Popen([f"{BIN}/zync-peer", "--tracker", f"127.0.0.1:{tracker_port}", "run",
                                        "--dir", folder, "--listen", f"127.0.0.1:{free_port()}", "--name", "p1"],
                                       stderr=log("p1")))
-        # Three blocks and a bit: the last block is short.
+        # Three blocks and a bit of random bytes: content-defined chunks,
+        # whose lengths the entry carries.
         content = os.urandom(3 * BLOCK + 1234)
         time.sleep(0.5)
         with open(os.path.join(folder, "docs-a.bin"), "wb") as f:
@@ -203,7 +213,8 @@ def main():
         files, (epoch, seq) = list_files(ctx, tracker)
         entry = next(f["entry"] for f in files if f["entry"]["path"] == "docs-a.bin")
         assert entry["sha256"] == hashlib.sha256(content).digest()
-        assert entry["size"] == len(content) and len(entry["blocks"]) == 4
+        assert entry["size"] == len(content) and entry["blocks"]
+        assert sum(entry["lengths"]) == len(content), entry["lengths"]
         assert epoch == seqs[-1][0] and seq >= seqs[-1][1]
 
         name, peers = variant(ask(ctx, tracker, "Peers"))

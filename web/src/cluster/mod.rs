@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 use zync_peer::client::{Block, BlockStream, Client, ClientError, FetchError, Fetcher};
-use zync_proto::{Event, FileEntry, Hash, Notification, RelPath, BLOCK_SIZE};
+use zync_proto::{Event, FileEntry, Hash, Notification, RelPath};
 
 use crate::http::{self, Range, Target};
 use crate::reply::{Body, Reply};
@@ -326,12 +326,16 @@ impl Cluster {
                 Body::Reader(Box::new(io::empty()), Some(len)),
             ));
         }
-        let first = start / BLOCK_SIZE;
+        // The blocks the range touches, and where the first starts.
+        let spans: Vec<(u64, u64)> = e.spans().collect();
+        let first = spans.partition_point(|&(at, n)| at + n <= start);
         let end = if len == 0 {
             first
         } else {
-            (start + len - 1) / BLOCK_SIZE + 1
+            spans.partition_point(|&(at, _)| at < start + len)
         };
+        let first_at = spans.get(first).map_or(0, |&(at, _)| at);
+        let (first, end) = (first as u64, end as u64);
         // Pull the first block before committing to a status: a stale holder
         // list then gives a clean 503 instead of a 200 with a cut body.
         let opened = f.stream(&e, first, end).and_then(|mut s| {
@@ -345,7 +349,7 @@ impl Cluster {
         match opened {
             Ok((stream, head)) => {
                 let hits = state.hit(&format!("/files/{}", e.path));
-                let pos = ((start - first * BLOCK_SIZE) as usize).min(head.len());
+                let pos = ((start - first_at) as usize).min(head.len());
                 let reader = StreamReader {
                     stream,
                     left: len,
