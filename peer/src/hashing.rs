@@ -161,14 +161,7 @@ fn hash_inline(f: &mut File, size: u64) -> io::Result<Cut> {
     let mut buf = vec![0u8; size as usize + 1];
     let n = read_full(f, &mut buf)?;
     let data = &buf[..n];
-    let (mut blocks, mut lengths) = (Vec::new(), Vec::new());
-    let mut at = 0;
-    while at < n {
-        let len = next_cut(&data[at..]);
-        blocks.push(Hash::of(&data[at..at + len]));
-        lengths.push(len as u32);
-        at += len;
-    }
+    let (blocks, lengths) = chunks_of(data);
     Ok((Hash::of(data), blocks, lengths, n as u64))
 }
 
@@ -373,15 +366,7 @@ mod tests {
 
     /// Incompressible bytes, the same for the same size.
     fn noise(size: usize) -> Vec<u8> {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ size as u64;
-        (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        zync_testkit::data(size, size as u64)
     }
 
     fn entry_of(h: &Hashed) -> FileEntry {
