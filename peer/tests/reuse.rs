@@ -81,22 +81,21 @@ fn an_edit_in_the_middle_fetches_only_its_blocks() {
     // costs the one or two chunks around it, not the rest of the file.
     let old = body.clone();
     body[17 * BLOCK + 100..17 * BLOCK + 110].copy_from_slice(b"0123456789");
-    std::fs::write(c.dir(0).join("big.bin"), &body).unwrap();
-    common::wait_file_everywhere(&c, "big.bin", &body);
-    let (fetched, reused, _) = wait_synced(&c, 1, "big.bin", &body);
-    let want = fresh_bytes(&old, &body);
-    assert!(want > 0 && want <= 2 * 1024 * 1024, "{want}");
-    assert_eq!(fetched, want, "only the changed chunks cross the network");
-    assert_eq!(reused, body.len() as u64 - want);
-
+    write_and_expect_fresh(&c, &old, &body, "only the changed chunks cross the network");
     let old = body.clone();
     body.splice(30 * BLOCK..30 * BLOCK, [0x5a; 1024]);
-    std::fs::write(c.dir(0).join("big.bin"), &body).unwrap();
-    common::wait_file_everywhere(&c, "big.bin", &body);
-    let (fetched, reused, _) = wait_synced(&c, 1, "big.bin", &body);
-    let want = fresh_bytes(&old, &body);
+    write_and_expect_fresh(&c, &old, &body, "an insertion costs the chunks around it");
+}
+
+/// Writes `body` over `old` as big.bin on p1, and checks that p2 fetched
+/// exactly the chunks `old` lacks (at most 2 MiB) and reused the rest.
+fn write_and_expect_fresh(c: &Cluster, old: &[u8], body: &[u8], why: &str) {
+    std::fs::write(c.dir(0).join("big.bin"), body).unwrap();
+    common::wait_file_everywhere(c, "big.bin", body);
+    let (fetched, reused, _) = wait_synced(c, 1, "big.bin", body);
+    let want = fresh_bytes(old, body);
     assert!(want > 0 && want <= 2 * 1024 * 1024, "{want}");
-    assert_eq!(fetched, want, "an insertion costs the chunks around it");
+    assert_eq!(fetched, want, "{why}");
     assert_eq!(reused, body.len() as u64 - want);
 }
 
