@@ -66,6 +66,17 @@ pub fn watch(
         let _ = tx.send(ev);
     })?;
     inner.watch(root, RecursiveMode::Recursive)?;
+    // The state folder is written for every download (temp files, the
+    // journal, kept versions): its events would cost the watcher's threads
+    // work per file only to be dropped below, so the kernel is not even
+    // asked for them. Folders made in it later are not watched either, as
+    // their parent is not. (It may be missing in a watcher's unit tests.)
+    if skip.starts_with(root) && skip.is_dir() {
+        if let Err(e) = inner.unwatch(&skip) {
+            // Only a cost: its events are dropped below all the same.
+            warn!(error = %e, "cannot stop watching the state folder");
+        }
+    }
     std::thread::Builder::new()
         .name("zync-watch".into())
         .spawn(move || {
@@ -380,5 +391,69 @@ mod tests {
             None,
             "the rescan covers f"
         );
+    }
+
+    /// The inodes every inotify instance of this process watches, as the
+    /// kernel lists them in `/proc/self/fdinfo` (`inotify wd:… ino:HEX …`).
+    fn watched_inodes() -> std::collections::HashSet<u64> {
+        let mut out = std::collections::HashSet::new();
+        let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
+            return out;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+                let ino = line
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("ino:"))
+                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+                out.extend(ino);
+            }
+        }
+        out
+    }
+
+    fn ino(p: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+    }
+
+    #[test]
+    fn the_state_folder_is_not_watched_even_when_folders_appear_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let state = root.join(".zync");
+        std::fs::create_dir_all(state.join("tmp")).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let _w = watch(root, state.clone(), Q, |_| true).unwrap();
+        let watched = watched_inodes();
+        for p in [root.to_path_buf(), root.join("a"), root.join("a/b")] {
+            assert!(watched.contains(&ino(&p)), "{} is watched", p.display());
+        }
+        for p in [state.clone(), state.join("tmp")] {
+            assert!(
+                !watched.contains(&ino(&p)),
+                "{} is not watched",
+                p.display()
+            );
+        }
+        // Folders made later: in the folder they are watched, in the state
+        // folder they are not (the watcher sees both creations in order).
+        std::fs::create_dir_all(state.join("versions/x")).unwrap();
+        std::fs::create_dir(root.join("c")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !watched_inodes().contains(&ino(&root.join("c"))) {
+            assert!(Instant::now() < deadline, "a new folder was never watched");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let watched = watched_inodes();
+        for p in [state.join("versions"), state.join("versions/x")] {
+            assert!(
+                !watched.contains(&ino(&p)),
+                "{} is not watched",
+                p.display()
+            );
+        }
     }
 }
