@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 use zync_proto::{
-    decode, encode, ErrorKind, Hash, PeerReply, PeerRequest, RelPath, MAX_BLOCK_SIZE,
+    block_reply_head, decode, encode, ErrorKind, Hash, PeerReply, PeerRequest, RelPath,
+    MAX_BLOCK_SIZE,
 };
 
 use zync_net::{Context, Shutdown, Socket};
@@ -66,8 +67,7 @@ impl BlockServer {
                     continue;
                 }
                 let body = frames.pop().unwrap_or_default();
-                let reply = self.answer(&body);
-                frames.push(encode(&reply));
+                frames.push(self.answer(&body));
                 if let Err(e) = self.sock.send_frames(frames) {
                     debug!(error = %e, "could not send reply");
                 }
@@ -75,20 +75,21 @@ impl BlockServer {
         }
     }
 
-    fn answer(&mut self, body: &[u8]) -> PeerReply<'static> {
+    /// The encoded reply to the encoded request `body`.
+    fn answer(&mut self, body: &[u8]) -> Vec<u8> {
         let req = match decode::<PeerRequest>(body) {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, bytes = body.len(), "rejected transfer request");
-                return PeerReply::Error {
+                return encode(&PeerReply::Error {
                     id: 0,
                     kind: e.kind(),
                     message: e.to_string(),
-                };
+                });
             }
         };
         match req {
-            PeerRequest::Ping => PeerReply::Pong,
+            PeerRequest::Ping => encode(&PeerReply::Pong),
             PeerRequest::GetBlock {
                 id,
                 path,
@@ -96,19 +97,38 @@ impl BlockServer {
                 index,
                 offset,
                 len,
-            } => match self.read_block(&path, sha256, offset, len) {
-                Ok(data) => PeerReply::Block {
-                    id,
-                    index,
-                    data: data.into(),
-                },
-                Err((kind, message)) => PeerReply::Error { id, kind, message },
-            },
+            } => {
+                // The block is read from disk straight in after the reply's
+                // head: served bytes are copied once, by the read. (Room is
+                // made only for a length that can be valid; `read_block`
+                // refuses the others.)
+                let head = (len <= MAX_BLOCK_SIZE)
+                    .then(|| block_reply_head(id, index, len as usize))
+                    .flatten();
+                let reply = match head {
+                    Some(head) => self.read_block(head, &path, sha256, offset, len),
+                    None => self
+                        .read_block(Vec::new(), &path, sha256, offset, len)
+                        .map(|data| {
+                            encode(&PeerReply::Block {
+                                id,
+                                index,
+                                data: data.into(),
+                            })
+                        }),
+                };
+                reply.unwrap_or_else(|(kind, message)| {
+                    encode(&PeerReply::Error { id, kind, message })
+                })
+            }
         }
     }
 
+    /// Appends the `len` bytes at `offset` of `path` (with content
+    /// `sha256`) to `buf`, which has room for them.
     fn read_block(
         &mut self,
+        mut buf: Vec<u8>,
         path: &RelPath,
         sha256: Hash,
         offset: u64,
@@ -149,7 +169,7 @@ impl BlockServer {
         };
         // Read into spare capacity: a zero-filled buffer would cost a pass
         // over every byte served.
-        let mut buf = Vec::with_capacity(len as usize);
+        buf.reserve_exact(len as usize);
         let mut file = &self.open[pos].2;
         let read = file
             .seek(SeekFrom::Start(offset))

@@ -48,6 +48,33 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(&(PROTOCOL_VERSION, msg)).unwrap_or_default()
 }
 
+/// The bytes [`encode`] writes for `PeerReply::Block { id, index, data }`
+/// before `data`, when `data` is `len` bytes long, in a buffer with room
+/// for them: a holder reads the block from disk straight in after them, so
+/// the bytes it serves are not copied once more to be encoded. `None` if
+/// the encoding does not end with the block's bytes (it always does; the
+/// caller then encodes the usual way).
+///
+/// [`encode`]: encode
+pub fn block_reply_head(id: u64, index: u64, len: usize) -> Option<Vec<u8>> {
+    let empty = crate::PeerReply::Block {
+        id,
+        index,
+        data: std::borrow::Cow::Borrowed(&[]),
+    };
+    let mut head = encode(&empty);
+    // The block's bytes come last, as a `bin` whose length comes first:
+    // `c4 00` when empty. Put the real length there instead.
+    if !head.ends_with(&[0xc4, 0x00]) {
+        return None;
+    }
+    head.truncate(head.len() - 2);
+    let len32 = u32::try_from(len).ok()?;
+    rmp::encode::write_bin_len(&mut head, len32).ok()?;
+    head.reserve_exact(len);
+    Some(head)
+}
+
 /// Decodes a message produced by [`encode`], checking size and version first.
 /// A message may borrow from `bytes` ([`PeerReply::Block`]'s data does), so
 /// a block is checked and written straight from the buffer it arrived in.
@@ -135,6 +162,25 @@ mod tests {
             deleted: false,
             modified_by: "p1".into(),
             lengths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_block_reply_head_and_the_bytes_are_the_encoded_reply() {
+        // Every width of msgpack's `bin` length: 8, 16 and 32 bits.
+        for len in [0, 1, 255, 256, 65_535, 65_536, MAX_BLOCK_SIZE as usize] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            for (id, index) in [(0, 0), (7, 3), (u64::MAX, 1 << 40)] {
+                let mut head = block_reply_head(id, index, len).unwrap();
+                assert!(head.capacity() - head.len() >= len, "room for the block");
+                head.extend_from_slice(&data);
+                let whole = encode(&PeerReply::Block {
+                    id,
+                    index,
+                    data: std::borrow::Cow::Borrowed(&data),
+                });
+                assert_eq!(head, whole, "len {len}, id {id}, index {index}");
+            }
         }
     }
 

@@ -21,7 +21,7 @@ mod msg;
 mod path;
 mod version;
 
-pub use codec::{decode, encode, DecodeError};
+pub use codec::{block_reply_head, decode, encode, DecodeError};
 pub use entry::{FileEntry, Resolution, Spans};
 pub use hash::{Hash, HashParseError};
 pub use msg::{
