@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use zync_net::{self as net, Context, Message, Socket};
-use zync_proto::{decode, encode, FileEntry, Hash, PeerInfo, PeerReply, PeerRequest};
+use zync_proto::{decode, encode, ErrorKind, FileEntry, Hash, PeerInfo, PeerReply, PeerRequest};
 
 use super::{FetchError, HolderError};
 
@@ -456,8 +456,18 @@ impl BlockStream {
 
     fn fail_holder(&mut self, holder: usize, why: HolderError) {
         let name = self.holders[holder].name.clone();
-        warn!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
-              "skipping holder");
+        // A holder that no longer has this content (it moved on to a newer
+        // version, or deleted it) is the ordinary race of a busy folder,
+        // not a fault worth a warning.
+        let moved_on =
+            matches!(&why, HolderError::Refused { kind, .. } if *kind == ErrorKind::NotFound);
+        if moved_on {
+            info!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
+                  "skipping holder");
+        } else {
+            warn!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
+                  "skipping holder");
+        }
         self.last_failure = Some((name, why));
     }
 }
