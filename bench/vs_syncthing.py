@@ -11,8 +11,14 @@ of the write on node A until B and C hold identical copies, the median of
   1 KiB file           median of --files single files, one at a time
   1 x 256 MiB          a new file moved into A
   1 MiB in 256 MiB     1 MiB overwritten in the middle of that file, in place
+  1 KiB inserted       1 KiB inserted in its middle (a new file renamed over it)
   5,000 x 4 KiB        a tree of 50 folders moved into A
   1 x 1 GiB            a new file moved into A
+
+`--only` picks scenarios (1k, 256m, tree, 1g) and `--systems` the systems.
+Unison (if on the PATH) is timed as a one-shot `unison A B; unison A C` of
+the tree beside rsync: it has no watcher here (Debian ships no
+unison-fsmonitor), so it is an anchor for the work, not for the latency.
 
 Also bytes fetched by B and C (Zync: the `fetched=` of their `synced`
 lines; Syncthing: its connection counters), and each process's peak RSS and
@@ -266,59 +272,77 @@ def scenarios(sys_, work, args):
         time.sleep(0.3)  # let the counters settle
         out[name] = (end - t, sys_.fetched() - f0)
 
-    # 1 KiB files, one at a time.
-    lat = []
-    for n in range(args.files):
-        body = os.urandom(1024)
-        name = f"small-{time.monotonic_ns()}.txt"
-        t = time.monotonic()
-        with open(os.path.join(a, name), "wb") as f:
-            f.write(body)
-        end = wait(lambda: all(os.path.exists(os.path.join(d, name)) and os.path.getsize(os.path.join(d, name)) == 1024
-                               and open(os.path.join(d, name), "rb").read() == body for d in (b, c)), 60, name)
-        lat.append(end - t)
-        time.sleep(0.05)
-    out["1 KiB file"] = (statistics.median(lat), None)
+    if "1k" in args.only:
+        # 1 KiB files, one at a time.
+        lat = []
+        for n in range(args.files):
+            body = os.urandom(1024)
+            name = f"small-{time.monotonic_ns()}.txt"
+            t = time.monotonic()
+            with open(os.path.join(a, name), "wb") as f:
+                f.write(body)
+            end = wait(lambda: all(os.path.exists(os.path.join(d, name)) and os.path.getsize(os.path.join(d, name)) == 1024
+                                   and open(os.path.join(d, name), "rb").read() == body for d in (b, c)), 60, name)
+            lat.append(end - t)
+            time.sleep(0.05)
+        out["1 KiB file"] = (statistics.median(lat), None)
 
-    # 1 x 256 MiB, then 1 MiB changed inside it.
-    src = os.path.join(work, "big.src")
-    random_file(src, 256 * MIB)
-    digest = sha(src)
-    name = f"big-{time.monotonic_ns()}.bin"
-    full = lambda: all(os.path.exists(os.path.join(d, name)) and os.path.getsize(os.path.join(d, name)) == 256 * MIB
-                       for d in (b, c))
-    measured("1 x 256 MiB", lambda: os.rename(src, os.path.join(a, name)), full)
-    wait(lambda: all(sha(os.path.join(d, name)) == digest for d in (b, c)), 120, "256 MiB verified", 0.5)
-    inos = {d: os.stat(os.path.join(d, name)).st_ino for d in (b, c)}
-    patch = os.urandom(MIB)
+    if "256m" in args.only:
+        # 1 x 256 MiB, then 1 MiB changed inside it.
+        src = os.path.join(work, "big.src")
+        random_file(src, 256 * MIB)
+        digest = sha(src)
+        name = f"big-{time.monotonic_ns()}.bin"
+        full = lambda: all(os.path.exists(os.path.join(d, name)) and os.path.getsize(os.path.join(d, name)) == 256 * MIB
+                           for d in (b, c))
+        measured("1 x 256 MiB", lambda: os.rename(src, os.path.join(a, name)), full)
+        wait(lambda: all(sha(os.path.join(d, name)) == digest for d in (b, c)), 120, "256 MiB verified", 0.5)
+        inos = {d: os.stat(os.path.join(d, name)).st_ino for d in (b, c)}
+        patch = os.urandom(MIB)
 
-    def edit():
-        with open(os.path.join(a, name), "r+b") as f:
-            f.seek(128 * MIB + 12345)
-            f.write(patch)
-    measured("1 MiB in 256 MiB", edit,
-             lambda: all(os.path.exists(os.path.join(d, name)) and os.stat(os.path.join(d, name)).st_ino != inos[d]
-                         and os.path.getsize(os.path.join(d, name)) == 256 * MIB for d in (b, c)))
-    want = sha(os.path.join(a, name))
-    wait(lambda: all(sha(os.path.join(d, name)) == want for d in (b, c)), 120, "edit verified", 0.5)
-    os.remove(os.path.join(a, name))
-    wait(lambda: not any(os.path.exists(os.path.join(d, name)) for d in (b, c)), 120, "256 MiB gone", 0.1)
+        def edit():
+            with open(os.path.join(a, name), "r+b") as f:
+                f.seek(128 * MIB + 12345)
+                f.write(patch)
+        measured("1 MiB in 256 MiB", edit,
+                 lambda: all(os.path.exists(os.path.join(d, name)) and os.stat(os.path.join(d, name)).st_ino != inos[d]
+                             and os.path.getsize(os.path.join(d, name)) == 256 * MIB for d in (b, c)))
+        want = sha(os.path.join(a, name))
+        wait(lambda: all(sha(os.path.join(d, name)) == want for d in (b, c)), 120, "edit verified", 0.5)
 
-    # 5,000 x 4 KiB in 50 folders.
-    tree = os.path.join(work, f"tree-{time.monotonic_ns()}")
-    n = small_tree(tree, args.small)
-    dest = os.path.join(a, os.path.basename(tree))
-    measured(f"{n:,} x 4 KiB", lambda: os.rename(tree, dest),
-             lambda: all(count_files(os.path.join(d, os.path.basename(tree))) == n
-                         if os.path.isdir(os.path.join(d, os.path.basename(tree))) else False for d in (b, c)),
-             # Counting 2 x 5,000 files is work the nodes' CPUs would
-             # otherwise lose to the measurement itself.
-             timeout=900, step=0.02)
-    shutil.rmtree(dest)
-    wait(lambda: not any(os.path.exists(os.path.join(d, os.path.basename(tree))) for d in (b, c)), 300, "tree gone", 0.2)
+        # 1 KiB inserted in the middle, as an editor saves: a new file
+        # renamed over the old one. Fixed blocks would lose every block
+        # after the insertion.
+        inos = {d: os.stat(os.path.join(d, name)).st_ino for d in (b, c)}
+        staged = os.path.join(work, "big.insert")
+        with open(os.path.join(a, name), "rb") as old, open(staged, "wb") as new:
+            new.write(old.read(128 * MIB + 12345))
+            new.write(os.urandom(1024))
+            shutil.copyfileobj(old, new, 8 * MIB)
+        measured("1 KiB inserted", lambda: os.rename(staged, os.path.join(a, name)),
+                 lambda: all(os.path.exists(os.path.join(d, name)) and os.stat(os.path.join(d, name)).st_ino != inos[d]
+                             and os.path.getsize(os.path.join(d, name)) == 256 * MIB + 1024 for d in (b, c)))
+        want = sha(os.path.join(a, name))
+        wait(lambda: all(sha(os.path.join(d, name)) == want for d in (b, c)), 120, "insertion verified", 0.5)
+        os.remove(os.path.join(a, name))
+        wait(lambda: not any(os.path.exists(os.path.join(d, name)) for d in (b, c)), 120, "256 MiB gone", 0.1)
 
-    # 1 x 1 GiB.
-    if args.gib:
+    if "tree" in args.only:
+        # 5,000 x 4 KiB in 50 folders.
+        tree = os.path.join(work, f"tree-{time.monotonic_ns()}")
+        n = small_tree(tree, args.small)
+        dest = os.path.join(a, os.path.basename(tree))
+        measured(f"{n:,} x 4 KiB", lambda: os.rename(tree, dest),
+                 lambda: all(count_files(os.path.join(d, os.path.basename(tree))) == n
+                             if os.path.isdir(os.path.join(d, os.path.basename(tree))) else False for d in (b, c)),
+                 # Counting 2 x 5,000 files is work the nodes' CPUs would
+                 # otherwise lose to the measurement itself.
+                 timeout=900, step=0.02)
+        # The tree stays until the end: see `quiet_disk`.
+
+    if "1g" in args.only:
+        # 1 x 1 GiB.
+        src = os.path.join(work, "huge.src")
         random_file(src, 1024 * MIB)
         subprocess.run(["sync"], check=True)
         name = f"huge-{time.monotonic_ns()}.bin"
@@ -330,36 +354,88 @@ def scenarios(sys_, work, args):
     return out
 
 
+def quiet_disk(scratch):
+    """Removes what an earlier run left in `scratch`, and says what that costs.
+
+    On ext4 without a journal (this VM's disk), an inode freed in the last
+    minute (six, while its inode table block is not yet written back) is
+    skipped when a new file is created in its block group, at the cost of
+    one cache lookup each: creating 5,000 files next to 15,000 just deleted
+    took 1.7-3.4 s of system time here, against 0.13 s in a quiet folder.
+    Every system creates one inode per file it receives, so a tree deleted
+    between runs would slow the next run of every system by more than the
+    whole of Zync's work. Nothing is deleted until the last run is over.
+    """
+    if not os.path.exists(scratch):
+        return
+    shutil.rmtree(scratch)
+    subprocess.run(["sync"], check=True)
+    print(f"removed an earlier run's {scratch}; waiting 6 minutes so that its freed inodes do not slow "
+          "this run's file creation (see quiet_disk)", file=sys.stderr)
+    time.sleep(360)
+
+
 def floors(work, args):
-    """cp + sync and rsync of the same data, on the same disk."""
+    """cp + sync, rsync and Unison (one-shot) of the same data, on the same disk:
+    {scenario: [(what, seconds)]}."""
     out = {}
     src = os.path.join(work, "floor.src")
+    unison = shutil.which("unison")
+    uhome = os.path.join(work, "unison-home")
+    os.makedirs(uhome, exist_ok=True)
 
     def timed(cmd):
         t = time.monotonic()
-        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=dict(os.environ, UNISON=uhome))
         subprocess.run(["sync"], check=True)
         return time.monotonic() - t
-    random_file(src, 256 * MIB)
-    subprocess.run(["sync"], check=True)
-    out["1 x 256 MiB"] = ("cp+sync x2", timed(f"cp {src} {work}/f1 && cp {src} {work}/f2"))
-    with open(f"{work}/f1", "r+b") as f:
-        f.seek(128 * MIB + 12345)
-        f.write(os.urandom(MIB))
-    if shutil.which("rsync"):
-        out["1 MiB in 256 MiB"] = ("rsync delta", timed(f"rsync --no-whole-file --inplace {work}/f1 {work}/f2"))
-    tree = os.path.join(work, "floor-tree")
-    n = small_tree(tree, args.small)
-    if shutil.which("rsync"):
-        out[f"{n:,} x 4 KiB"] = ("rsync x2", timed(f"rsync -a {tree}/ {work}/t1/ && rsync -a {tree}/ {work}/t2/"))
-    if args.gib:
+
+    def uni(a, b):
+        # Both replicas local, no prompts; -fastcheck is its default on Unix.
+        return f"unison {a} {b} -batch -auto -silent -times -confirmbigdel=false -ui text"
+
+    def both(a, b, c):
+        # Unison syncs two replicas: A with B, then A with C.
+        return f"{uni(a, b)} && {uni(a, c)}"
+    if {"256m", "1g"} & set(args.only):
+        random_file(src, 256 * MIB)
+        subprocess.run(["sync"], check=True)
+        if "256m" in args.only:
+            out["1 x 256 MiB"] = [("cp+sync x2", timed(f"cp {src} {work}/f1 && cp {src} {work}/f2"))]
+            with open(f"{work}/f1", "r+b") as f:
+                f.seek(128 * MIB + 12345)
+                f.write(os.urandom(MIB))
+            out["1 MiB in 256 MiB"] = []
+            if shutil.which("rsync"):
+                out["1 MiB in 256 MiB"].append(
+                    ("rsync delta", timed(f"rsync --no-whole-file --inplace {work}/f1 {work}/f2")))
+                with open(f"{work}/f2", "rb") as old, open(f"{work}/f1", "wb") as new:
+                    new.write(old.read(128 * MIB + 12345))
+                    new.write(os.urandom(1024))
+                    shutil.copyfileobj(old, new, 8 * MIB)
+                out["1 KiB inserted"] = [("rsync delta", timed(f"rsync --no-whole-file {work}/f1 {work}/f2"))]
+    if "tree" in args.only:
+        tree = os.path.join(work, "floor-tree")
+        n = small_tree(tree, args.small)
+        row = out.setdefault(f"{n:,} x 4 KiB", [])
+        if shutil.which("rsync"):
+            row.append(("rsync x2", timed(f"rsync -a {tree}/ {work}/t1/ && rsync -a {tree}/ {work}/t2/")))
+        if unison:
+            for d in ("u0", "u1", "u2"):
+                os.makedirs(os.path.join(work, d))
+            timed(both(f"{work}/u0", f"{work}/u1", f"{work}/u2"))  # empty replicas: their archives
+            os.rmdir(f"{work}/u0")
+            os.rename(tree, f"{work}/u0")
+            row.append(("unison x2", timed(both(f"{work}/u0", f"{work}/u1", f"{work}/u2"))))
+    if "1g" in args.only:
         random_file(src, 1024 * MIB)
         subprocess.run(["sync"], check=True)
-        out["1 x 1 GiB"] = ("cp+sync x2", timed(f"cp {src} {work}/g1 && cp {src} {work}/g2"))
+        out["1 x 1 GiB"] = [("cp+sync x2", timed(f"cp {src} {work}/g1 && cp {src} {work}/g2"))]
     for p in ("f1", "f2", "g1", "g2", "floor.src"):
         if os.path.exists(os.path.join(work, p)):
             os.remove(os.path.join(work, p))
-    for p in ("floor-tree", "t1", "t2"):
+    for p in ("floor-tree", "t1", "t2", "u0", "u1", "u2", "unison-home"):
         shutil.rmtree(os.path.join(work, p), ignore_errors=True)
     return out
 
@@ -369,13 +445,22 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per system; each figure is the median (default 3)")
     ap.add_argument("--files", type=int, default=20, help="1 KiB files per run (default 20)")
     ap.add_argument("--small", type=int, default=5000, help="small files in the tree (default 5000)")
+    ap.add_argument("--only", default="1k,256m,tree,1g",
+                    help="scenarios to run, comma-separated: 1k, 256m (with the 1 MiB edit), tree, 1g "
+                         "(default all)")
     ap.add_argument("--no-gib", dest="gib", action="store_false", help="skip the 1 GiB scenario")
+    ap.add_argument("--systems", default="zync,syncthing",
+                    help="systems to run side by side: zync, syncthing (default both; Syncthing only if on the PATH)")
     ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench-vs"), help="scratch folder")
     args = ap.parse_args()
-    shutil.rmtree(args.scratch, ignore_errors=True)
+    args.only = [o for o in args.only.split(",") if o and (args.gib or o != "1g")]
+    quiet_disk(args.scratch)
     os.makedirs(args.scratch)
-    systems = [Zync]
-    if shutil.which("syncthing"):
+    want = args.systems.split(",")
+    systems = [Zync] if "zync" in want else []
+    if "syncthing" not in want:
+        pass
+    elif shutil.which("syncthing"):
         systems.append(Syncthing)
     else:
         print("syncthing is not on the PATH (apt-get install syncthing): Zync only", file=sys.stderr)
@@ -394,22 +479,23 @@ def main():
                                  None if runs[0][k][1] is None else statistics.median(r[k][1] for r in runs))
                              for k in runs[0]}
     floor = floors(args.scratch, args)
-    names = list(results["Zync"])
+    names = list(dict.fromkeys([k for r in results.values() for k in r] + list(floor)))
     cols = [c.name for c in systems]
     print(f"\nseconds until B and C hold identical copies, median of {args.runs} runs "
-          f"({os.cpu_count()} cores, loopback); MiB fetched by B and C in brackets\n")
-    print(f"{'scenario':<20}" + "".join(f"{c:>22}" for c in cols) + f"{'floor':>26}")
+          f"({os.cpu_count()} cores, loopback); MiB fetched by B and C in brackets; "
+          f"floors and Unison are one run of a one-shot command\n")
+    print(f"{'scenario':<20}" + "".join(f"{c:>22}" for c in cols) + "   floors")
     for k in names:
         row = f"{k:<20}"
         for c in cols:
-            secs, fetched = results[c][k]
+            secs, fetched = results[c].get(k, (float("nan"), None))
             row += f"{secs:>12.3f}" + (f" [{fetched / MIB:>7.1f}]" if fetched is not None else " " * 10)
-        if k in floor:
-            row += f"{floor[k][1]:>12.3f} ({floor[k][0]})"
+        row += "   " + ", ".join(f"{secs:.3f} ({what})" for what, secs in floor.get(k, []))
         print(row)
     print("\npeak RSS (MB) and CPU-seconds over all runs, per process:")
     for c in cols:
         print(f"  {c:<10} " + ", ".join(f"{n} {r:.0f} MB {t:.1f} s" for n, (r, t) in usage[c].items()))
+    shutil.rmtree(args.scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
