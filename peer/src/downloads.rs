@@ -2,7 +2,8 @@
 //! step by hand. No I/O; the time is an argument.
 //!
 //! A path is wanted at one version at a time. Its download is queued (in
-//! arrival order), active on a worker (at most `workers` at once), waiting
+//! arrival order), active on a worker (at most `workers` large files at
+//! once, or `batch` small files in the place of each), waiting
 //! out a backoff after a failure (1 s doubling to 30 s), or idle (its bytes
 //! came back and the engine is deciding on them).
 
@@ -22,8 +23,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Queued,
-    /// On a worker, fetching this version.
-    Active(VersionVector),
+    /// On a worker, fetching this version; it takes this many slots.
+    Active(VersionVector, usize),
     /// Failed; try again at this time.
     Waiting(Instant),
     /// Back from a worker; the engine decides.
@@ -53,19 +54,27 @@ pub struct Downloads {
     /// the next one on every turn of its loop, which must not cost a walk
     /// over every download.
     waiting: BTreeSet<(Instant, RelPath)>,
+    /// Slots taken by active downloads.
     active: usize,
-    workers: usize,
+    /// Slots there are: `workers` × `batch`.
+    slots: usize,
+    /// Slots a download that cannot go in a batch takes.
+    batch: usize,
 }
 
 impl Downloads {
-    /// An empty queue for `workers` concurrent downloads (at least one).
-    pub fn new(workers: usize) -> Downloads {
+    /// An empty queue for `workers` concurrent downloads (at least one),
+    /// where `batch` small files ([`crate::transfer::batchable`]) count as
+    /// one download: they travel together.
+    pub fn new(workers: usize, batch: usize) -> Downloads {
+        let batch = batch.max(1);
         Downloads {
             paths: HashMap::new(),
             queue: LinkedHashSet::new(),
             waiting: BTreeSet::new(),
             active: 0,
-            workers: workers.max(1),
+            slots: workers.max(1) * batch,
+            batch,
         }
     }
 
@@ -139,7 +148,7 @@ impl Downloads {
             .backoff
             .map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
         d.backoff = Some(backoff);
-        if matches!(d.state, State::Active(_)) {
+        if matches!(d.state, State::Active(..)) {
             // The worker's result decides; it comes back here if it fails.
             return Some(backoff);
         }
@@ -151,7 +160,7 @@ impl Downloads {
 
     /// The next download to hand a worker, if one is free and one is queued.
     pub fn next_job(&mut self) -> Option<FileEntry> {
-        while self.active < self.workers {
+        while self.active < self.slots {
             let path = self.queue.pop_front()?;
             let Some(d) = self.paths.get_mut(&path) else {
                 continue;
@@ -159,8 +168,12 @@ impl Downloads {
             let (State::Queued, Some(w)) = (&d.state, &d.wanted) else {
                 continue;
             };
-            d.state = State::Active(w.version.clone());
-            self.active += 1;
+            let cost = match crate::transfer::batchable(w) {
+                true => 1,
+                false => self.batch,
+            };
+            d.state = State::Active(w.version.clone(), cost);
+            self.active += cost;
             return Some(w.clone());
         }
         None
@@ -171,8 +184,8 @@ impl Downloads {
     /// again, schedules a retry, or settles it.
     pub fn done(&mut self, path: &RelPath) -> Option<VersionVector> {
         let d = self.paths.get_mut(path)?;
-        if matches!(d.state, State::Active(_)) {
-            self.active -= 1;
+        if let State::Active(_, cost) = d.state {
+            self.active -= cost;
             d.state = State::Idle;
         }
         d.wanted.as_ref().map(|w| w.version.clone())
@@ -194,7 +207,7 @@ impl Downloads {
         let Some(d) = self.paths.get_mut(path) else {
             return;
         };
-        if matches!(d.state, State::Active(_)) {
+        if matches!(d.state, State::Active(..)) {
             d.wanted = None;
             d.backoff = None;
             return;
@@ -244,7 +257,8 @@ impl Downloads {
         self.waiting.first().map(|(at, _)| *at)
     }
 
-    /// Downloads on workers now.
+    /// Slots taken by downloads on workers now (a large file takes
+    /// `batch`, a small one one).
     pub fn active(&self) -> usize {
         self.active
     }
@@ -265,7 +279,7 @@ fn unlist(
         State::Waiting(at) => {
             waiting.remove(&(*at, path.clone()));
         }
-        State::Active(_) | State::Idle => {}
+        State::Active(..) | State::Idle => {}
     }
 }
 
@@ -296,7 +310,7 @@ mod tests {
 
     #[test]
     fn jobs_go_out_in_arrival_order_and_no_more_than_the_workers() {
-        let mut d = Downloads::new(2);
+        let mut d = Downloads::new(2, 1);
         for name in ["a", "b", "c"] {
             d.want(v(name, 1));
         }
@@ -310,8 +324,34 @@ mod tests {
     }
 
     #[test]
+    fn small_files_share_a_workers_slot_and_a_large_one_takes_it_whole() {
+        let mut d = Downloads::new(1, 3);
+        let mut large = v("large", 1);
+        large.size = 10 * zync_proto::BLOCK_SIZE;
+        large.blocks = vec![Hash::default(); 10];
+        for name in ["a", "b", "c", "d"] {
+            d.want(v(name, 1));
+        }
+        d.want(large);
+        for name in ["a", "b", "c"] {
+            assert_eq!(d.next_job().unwrap().path, p(name));
+        }
+        assert!(d.next_job().is_none(), "one worker's worth of small files");
+        d.done(&p("a"));
+        assert_eq!(d.next_job().unwrap().path, p("d"));
+        for name in ["b", "c", "d"] {
+            d.done(&p(name));
+        }
+        assert_eq!(d.next_job().unwrap().path, p("large"));
+        assert_eq!(d.active(), 3, "a large file takes the whole worker");
+        assert!(d.next_job().is_none());
+        d.done(&p("large"));
+        assert_eq!(d.active(), 0);
+    }
+
+    #[test]
     fn a_newer_version_replaces_the_wanted_one_and_an_older_one_is_ignored() {
-        let mut d = Downloads::new(1);
+        let mut d = Downloads::new(1, 1);
         d.want(v("a", 2));
         d.want(v("a", 1));
         assert_eq!(d.wanted(&p("a")).unwrap().version, v("a", 2).version);
@@ -323,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_version_wanted_during_its_download_is_fetched_after_it() {
-        let mut d = Downloads::new(4);
+        let mut d = Downloads::new(4, 1);
         d.want(v("a", 1));
         let job = d.next_job().unwrap();
         d.want(v("a", 2));
@@ -336,7 +376,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_doubling_to_thirty_seconds() {
-        let mut d = Downloads::new(1);
+        let mut d = Downloads::new(1, 1);
         let t = Instant::now();
         d.want(v("a", 1));
         let mut waits = Vec::new();
@@ -356,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_new_holder_ends_every_backoff() {
-        let mut d = Downloads::new(1);
+        let mut d = Downloads::new(1, 1);
         let t = Instant::now();
         d.want(v("a", 1));
         d.next_job();
@@ -371,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_path_finished_while_a_worker_has_it_is_forgotten_when_it_returns() {
-        let mut d = Downloads::new(1);
+        let mut d = Downloads::new(1, 1);
         d.want(v("a", 1));
         d.next_job();
         d.finish(&p("a"));
@@ -385,7 +425,7 @@ mod tests {
 
     #[test]
     fn a_download_decided_on_and_not_requeued_is_no_longer_tracked() {
-        let mut d = Downloads::new(1);
+        let mut d = Downloads::new(1, 1);
         d.want(v("a", 1));
         d.next_job();
         d.done(&p("a"));
@@ -398,7 +438,7 @@ mod tests {
 
     #[test]
     fn wanting_again_while_waiting_queues_at_once_and_keeps_the_backoff() {
-        let mut d = Downloads::new(1);
+        let mut d = Downloads::new(1, 1);
         let t = Instant::now();
         assert_eq!(d.want_later(v("a", 1), t), Duration::from_secs(1));
         assert!(d.next_job().is_none());
@@ -410,7 +450,7 @@ mod tests {
 
     #[test]
     fn backoffs_end_in_order_and_a_path_dropped_meanwhile_never_wakes() {
-        let mut d = Downloads::new(3);
+        let mut d = Downloads::new(3, 1);
         let t = Instant::now();
         d.want_later(v("a", 1), t);
         d.want_later(v("b", 1), t);
@@ -433,7 +473,7 @@ mod tests {
 
     #[test]
     fn holders_heard_of_go_with_the_version_they_hold() {
-        let mut d = Downloads::new(1);
+        let mut d = Downloads::new(1, 1);
         d.want(v("a", 1));
         d.held_by(&p("a"), v("a", 2).sha256, vec!["x".into()]);
         assert!(d.holders(&p("a")).is_empty(), "another version's holders");

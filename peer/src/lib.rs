@@ -274,9 +274,9 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         });
         let (staging, sync_tx) = (staging.clone(), sync_tx.clone());
         spawn(&format!("zync-fetch-{i}"), move || {
-            for Job { entry, holders } in jobs {
+            for Job { files } in jobs {
                 let t = Instant::now();
-                let sent = match fetcher.fetch_from(&entry, &holders, &staging, &mut |_| {}) {
+                fetcher.fetch_many(files, &staging, &mut |entry, result| match result {
                     Ok(written) => sync_tx.send((entry, written, t)).is_ok(),
                     Err(e) => tx
                         .send(Input::Done {
@@ -285,10 +285,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
                             took: t.elapsed(),
                         })
                         .is_ok(),
-                };
-                if !sent {
-                    return;
-                }
+                });
             }
         });
     }

@@ -386,6 +386,33 @@ fn bad_holder_is_skipped_for_a_good_one() {
     );
 }
 
+/// Small files travel in batches on one connection to their first holder:
+/// a holder that lies in a batch is skipped for an honest one all the same.
+#[test]
+fn bad_holder_of_a_small_file_is_skipped_for_a_good_one() {
+    let mut c = Cluster::start(1);
+    let body = data(1000, 13);
+    fs::write(c.dir(0).join("small.bin"), &body).unwrap();
+    listed(&c, "small.bin");
+    let liar = FakeHolder::start(&c, "a-evil", entry_of(&c, "small.bin", &body), |len, _| {
+        Some(vec![0xEE; len as usize])
+    });
+    c.add_peer("p2");
+    wait_for(
+        CONVERGE,
+        || fs::read(c.dir(1).join("small.bin")).ok().as_deref() == Some(&body[..]),
+        "p2 has the file",
+        &c,
+    );
+    assert!(liar.asked() > 0, "the liar was asked first");
+    let log = c.peers[1].proc.log_text();
+    assert!(
+        log.contains("event=holder_failed path=small.bin peer=a-evil"),
+        "{log}"
+    );
+    assert!(log.contains("event=synced path=small.bin from=p1"), "{log}");
+}
+
 /// Regression: a retry deadline stayed in the engine's timer set after it
 /// fired, so while the retried download waited on a silent holder the
 /// engine's wait was zero and it spun a whole core.

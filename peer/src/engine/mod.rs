@@ -34,7 +34,7 @@ use crate::hashing::{HashError, Hashed, Hashers, Stat};
 use crate::index::Record;
 use crate::link::{LinkEvent, Registration};
 use crate::session::{NoteVerdict, Session};
-use crate::transfer::{FetchError, Fetched};
+use crate::transfer::{self, FetchError, Fetched};
 use zync_net::{self as net, NetError, TrackerClient};
 
 mod local;
@@ -67,12 +67,12 @@ pub enum Input {
     },
 }
 
-/// A download job for the worker pool.
+/// A download job for the worker pool: one file, or up to
+/// [`transfer::BATCH_FILES`] small ones, each with the live peers the
+/// cluster said hold it (none: ask the tracker).
 pub struct Job {
-    /// The version to fetch.
-    pub entry: FileEntry,
-    /// Live peers the cluster said hold it (empty: ask the tracker).
-    pub holders: Vec<PeerInfo>,
+    /// The versions to fetch.
+    pub files: Vec<transfer::Want>,
 }
 
 /// The engine's fixed surroundings.
@@ -178,7 +178,7 @@ impl Engine {
             registration,
             session: Session::new(Instant::now()),
             outbox: Vec::new(),
-            downloads: Downloads::new(workers),
+            downloads: Downloads::new(workers, transfer::BATCH_FILES),
             unstable: BTreeSet::new(),
             unstable_at: None,
             deferred: HashMap::new(),

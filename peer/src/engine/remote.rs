@@ -190,7 +190,9 @@ impl Engine {
         self.downloads.held_by(&path, sha256, f.holders);
     }
 
+    /// Hands the queued downloads to the workers, small files in batches.
     pub(super) fn dispatch(&mut self) {
+        let mut small = Vec::new();
         while let Some(entry) = self.downloads.next_job() {
             let holders = self
                 .downloads
@@ -198,9 +200,22 @@ impl Engine {
                 .iter()
                 .filter_map(|name| self.peers.get(name).cloned())
                 .collect();
-            if self.jobs.send(Job { entry, holders }).is_err() {
+            let job = match transfer::batchable(&entry) {
+                true => {
+                    small.push((entry, holders));
+                    if small.len() < transfer::BATCH_FILES {
+                        continue;
+                    }
+                    std::mem::take(&mut small)
+                }
+                false => vec![(entry, holders)],
+            };
+            if self.jobs.send(Job { files: job }).is_err() {
                 return;
             }
+        }
+        if !small.is_empty() {
+            let _ = self.jobs.send(Job { files: small });
         }
     }
 

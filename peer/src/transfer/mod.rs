@@ -35,8 +35,10 @@ use zync_net::{self as net, Choice, Context, NetError, Socket, TrackerClient};
 use crate::fsops::Root;
 use crate::hashing::Stat;
 
+mod batch;
 mod stream;
 
+pub use batch::{batchable, Want, BATCH_FILES, SMALL_FILE};
 pub use stream::{Block, BlockStream};
 
 /// Why a fetch failed.

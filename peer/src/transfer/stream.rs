@@ -456,19 +456,20 @@ impl BlockStream {
 
     fn fail_holder(&mut self, holder: usize, why: HolderError) {
         let name = self.holders[holder].name.clone();
-        // A holder that no longer has this content (it moved on to a newer
-        // version, or deleted it) is the ordinary race of a busy folder,
-        // not a fault worth a warning.
-        let moved_on =
-            matches!(&why, HolderError::Refused { kind, .. } if *kind == ErrorKind::NotFound);
-        if moved_on {
-            info!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
-                  "skipping holder");
-        } else {
-            warn!(event = %"holder_failed", path = %self.entry.path, peer = %name, reason = %why,
-                  "skipping holder");
-        }
+        holder_failed(&self.entry.path, &name, &why);
         self.last_failure = Some((name, why));
+    }
+}
+
+/// Logs that holder `peer` was given up for `path`. A holder that no
+/// longer has the content (it moved on to a newer version, or deleted it)
+/// is the ordinary race of a busy folder, not a fault worth a warning.
+pub(super) fn holder_failed(path: &zync_proto::RelPath, peer: &str, why: &HolderError) {
+    let moved_on = matches!(why, HolderError::Refused { kind, .. } if *kind == ErrorKind::NotFound);
+    if moved_on {
+        info!(event = %"holder_failed", path = %path, peer = %peer, reason = %why, "skipping holder");
+    } else {
+        warn!(event = %"holder_failed", path = %path, peer = %peer, reason = %why, "skipping holder");
     }
 }
 
