@@ -17,8 +17,9 @@ of the write on node A until B and C hold identical copies, the median of
 
 `--only` picks scenarios (1k, 256m, tree, 1g) and `--systems` the systems.
 Unison (if on the PATH) is timed as a one-shot `unison A B; unison A C` of
-the tree beside rsync: it has no watcher here (Debian ships no
-unison-fsmonitor), so it is an anchor for the work, not for the latency.
+every change but the 1 KiB files, beside the floors: it has no watcher here
+(Debian ships no unison-fsmonitor), so it is an anchor for the work, not
+for the latency.
 
 Also bytes fetched by B and C (Zync: the `fetched=` of their `synced`
 lines; Syncthing: its connection counters), and each process's peak RSS and
@@ -410,6 +411,16 @@ def floors(work, args):
     def both(a, b, c):
         # Unison syncs two replicas: A with B, then A with C.
         return f"{uni(a, b)} && {uni(a, c)}"
+
+    def replicas():
+        """Three empty Unison replicas, with their archives made; returns them."""
+        r = [os.path.join(work, d) for d in ("u0", "u1", "u2")]
+        for d in r:
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+        timed(both(*r))
+        return r
+
     if "256m" in args.only:
         random_file(src, 256 * MIB)
         subprocess.run(["sync"], check=True)
@@ -421,6 +432,19 @@ def floors(work, args):
                 ("rsync delta", timed(f"rsync --no-whole-file --inplace {work}/f1 {work}/f2")))
             insert_middle(f"{work}/f2", f"{work}/f1")
             out["1 KiB inserted"] = [("rsync delta", timed(f"rsync --no-whole-file {work}/f1 {work}/f2"))]
+        if unison:
+            # The same three changes, each synced A -> B, A -> C by Unison.
+            r = replicas()
+            shutil.copyfile(src, f"{r[0]}/big")
+            subprocess.run(["sync"], check=True)
+            out["1 x 256 MiB"].append(("unison x2", timed(both(*r))))
+            overwrite_middle(f"{r[0]}/big", os.urandom(MIB))
+            out["1 MiB in 256 MiB"].append(("unison x2", timed(both(*r))))
+            insert_middle(f"{r[0]}/big", f"{work}/big.insert")
+            os.rename(f"{work}/big.insert", f"{r[0]}/big")
+            out.setdefault("1 KiB inserted", []).append(("unison x2", timed(both(*r))))
+            for d in r:
+                shutil.rmtree(d)
     if "tree" in args.only:
         tree = os.path.join(work, "floor-tree")
         n = small_tree(tree, args.small)
@@ -428,16 +452,21 @@ def floors(work, args):
         if shutil.which("rsync"):
             row.append(("rsync x2", timed(f"rsync -a {tree}/ {work}/t1/ && rsync -a {tree}/ {work}/t2/")))
         if unison:
-            for d in ("u0", "u1", "u2"):
-                os.makedirs(os.path.join(work, d))
-            timed(both(f"{work}/u0", f"{work}/u1", f"{work}/u2"))  # empty replicas: their archives
-            os.rmdir(f"{work}/u0")
-            os.rename(tree, f"{work}/u0")
-            row.append(("unison x2", timed(both(f"{work}/u0", f"{work}/u1", f"{work}/u2"))))
+            r = replicas()
+            os.rmdir(r[0])
+            os.rename(tree, r[0])
+            row.append(("unison x2", timed(both(*r))))
     if "1g" in args.only:
         random_file(src, 1024 * MIB)
         subprocess.run(["sync"], check=True)
         out["1 x 1 GiB"] = [("cp+sync x2", timed(f"cp {src} {work}/g1 && cp {src} {work}/g2"))]
+        if unison:
+            r = replicas()
+            shutil.copyfile(src, f"{r[0]}/huge")
+            subprocess.run(["sync"], check=True)
+            out["1 x 1 GiB"].append(("unison x2", timed(both(*r))))
+            for d in r:
+                shutil.rmtree(d)
     for p in ("f1", "f2", "g1", "g2", "floor.src"):
         if os.path.exists(os.path.join(work, p)):
             os.remove(os.path.join(work, p))

@@ -245,19 +245,25 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     // Syncers: a fetched file waits for the disk here, so a fetch worker
     // goes on to its next download meanwhile (with small files, the fsyncs'
     // latency, not the CPU, would set the pace).
-    let (sync_tx, sync_rx) = unbounded::<(zync_proto::FileEntry, transfer::Written, Instant)>();
+    // A batch of small files is made durable at once (`SyncGroup`).
+    type Synced = (zync_proto::FileEntry, transfer::Written, Instant);
+    let (sync_tx, sync_rx) = unbounded::<(transfer::SyncGroup, Vec<Synced>)>();
     for i in 0..SYNCERS {
         let (jobs, tx) = (sync_rx.clone(), tx.clone());
         spawn(&format!("zync-sync-{i}"), move || {
-            for (entry, written, t) in jobs {
-                let result = written.sync();
-                let done = Input::Done {
-                    entry,
-                    result,
-                    took: t.elapsed(),
-                };
-                if tx.send(done).is_err() {
-                    return;
+            for (group, batch) in jobs {
+                let (rest, written): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|(e, w, t)| ((e, t), w)).unzip();
+                let results = group.sync(written);
+                for ((entry, t), result) in rest.into_iter().zip(results) {
+                    let done = Input::Done {
+                        entry,
+                        result,
+                        took: t.elapsed(),
+                    };
+                    if tx.send(done).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -276,8 +282,13 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         spawn(&format!("zync-fetch-{i}"), move || {
             for Job { files } in jobs {
                 let t = Instant::now();
+                let group = transfer::SyncGroup::open(&staging);
+                let mut written = Vec::new();
                 fetcher.fetch_many(files, &staging, &mut |entry, result| match result {
-                    Ok(written) => sync_tx.send((entry, written, t)).is_ok(),
+                    Ok(w) => {
+                        written.push((entry, w, t));
+                        true
+                    }
                     Err(e) => tx
                         .send(Input::Done {
                             entry,
@@ -286,6 +297,9 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
                         })
                         .is_ok(),
                 });
+                if !written.is_empty() && sync_tx.send((group, written)).is_err() {
+                    return;
+                }
             }
         });
     }

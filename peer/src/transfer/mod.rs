@@ -36,9 +36,11 @@ use crate::fsops::Root;
 use crate::hashing::Stat;
 
 mod batch;
+mod durable;
 mod stream;
 
 pub use batch::{batchable, Want, BATCH_FILES, SMALL_FILE};
+pub use durable::SyncGroup;
 pub use stream::{Block, BlockStream};
 
 /// Why a fetch failed.
