@@ -44,8 +44,8 @@ impl Index {
                     }
                 }
                 let rejoin = self.peers.contains_key(&name);
-                self.peers.insert(
-                    name.clone(),
+                self.add_peer(
+                    &name,
                     Peer {
                         device,
                         endpoint: endpoint.clone(),
@@ -395,6 +395,60 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Holder lists come from a map by path kept beside each peer's own
+    /// list; every way a peer comes, changes and goes keeps them equal.
+    #[test]
+    fn holders_by_path_stay_in_step_with_what_each_peer_holds() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let now = Instant::now();
+        let cfg = Config::default();
+        let step = |ix: &mut Index, req: TrackerRequest, out: &mut Vec<Notification>| {
+            ix.handle(req, now, &cfg, "tcp://*:1", out);
+            assert!(ix.held_in_step());
+        };
+        let f1 = entry("f", "a", &["a"], b"1");
+        let f2 = entry("f", "b", &["a", "b"], b"2");
+        let g = entry("g", "a", &["a"], b"g");
+        register(&mut ix, "a", vec![f1.clone(), g.clone()], &mut out);
+        register(&mut ix, "b", vec![f1.clone()], &mut out);
+        assert!(ix.held_in_step());
+        assert_eq!(ix.holders(&f1), ["a", "b"]);
+        let update = |name: &str, files: Vec<FileEntry>| TrackerRequest::Update {
+            name: name.into(),
+            device: 1,
+            files,
+        };
+        step(&mut ix, update("b", vec![f2.clone()]), &mut out);
+        assert_eq!(ix.holders(&f1), ["a"]);
+        assert_eq!(ix.holders(&f2), ["b"]);
+        let mut gone = g.clone();
+        gone.deleted = true;
+        gone.sha256 = Hash::EMPTY;
+        gone.blocks.clear();
+        gone.size = 0;
+        step(&mut ix, update("a", vec![gone]), &mut out);
+        assert!(ix.holders(&g).is_empty());
+        // A rejoin starts from what it registers now.
+        register(&mut ix, "a", vec![f2.clone()], &mut out);
+        assert!(ix.held_in_step());
+        assert_eq!(ix.holders(&f2), ["a", "b"]);
+        assert!(ix.locate(&g.path, g.sha256, now).is_empty());
+        let unregister = TrackerRequest::Unregister {
+            name: "b".into(),
+            device: 1,
+        };
+        step(&mut ix, unregister, &mut out);
+        assert_eq!(ix.holders(&f2), ["a"]);
+        ix.expire(
+            now + Duration::from_secs(60),
+            Duration::from_secs(3),
+            &mut out,
+        );
+        assert!(ix.held_in_step());
+        assert!(ix.holders(&f2).is_empty(), "no peer left: held is empty");
     }
 
     #[test]

@@ -24,13 +24,6 @@ pub(crate) struct Peer {
     pub(crate) files: HashMap<RelPath, Option<Hash>>,
 }
 
-impl Peer {
-    /// True if the peer reported holding `path` with content `sha256`.
-    pub(crate) fn holds(&self, path: &RelPath, sha256: Hash) -> bool {
-        self.files.get(path) == Some(&Some(sha256))
-    }
-}
-
 /// The tracker's state, without sockets: what `handle` decides is testable alone.
 pub(crate) struct Index {
     pub(crate) epoch: u64,
@@ -40,6 +33,11 @@ pub(crate) struct Index {
     /// Paths whose current entry has this content (not tombstones), for
     /// `Find`. Kept in step with `current`, its only writer being `absorb`.
     pub(crate) by_content: HashMap<Hash, BTreeSet<RelPath>>,
+    /// Who holds each path, and what (`None`: a deletion): every live
+    /// peer's `files` turned around, so a holder list costs what the path
+    /// has, not a walk over every peer. Written only by `hold` and
+    /// `forget_peer`, which keep both sides in step.
+    held: HashMap<RelPath, BTreeMap<String, Option<Hash>>>,
 }
 
 impl Index {
@@ -51,18 +49,73 @@ impl Index {
             peers: BTreeMap::new(),
             current: BTreeMap::new(),
             by_content: HashMap::new(),
+            held: HashMap::new(),
         }
+    }
+
+    /// Records that peer `name` (registered) holds `what` at `path`.
+    fn hold(&mut self, name: &str, path: &RelPath, what: Option<Hash>) {
+        let Some(p) = self.peers.get_mut(name) else {
+            return;
+        };
+        p.files.insert(path.clone(), what);
+        self.held
+            .entry(path.clone())
+            .or_default()
+            .insert(name.to_owned(), what);
+    }
+
+    /// Adds a peer that holds nothing yet, replacing one of the same name
+    /// (and what it held).
+    pub(crate) fn add_peer(&mut self, name: &str, peer: Peer) {
+        self.forget_peer(name);
+        self.peers.insert(name.to_owned(), peer);
+    }
+
+    /// Removes peer `name` and everything it held; returns it.
+    fn forget_peer(&mut self, name: &str) -> Option<Peer> {
+        let p = self.peers.remove(name)?;
+        for path in p.files.keys() {
+            if let Some(by) = self.held.get_mut(path) {
+                by.remove(name);
+                if by.is_empty() {
+                    self.held.remove(path);
+                }
+            }
+        }
+        Some(p)
+    }
+
+    /// Whether `held` is exactly every live peer's `files` turned around.
+    #[cfg(test)]
+    pub(crate) fn held_in_step(&self) -> bool {
+        let mut turned: HashMap<RelPath, BTreeMap<String, Option<Hash>>> = HashMap::new();
+        for (name, p) in &self.peers {
+            for (path, what) in &p.files {
+                turned
+                    .entry(path.clone())
+                    .or_default()
+                    .insert(name.clone(), *what);
+            }
+        }
+        turned == self.held
+    }
+
+    /// Live peers holding `path` with content `sha256`, by name.
+    fn holding(&self, path: &RelPath, sha256: Hash) -> impl Iterator<Item = &String> {
+        self.held
+            .get(path)
+            .into_iter()
+            .flatten()
+            .filter(move |(_, what)| **what == Some(sha256))
+            .map(|(name, _)| name)
     }
 
     pub(crate) fn holders(&self, entry: &FileEntry) -> Vec<String> {
         if entry.deleted {
             return Vec::new();
         }
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.holds(&entry.path, entry.sha256))
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.holding(&entry.path, entry.sha256).cloned().collect()
     }
 
     pub(crate) fn peer_info(name: &str, p: &Peer, now: Instant) -> PeerInfo {
@@ -91,10 +144,7 @@ impl Index {
     ) {
         let mut announced = 0;
         for e in files {
-            if let Some(p) = self.peers.get_mut(name) {
-                p.files
-                    .insert(e.path.clone(), (!e.deleted).then_some(e.sha256));
-            }
+            self.hold(name, &e.path, (!e.deleted).then_some(e.sha256));
             let announce = match self.current.get(&e.path) {
                 None => true,
                 Some(cur) if e.supersedes(cur) => true,
@@ -165,7 +215,7 @@ impl Index {
     }
 
     pub(crate) fn remove_peer(&mut self, name: &str, why: &str, out: &mut Vec<Notification>) {
-        if self.peers.remove(name).is_some() {
+        if self.forget_peer(name).is_some() {
             info!(event = %"peer_left", peer = %name, reason = %why, "peer left");
             let n = self.next(Event::PeerLeft {
                 name: name.to_owned(),
@@ -197,10 +247,8 @@ impl Index {
 
     /// Live peers holding `path` with content `sha256`.
     pub(crate) fn locate(&self, path: &RelPath, sha256: Hash, now: Instant) -> Vec<PeerInfo> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.holds(path, sha256))
-            .map(|(n, p)| Self::peer_info(n, p, now))
+        self.holding(path, sha256)
+            .filter_map(|n| Some(Self::peer_info(n, self.peers.get(n)?, now)))
             .collect()
     }
 

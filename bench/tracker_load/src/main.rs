@@ -368,8 +368,14 @@ fn register_all(
     got.context("no peer registered")
 }
 
-/// Sends every peer's heartbeat once per `every` until `stop`, pipelined
-/// on one connection (replies are drained, not waited for).
+/// Simulated peers whose heartbeats share one connection. The tracker
+/// takes requests from its connections in turn, so with all of them on one
+/// it would answer one heartbeat per round of every query client's
+/// requests, where real peers each have their own.
+const BEATS_PER_CONNECTION: usize = 25;
+
+/// Sends every peer's heartbeat twice per `every` until `stop`, pipelined
+/// (replies are drained, not waited for).
 fn heartbeats(
     ctx: &Context,
     tracker: &str,
@@ -377,22 +383,30 @@ fn heartbeats(
     every: Duration,
     stop: &AtomicBool,
 ) {
-    let Ok(sock) = ctx.dealer(&zync_net::tcp(tracker)) else {
-        return;
+    let endpoint = zync_net::tcp(tracker);
+    let groups: Vec<(&[(String, u64)], Socket)> = ids
+        .chunks(BEATS_PER_CONNECTION)
+        .filter_map(|g| Some((g, ctx.dealer(&endpoint).ok()?)))
+        .collect();
+    let drain = || {
+        for (_, sock) in &groups {
+            while let Ok(Some(_)) = sock.try_recv_body() {}
+        }
     };
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        for (name, device) in ids {
-            let hb = TrackerRequest::Heartbeat {
-                name: name.clone(),
-                device: *device,
-            };
-            let _ = sock.send_frames([Vec::new(), encode(&hb)]);
-            while let Ok(Some(_)) = sock.try_recv_body() {}
+        for (group, sock) in &groups {
+            for (name, device) in *group {
+                let hb = TrackerRequest::Heartbeat {
+                    name: name.clone(),
+                    device: *device,
+                };
+                let _ = sock.send_frames([Vec::new(), encode(&hb)]);
+            }
         }
         next += every / 2;
         while Instant::now() < next && !stop.load(Ordering::Relaxed) {
-            while let Ok(Some(_)) = sock.try_recv_body() {}
+            drain();
             std::thread::sleep(Duration::from_millis(10));
         }
     }
