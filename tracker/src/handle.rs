@@ -47,6 +47,7 @@ impl Index {
                 self.add_peer(
                     &name,
                     Peer {
+                        id: name.as_str().into(),
                         device,
                         endpoint: endpoint.clone(),
                         last_seen: now,

@@ -4,6 +4,7 @@
 //! must hear of appends a [`Notification`] with the next sequence number.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
@@ -14,6 +15,8 @@ use zync_proto::{
 use crate::LOGGED_PER_BATCH;
 
 pub(crate) struct Peer {
+    /// Its name, shared by every entry of `Index::held` that names it.
+    pub(crate) id: Arc<str>,
     pub(crate) device: u64,
     pub(crate) endpoint: String,
     pub(crate) last_seen: Instant,
@@ -36,9 +39,14 @@ pub(crate) struct Index {
     /// Who holds each path, and what (`None`: a deletion): every live
     /// peer's `files` turned around, so a holder list costs what the path
     /// has, not a walk over every peer. Written only by `hold` and
-    /// `forget_peer`, which keep both sides in step.
-    held: HashMap<RelPath, BTreeMap<String, Option<Hash>>>,
+    /// `forget_peer`, which keep both sides in step. A short list sorted by
+    /// name, with the name shared: most paths have a few holders, and a
+    /// map per path cost some 750 bytes for one.
+    held: HashMap<RelPath, Vec<Holding>>,
 }
+
+/// A peer holding a path, and what (`None`: a deletion).
+type Holding = (Arc<str>, Option<Hash>);
 
 impl Index {
     /// An empty index for tracker epoch `epoch`.
@@ -59,10 +67,12 @@ impl Index {
             return;
         };
         p.files.insert(path.clone(), what);
-        self.held
-            .entry(path.clone())
-            .or_default()
-            .insert(name.to_owned(), what);
+        let id = p.id.clone();
+        let by = self.held.entry(path.clone()).or_default();
+        match by.binary_search_by(|(n, _)| (**n).cmp(name)) {
+            Ok(i) => by[i].1 = what,
+            Err(i) => by.insert(i, (id, what)),
+        }
     }
 
     /// Adds a peer that holds nothing yet, replacing one of the same name
@@ -77,7 +87,7 @@ impl Index {
         let p = self.peers.remove(name)?;
         for path in p.files.keys() {
             if let Some(by) = self.held.get_mut(path) {
-                by.remove(name);
+                by.retain(|(n, _)| **n != *name);
                 if by.is_empty() {
                     self.held.remove(path);
                 }
@@ -89,33 +99,36 @@ impl Index {
     /// Whether `held` is exactly every live peer's `files` turned around.
     #[cfg(test)]
     pub(crate) fn held_in_step(&self) -> bool {
-        let mut turned: HashMap<RelPath, BTreeMap<String, Option<Hash>>> = HashMap::new();
+        let mut turned: HashMap<RelPath, Vec<Holding>> = HashMap::new();
         for (name, p) in &self.peers {
             for (path, what) in &p.files {
                 turned
                     .entry(path.clone())
                     .or_default()
-                    .insert(name.clone(), *what);
+                    .push((name.as_str().into(), *what));
             }
         }
+        // `peers` is walked in name order, so each list is sorted already.
         turned == self.held
     }
 
     /// Live peers holding `path` with content `sha256`, by name.
-    fn holding(&self, path: &RelPath, sha256: Hash) -> impl Iterator<Item = &String> {
+    fn holding(&self, path: &RelPath, sha256: Hash) -> impl Iterator<Item = &str> {
         self.held
             .get(path)
             .into_iter()
             .flatten()
-            .filter(move |(_, what)| **what == Some(sha256))
-            .map(|(name, _)| name)
+            .filter(move |(_, what)| *what == Some(sha256))
+            .map(|(name, _)| &**name)
     }
 
     pub(crate) fn holders(&self, entry: &FileEntry) -> Vec<String> {
         if entry.deleted {
             return Vec::new();
         }
-        self.holding(&entry.path, entry.sha256).cloned().collect()
+        self.holding(&entry.path, entry.sha256)
+            .map(str::to_owned)
+            .collect()
     }
 
     pub(crate) fn peer_info(name: &str, p: &Peer, now: Instant) -> PeerInfo {
