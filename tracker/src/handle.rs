@@ -111,7 +111,7 @@ impl Index {
                 }
             }
             TrackerRequest::Locate { path, sha256 } => TrackerReply::Holders {
-                entry: self.current.get(&path).cloned(),
+                entry: self.current.get(&path).map(|s| s.entry.clone()),
                 holders: self.locate(&path, sha256, now),
             },
             TrackerRequest::Peers => TrackerReply::Peers {
@@ -125,14 +125,14 @@ impl Index {
                     let holders = held(path);
                     if !holders.is_empty() {
                         return TrackerReply::Holders {
-                            entry: self.current.get(path).cloned(),
+                            entry: self.current.get(path).map(|s| s.entry.clone()),
                             holders,
                         };
                     }
                     first.get_or_insert(path);
                 }
                 TrackerReply::Holders {
-                    entry: first.and_then(|p| self.current.get(p).cloned()),
+                    entry: first.and_then(|p| self.current.get(p).map(|s| s.entry.clone())),
                     holders: Vec::new(),
                 }
             }

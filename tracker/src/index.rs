@@ -32,17 +32,24 @@ pub(crate) struct Index {
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
     pub(crate) peers: BTreeMap<String, Peer>,
-    pub(crate) current: BTreeMap<RelPath, FileEntry>,
+    /// Each path's current version, and who holds what there.
+    pub(crate) current: BTreeMap<RelPath, Slot>,
     /// Paths whose current entry has this content (not tombstones), for
     /// `Find`. Kept in step with `current`, its only writer being `absorb`.
     pub(crate) by_content: HashMap<Hash, BTreeSet<RelPath>>,
-    /// Who holds each path, and what (`None`: a deletion): every live
-    /// peer's `files` turned around, so a holder list costs what the path
-    /// has, not a walk over every peer. Written only by `hold` and
-    /// `forget_peer`, which keep both sides in step. A short list sorted by
-    /// name, with the name shared: most paths have a few holders, and a
-    /// map per path cost some 750 bytes for one.
-    held: HashMap<RelPath, Vec<Holding>>,
+}
+
+/// A path's current version (tombstones included), and who holds what
+/// there.
+pub(crate) struct Slot {
+    pub(crate) entry: FileEntry,
+    /// Every live peer's `files` turned around for this path, so a holder
+    /// list costs what the path has, not a walk over every peer. Written
+    /// only by `hold` and `forget_peer`, which keep both sides in step. A
+    /// short list sorted by name, with the name shared and no spare room:
+    /// most paths have a few holders (a map per path cost some 750 bytes
+    /// for one, a second map keyed by path 320; this, 100).
+    held: Vec<Holding>,
 }
 
 /// A peer holding a path, and what (`None`: a deletion).
@@ -57,21 +64,25 @@ impl Index {
             peers: BTreeMap::new(),
             current: BTreeMap::new(),
             by_content: HashMap::new(),
-            held: HashMap::new(),
         }
     }
 
-    /// Records that peer `name` (registered) holds `what` at `path`.
+    /// Records that peer `name` (registered) holds `what` at `path`, which
+    /// has a current version.
     fn hold(&mut self, name: &str, path: &RelPath, what: Option<Hash>) {
-        let Some(p) = self.peers.get_mut(name) else {
+        let (Some(p), Some(slot)) = (self.peers.get_mut(name), self.current.get_mut(path)) else {
             return;
         };
         p.files.insert(path.clone(), what);
         let id = p.id.clone();
-        let by = self.held.entry(path.clone()).or_default();
+        let by = &mut slot.held;
         match by.binary_search_by(|(n, _)| (**n).cmp(name)) {
             Ok(i) => by[i].1 = what,
-            Err(i) => by.insert(i, (id, what)),
+            Err(i) => {
+                // Most paths have one or two holders: no room for four.
+                by.reserve_exact(1);
+                by.insert(i, (id, what));
+            }
         }
     }
 
@@ -86,11 +97,8 @@ impl Index {
     fn forget_peer(&mut self, name: &str) -> Option<Peer> {
         let p = self.peers.remove(name)?;
         for path in p.files.keys() {
-            if let Some(by) = self.held.get_mut(path) {
-                by.retain(|(n, _)| **n != *name);
-                if by.is_empty() {
-                    self.held.remove(path);
-                }
+            if let Some(slot) = self.current.get_mut(path) {
+                slot.held.retain(|(n, _)| **n != *name);
             }
         }
         Some(p)
@@ -99,27 +107,28 @@ impl Index {
     /// Whether `held` is exactly every live peer's `files` turned around.
     #[cfg(test)]
     pub(crate) fn held_in_step(&self) -> bool {
-        let mut turned: HashMap<RelPath, Vec<Holding>> = HashMap::new();
+        let mut turned: HashMap<&RelPath, Vec<Holding>> = HashMap::new();
         for (name, p) in &self.peers {
             for (path, what) in &p.files {
                 turned
-                    .entry(path.clone())
+                    .entry(path)
                     .or_default()
                     .push((name.as_str().into(), *what));
             }
         }
         // `peers` is walked in name order, so each list is sorted already.
-        turned == self.held
+        self.current
+            .iter()
+            .all(|(path, slot)| turned.remove(path).unwrap_or_default() == slot.held)
+            && turned.is_empty()
     }
 
     /// Live peers holding `path` with content `sha256`, by name.
     fn holding(&self, path: &RelPath, sha256: Hash) -> impl Iterator<Item = &str> {
-        self.held
+        self.current
             .get(path)
             .into_iter()
-            .flatten()
-            .filter(move |(_, what)| *what == Some(sha256))
-            .map(|(name, _)| &**name)
+            .flat_map(move |slot| holding(slot, sha256))
     }
 
     pub(crate) fn holders(&self, entry: &FileEntry) -> Vec<String> {
@@ -157,14 +166,15 @@ impl Index {
     ) {
         let mut announced = 0;
         for e in files {
-            self.hold(name, &e.path, (!e.deleted).then_some(e.sha256));
-            let announce = match self.current.get(&e.path) {
+            let what = (!e.deleted).then_some(e.sha256);
+            let announce = match self.current.get(&e.path).map(|s| &s.entry) {
                 None => true,
                 Some(cur) if e.supersedes(cur) => true,
                 Some(cur) if cur.version == e.version => false,
                 // The peer holds a version that loses to the current one:
                 // re-announce the current one so the peer resolves.
                 Some(_) => {
+                    self.hold(name, &e.path, what);
                     let file = self.cluster_file(&e.path);
                     if let Some(file) = file {
                         let n = self.next(Event::FileChanged { file });
@@ -182,7 +192,18 @@ impl Index {
                     debug!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
                            deleted = e.deleted, "new current version");
                 }
-                if let Some(old) = self.current.insert(e.path.clone(), e.clone()) {
+                let old = match self.current.get_mut(&e.path) {
+                    Some(slot) => Some(std::mem::replace(&mut slot.entry, e.clone())),
+                    None => {
+                        let slot = Slot {
+                            entry: e.clone(),
+                            held: Vec::new(),
+                        };
+                        self.current.insert(e.path.clone(), slot);
+                        None
+                    }
+                };
+                if let Some(old) = old {
                     if let Some(paths) = self.by_content.get_mut(&old.sha256) {
                         paths.remove(&old.path);
                         if paths.is_empty() {
@@ -196,11 +217,14 @@ impl Index {
                         .or_default()
                         .insert(e.path.clone());
                 }
+                self.hold(name, &e.path, what);
                 let holders = self.holders(&e);
                 let n = self.next(Event::FileChanged {
                     file: ClusterFile { entry: e, holders },
                 });
                 out.push(n);
+            } else {
+                self.hold(name, &e.path, what);
             }
         }
         if announced > LOGGED_PER_BATCH {
@@ -210,10 +234,7 @@ impl Index {
     }
 
     pub(crate) fn cluster_file(&self, path: &RelPath) -> Option<ClusterFile> {
-        self.current.get(path).map(|e| ClusterFile {
-            entry: e.clone(),
-            holders: self.holders(e),
-        })
+        self.current.get(path).map(cluster_file)
     }
 
     /// Refreshes a registered peer's liveness; false if it is not registered.
@@ -244,16 +265,14 @@ impl Index {
         let start = after.map_or(Unbounded, Excluded);
         let mut files: Vec<ClusterFile> = Vec::new();
         let mut bytes = 0;
-        for e in self.current.range((start, Unbounded)).map(|(_, e)| e) {
-            if let Some(last) = files.last().filter(|_| bytes + e.size_hint() > PAGE_BYTES) {
+        for slot in self.current.range((start, Unbounded)).map(|(_, s)| s) {
+            let size = slot.entry.size_hint();
+            if let Some(last) = files.last().filter(|_| bytes + size > PAGE_BYTES) {
                 let next = last.entry.path.clone();
                 return (files, Some(next));
             }
-            bytes += e.size_hint();
-            files.push(ClusterFile {
-                entry: e.clone(),
-                holders: self.holders(e),
-            });
+            bytes += size;
+            files.push(cluster_file(slot));
         }
         (files, None)
     }
@@ -282,5 +301,27 @@ impl Index {
         for name in dead {
             self.remove_peer(&name, "heartbeat timeout", out);
         }
+    }
+}
+
+/// The peers holding content `sha256` in `slot`, by name.
+fn holding(slot: &Slot, sha256: Hash) -> impl Iterator<Item = &str> {
+    slot.held
+        .iter()
+        .filter(move |(_, what)| *what == Some(sha256))
+        .map(|(name, _)| &**name)
+}
+
+/// `slot`'s current version and its holders.
+fn cluster_file(slot: &Slot) -> ClusterFile {
+    let holders = match slot.entry.deleted {
+        true => Vec::new(),
+        false => holding(slot, slot.entry.sha256)
+            .map(str::to_owned)
+            .collect(),
+    };
+    ClusterFile {
+        entry: slot.entry.clone(),
+        holders,
     }
 }
