@@ -282,7 +282,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         spawn(&format!("zync-fetch-{i}"), move || {
             for Job { files } in jobs {
                 let t = Instant::now();
-                let group = transfer::SyncGroup::open(&staging);
+                let group = transfer::SyncGroup::open(&staging, files.len());
                 let mut written = Vec::new();
                 fetcher.fetch_many(files, &staging, &mut |entry, result| match result {
                     Ok(w) => {

@@ -40,9 +40,10 @@ pub struct SyncGroup {
 }
 
 impl SyncGroup {
-    /// A group for files about to be written in `staging`.
-    pub fn open(staging: &Path) -> SyncGroup {
-        let dir = syncfs_reports_errors()
+    /// A group for `files` files about to be written in `staging` (too
+    /// few of them, and each will be synced on its own).
+    pub fn open(staging: &Path, files: usize) -> SyncGroup {
+        let dir = (files >= MIN_FILES && syncfs_reports_errors())
             .then(|| std::fs::File::open(staging).ok())
             .flatten();
         SyncGroup { dir }
@@ -152,7 +153,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Below the group's minimum (one by one) and above it (together).
         for n in [1, MIN_FILES - 1, MIN_FILES, 3 * MIN_FILES] {
-            let group = SyncGroup::open(dir.path());
+            let group = SyncGroup::open(dir.path(), n);
             let results = group.sync(written(dir.path(), n));
             assert_eq!(results.len(), n);
             for (i, r) in results.into_iter().enumerate() {
