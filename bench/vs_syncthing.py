@@ -421,6 +421,13 @@ def floors(work, args):
         timed(both(*r))
         return r
 
+    def unison_new_file(name):
+        """Unison's time for `src` new in A as `name`; returns it and the replicas."""
+        r = replicas()
+        shutil.copyfile(src, f"{r[0]}/{name}")
+        subprocess.run(["sync"], check=True)
+        return timed(both(*r)), r
+
     if "256m" in args.only:
         random_file(src, 256 * MIB)
         subprocess.run(["sync"], check=True)
@@ -434,10 +441,8 @@ def floors(work, args):
             out["1 KiB inserted"] = [("rsync delta", timed(f"rsync --no-whole-file {work}/f1 {work}/f2"))]
         if unison:
             # The same three changes, each synced A -> B, A -> C by Unison.
-            r = replicas()
-            shutil.copyfile(src, f"{r[0]}/big")
-            subprocess.run(["sync"], check=True)
-            out["1 x 256 MiB"].append(("unison x2", timed(both(*r))))
+            secs, r = unison_new_file("big")
+            out["1 x 256 MiB"].append(("unison x2", secs))
             overwrite_middle(f"{r[0]}/big", os.urandom(MIB))
             out["1 MiB in 256 MiB"].append(("unison x2", timed(both(*r))))
             insert_middle(f"{r[0]}/big", f"{work}/big.insert")
@@ -461,10 +466,8 @@ def floors(work, args):
         subprocess.run(["sync"], check=True)
         out["1 x 1 GiB"] = [("cp+sync x2", timed(f"cp {src} {work}/g1 && cp {src} {work}/g2"))]
         if unison:
-            r = replicas()
-            shutil.copyfile(src, f"{r[0]}/huge")
-            subprocess.run(["sync"], check=True)
-            out["1 x 1 GiB"].append(("unison x2", timed(both(*r))))
+            secs, r = unison_new_file("huge")
+            out["1 x 1 GiB"].append(("unison x2", secs))
             for d in r:
                 shutil.rmtree(d)
     for p in ("f1", "f2", "g1", "g2", "floor.src"):
