@@ -101,21 +101,15 @@ impl BlockServer {
                 // The block is read from disk straight in after the reply's
                 // head: served bytes are copied once, by the read. (Room is
                 // made only for a length that can be valid; `read_block`
-                // refuses the others.)
-                let head = (len <= MAX_BLOCK_SIZE)
-                    .then(|| block_reply_head(id, index, len as usize))
-                    .flatten();
-                let reply = match head {
+                // refuses the others before reading.)
+                let room = if len <= MAX_BLOCK_SIZE {
+                    len as usize
+                } else {
+                    0
+                };
+                let reply = match block_reply_head(id, index, room) {
                     Some(head) => self.read_block(head, &path, sha256, offset, len),
-                    None => self
-                        .read_block(Vec::new(), &path, sha256, offset, len)
-                        .map(|data| {
-                            encode(&PeerReply::Block {
-                                id,
-                                index,
-                                data: data.into(),
-                            })
-                        }),
+                    None => Err((ErrorKind::Internal, "cannot encode a block reply".into())),
                 };
                 reply.unwrap_or_else(|(kind, message)| {
                     encode(&PeerReply::Error { id, kind, message })
