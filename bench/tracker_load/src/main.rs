@@ -17,7 +17,7 @@
 //! Prints one line per figure, and the tracker's peak RSS and CPU-seconds
 //! when it started it. Asserts nothing: it measures.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -531,7 +531,7 @@ impl Subscribers {
 
 fn listen(socks: Vec<Socket>, shared: &Shared, stop: &AtomicBool) {
     let mut heard = vec![false; socks.len()];
-    let mut seen: HashMap<(usize, String), ()> = HashMap::new();
+    let mut seen: HashSet<(usize, String)> = HashSet::new();
     while !stop.load(Ordering::Relaxed) {
         let refs: Vec<&Socket> = socks.iter().collect();
         let Ok(ready) = zync_net::wait_any(&refs, Duration::from_millis(100)) else {
@@ -560,10 +560,7 @@ fn listen(socks: Vec<Socket>, shared: &Shared, stop: &AtomicBool) {
                     continue;
                 };
                 // Each change once per subscriber.
-                if seen
-                    .insert((k, file.entry.path.as_str().to_owned()), ())
-                    .is_none()
-                {
+                if seen.insert((k, file.entry.path.as_str().to_owned())) {
                     let sent = base + Duration::from_nanos(file.entry.mtime_ns.max(0) as u64);
                     got.push(now.saturating_duration_since(sent));
                 }
