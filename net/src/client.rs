@@ -67,11 +67,18 @@ impl From<Error> for NetError {
 
 impl NetError {
     /// Whether no tracker answered at all (silent, unreachable, or refusing
-    /// us at the handshake), so another one of a list may be tried.
-    fn unanswered(&self) -> bool {
+    /// us at the handshake), or a backup tracker said to ask its primary,
+    /// so another one of a list may be tried.
+    pub fn unanswered(&self) -> bool {
         matches!(
             self,
-            NetError::Timeout { .. } | NetError::Zmq(_) | NetError::NotMember { .. }
+            NetError::Timeout { .. }
+                | NetError::Zmq(_)
+                | NetError::NotMember { .. }
+                | NetError::Refused {
+                    kind: ErrorKind::Standby,
+                    ..
+                }
         )
     }
 }
@@ -198,8 +205,25 @@ impl TrackerClient {
     /// answers (a refusal is an answer), and makes that one the choice.
     /// Returns the last error if none answers.
     pub fn request_first(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
+        self.request_from(0, req)
+    }
+
+    /// Like [`TrackerClient::request_first`], but from the tracker after
+    /// the one in use, wrapping around to it last: after the one in use
+    /// went silent, the others are asked before it (Binary Star's client
+    /// fails over on a timeout instead of waiting on the dead one again).
+    pub fn request_next(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
+        self.request_from(self.current() + 1, req)
+    }
+
+    fn request_from(
+        &mut self,
+        start: usize,
+        req: &TrackerRequest,
+    ) -> Result<TrackerReply, NetError> {
         let mut last = None;
-        for i in 0..self.endpoints.len() {
+        let n = self.endpoints.len();
+        for i in (start..start + n).map(|i| i % n) {
             match self.request_at(i, req) {
                 Err(e) if e.unanswered() => last = Some(e),
                 answered => {
@@ -212,12 +236,11 @@ impl TrackerClient {
     }
 
     /// Sends `req` to the tracker in use; if it does not answer, to each
-    /// in turn from the first ([`TrackerClient::request_first`]). For a
-    /// client that only reads (the CLI, zync-web): whichever tracker
-    /// answers will do.
+    /// other in turn ([`TrackerClient::request_next`]). For a client that
+    /// only reads (the CLI, zync-web): whichever tracker answers will do.
     pub fn request_any(&mut self, req: &TrackerRequest) -> Result<TrackerReply, NetError> {
         match self.request(req) {
-            Err(e) if e.unanswered() && self.endpoints.len() > 1 => self.request_first(req),
+            Err(e) if e.unanswered() && self.endpoints.len() > 1 => self.request_next(req),
             answered => answered,
         }
     }
@@ -334,6 +357,50 @@ mod tests {
             Err(NetError::Refused { .. })
         ));
         server.join().unwrap();
+    }
+
+    /// A tracker stand-in on an ephemeral port that answers `n` requests
+    /// with `reply`.
+    fn stand_in(
+        ctx: &Context,
+        reply: TrackerReply,
+        n: usize,
+    ) -> (String, std::thread::JoinHandle<()>) {
+        let rep = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let endpoint = rep.endpoint().unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..n {
+                let frames = rep.recv_frames().unwrap();
+                let mut out: Vec<Vec<u8>> = frames[..frames.len() - 1].to_vec();
+                out.push(encode(&reply));
+                rep.send_frames(out).unwrap();
+            }
+        });
+        (endpoint, server)
+    }
+
+    #[test]
+    fn a_standby_backup_sends_clients_on_to_the_next_tracker() {
+        let ctx = Context::new();
+        let standby = TrackerReply::Error {
+            kind: ErrorKind::Standby,
+            message: "ask the primary".into(),
+        };
+        let (backup, b) = stand_in(&ctx, standby, 2);
+        let (primary, p) = stand_in(&ctx, TrackerReply::Peers { peers: vec![] }, 2);
+        // Listed first, the standby backup is asked first and passed over.
+        let mut c =
+            TrackerClient::new(&ctx, &format!("{backup},{primary}"), Duration::from_secs(5));
+        let r = c.request_first(&TrackerRequest::Peers);
+        assert!(matches!(r, Ok(TrackerReply::Peers { .. })), "{r:?}");
+        assert_eq!(c.endpoint(), primary);
+        // request_next starts after the one in use and wraps: the backup
+        // (still standing by) is asked, then the primary again.
+        let r = c.request_next(&TrackerRequest::Peers);
+        assert!(matches!(r, Ok(TrackerReply::Peers { .. })), "{r:?}");
+        assert_eq!(c.endpoint(), primary);
+        b.join().unwrap();
+        p.join().unwrap();
     }
 
     #[test]

@@ -29,7 +29,11 @@ fn monitor_endpoint() -> String {
 }
 
 /// Starts monitoring `events` of `s`: the PAIR socket that receives them.
-fn attach(ctx: &zmq::Context, s: &zmq::Socket, events: i32) -> Result<zmq::Socket, Error> {
+pub(crate) fn attach(
+    ctx: &zmq::Context,
+    s: &zmq::Socket,
+    events: i32,
+) -> Result<zmq::Socket, Error> {
     let endpoint = monitor_endpoint();
     s.monitor(&endpoint, events)?;
     let pair = ctx.socket(zmq::PAIR)?;

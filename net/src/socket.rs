@@ -215,6 +215,21 @@ impl Context {
     }
 }
 
+impl Context {
+    /// A socket that becomes readable each time an established connection
+    /// of `s` breaks (libzmq's `ZMQ_EVENT_DISCONNECTED`, through a
+    /// monitor): the process at the other end died or closed, known at once
+    /// instead of after a timeout. Each event is one message; read and drop
+    /// them with [`Socket::try_recv_frames`]. A machine that vanishes
+    /// without closing its connections sends nothing: pair this with a
+    /// timeout.
+    pub fn disconnects(&self, s: &Socket) -> Result<Socket, Error> {
+        let mask = i32::from(zmq::SocketEvent::DISCONNECTED.to_raw());
+        let pair = monitor::attach(&self.zmq, &s.sock, mask)?;
+        Ok(Socket::new(pair))
+    }
+}
+
 /// Sets `ZMQ_ZAP_ENFORCE_DOMAIN`, which the `zmq` crate does not wrap: a
 /// CURVE server then refuses every client when no ZAP handler answers,
 /// instead of admitting them all (libzmq's default, for compatibility).
@@ -490,6 +505,28 @@ mod tests {
         assert!(client.wait_readable(Duration::from_secs(5)).unwrap());
         assert_eq!(&*client.recv_body().unwrap(), b"world");
         assert!(server.try_recv_frames().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_broken_connection_is_reported_at_once() {
+        let ctx = Context::new();
+        let publisher = ctx.publisher("tcp://127.0.0.1:*").unwrap();
+        let sub = ctx.subscriber(&publisher.endpoint().unwrap()).unwrap();
+        let broken = ctx.disconnects(&sub).unwrap();
+        // Connected: a message gets through, and nothing is reported.
+        let t = std::time::Instant::now();
+        while !sub.wait_readable(Duration::from_millis(10)).unwrap() {
+            publisher.send(&b"hello"[..]).unwrap();
+            assert!(t.elapsed() < Duration::from_secs(5), "never connected");
+        }
+        assert!(!broken.wait_readable(Duration::from_millis(50)).unwrap());
+        // The publisher goes away: the subscriber's watch says so.
+        drop(publisher);
+        assert!(
+            broken.wait_readable(Duration::from_secs(5)).unwrap(),
+            "no disconnect event"
+        );
+        assert!(broken.try_recv_frames().unwrap().is_some());
     }
 
     #[test]

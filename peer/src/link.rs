@@ -173,7 +173,12 @@ impl Heartbeat {
                 && probed.elapsed() >= PROBE_EVERY
             {
                 probed = Instant::now();
-                if matches!(probe.request(&req), Ok(_) | Err(NetError::Refused { .. })) {
+                let back = match probe.request(&req) {
+                    Ok(_) => true,
+                    // A refusal is an answer, unless it says "ask another".
+                    Err(e) => !e.unanswered(),
+                };
+                if back {
                     event = Some(LinkEvent::PreferredBack { generation });
                 }
             }

@@ -51,6 +51,9 @@ pub struct Session {
     /// The last notification applied (or the snapshot's).
     seq: u64,
     backoff: Duration,
+    /// Lost because the tracker went silent (not because it forgot us):
+    /// the next registration asks the other trackers of the list first.
+    silent: bool,
 }
 
 impl Session {
@@ -61,6 +64,7 @@ impl Session {
             epoch: None,
             seq: 0,
             backoff: FIRST_BACKOFF,
+            silent: false,
         }
     }
 
@@ -95,6 +99,7 @@ impl Session {
     /// The tracker accepted the registration; returns whether it is a
     /// different tracker start (epoch) from the last one.
     pub fn registered(&mut self, epoch: u64) -> bool {
+        self.silent = false;
         let restarted = self.epoch.is_some_and(|e| e != epoch);
         self.epoch = Some(epoch);
         self.phase = Phase::Snapshotting;
@@ -114,6 +119,7 @@ impl Session {
     /// again, at once if `at_once` (it answers, but does not know us), else
     /// after the current backoff. A pending attempt is not postponed.
     pub fn lost(&mut self, now: Instant, at_once: bool) {
+        self.silent = !at_once;
         let at = if at_once {
             self.backoff = FIRST_BACKOFF;
             now
@@ -124,6 +130,13 @@ impl Session {
             }
         };
         self.phase = Phase::Unregistered(Some(at));
+    }
+
+    /// Whether the tracker in use went silent since the last registration:
+    /// then the others of the list are asked first (the guide's Binary
+    /// Star client fails over instead of waiting on the dead one again).
+    pub fn after_silence(&self) -> bool {
+        self.silent
     }
 
     /// A snapshot page from the tracker of `epoch` arrived: whether to apply
@@ -188,6 +201,22 @@ mod tests {
         s.registered(epoch);
         s.snapshot_done(seq);
         (s, t)
+    }
+
+    #[test]
+    fn after_silence_the_other_trackers_come_first_until_registered() {
+        let (mut s, t) = live(1, 5);
+        assert!(!s.after_silence());
+        s.lost(t, false);
+        assert!(s.after_silence());
+        assert!(s.start_register(t + Duration::from_secs(1)));
+        s.register_failed(t + Duration::from_secs(1));
+        assert!(s.after_silence(), "a failed attempt changes nothing");
+        s.registered(2);
+        assert!(!s.after_silence());
+        // Forgotten (the tracker answers): from the first again.
+        s.lost(t, true);
+        assert!(!s.after_silence());
     }
 
     #[test]

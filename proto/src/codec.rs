@@ -268,6 +268,17 @@ mod tests {
             }),
             encode(&TrackerRequest::Peers),
             encode(&TrackerRequest::Find { sha256: e.sha256 }),
+            encode(&TrackerRequest::Follow),
+            encode(&TrackerReply::Following {
+                epoch: 1,
+                seq: 2,
+                publish: "tcp://*:5556".into(),
+                heartbeat_ms: 1000,
+            }),
+            encode(&TrackerReply::Error {
+                kind: ErrorKind::Standby,
+                message: "ask the primary".into(),
+            }),
             encode(&TrackerReply::Registered {
                 epoch: 1,
                 publish: "tcp://*:5556".into(),
@@ -339,26 +350,26 @@ mod tests {
     fn every_message_round_trips() {
         let msgs = all_messages();
         // Decode each with its own type and re-encode: identical bytes.
-        let reenc: Vec<Vec<u8>> = msgs[..9]
+        let reenc: Vec<Vec<u8>> = msgs[..10]
             .iter()
             .map(|b| encode(&decode::<TrackerRequest>(b).unwrap()))
             .chain(
-                msgs[9..15]
+                msgs[10..18]
                     .iter()
                     .map(|b| encode(&decode::<TrackerReply>(b).unwrap())),
             )
             .chain(
-                msgs[15..19]
+                msgs[18..22]
                     .iter()
                     .map(|b| encode(&decode::<Notification>(b).unwrap())),
             )
             .chain(
-                msgs[19..21]
+                msgs[22..24]
                     .iter()
                     .map(|b| encode(&decode::<PeerRequest>(b).unwrap())),
             )
             .chain(
-                msgs[21..]
+                msgs[24..]
                     .iter()
                     .map(|b| encode(&decode::<PeerReply>(b).unwrap())),
             )

@@ -69,6 +69,10 @@ pub enum TrackerRequest {
         /// The content hash.
         sha256: Hash,
     },
+    /// A backup tracker (`zync-tracker --backup-of`) asking its primary
+    /// where it publishes, to keep a live copy of its index. Also the
+    /// backup's heartbeat while it does not hear the primary.
+    Follow,
 }
 
 /// The tracker's answer to a [`TrackerRequest`].
@@ -115,6 +119,17 @@ pub enum TrackerReply {
     Peers {
         /// Live peers.
         peers: Vec<PeerInfo>,
+    },
+    /// Answer to `Follow`: where and how often the tracker publishes.
+    Following {
+        /// The tracker's epoch (random per start).
+        epoch: u64,
+        /// Its last notification's sequence number.
+        seq: u64,
+        /// PUB endpoint, as in `Registered`.
+        publish: String,
+        /// Its heartbeat (and `Hugz`) interval, in milliseconds.
+        heartbeat_ms: u64,
     },
     /// The request failed.
     Error {
@@ -164,6 +179,10 @@ pub enum ErrorKind {
     Invalid,
     /// The responder failed locally (I/O).
     Internal,
+    /// A backup tracker whose primary is alive: ask the primary. A client
+    /// with a list of trackers moves on to the next, as if this one had
+    /// not answered.
+    Standby,
 }
 
 /// A change published by the tracker on its PUB socket.

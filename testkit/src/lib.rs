@@ -173,8 +173,9 @@ pub struct Cluster {
     pub insecure: bool,
     pub port: u16,
     pub tracker: Option<Proc>,
-    /// A second tracker, listed after the first wherever a tracker is given
-    /// (`--tracker FIRST,SECOND`): its port, and its process while it runs.
+    /// The first's backup tracker, listed after it wherever a tracker is
+    /// given (`--tracker FIRST,BACKUP`): its port, and its process while it
+    /// runs.
     pub backup_port: Option<u16>,
     pub backup: Option<Proc>,
     pub peers: Vec<Peer>,
@@ -186,8 +187,8 @@ impl Cluster {
         Cluster::start_trackers(n, false)
     }
 
-    /// Two trackers (the first preferred) and `n` peers named p1..pn, which
-    /// register with the first.
+    /// A tracker, its backup (`--backup-of`), and `n` peers named p1..pn
+    /// given both (`--tracker FIRST,BACKUP`), which register with the first.
     pub fn start_with_backup(n: usize) -> Cluster {
         Cluster::start_trackers(n, true)
     }
@@ -283,9 +284,12 @@ impl Cluster {
         self.tracker = Some(Proc::spawn(cmd, self.tmp.path().join("tracker.log")));
     }
 
-    /// Starts the second tracker (again).
+    /// Starts the second tracker (again), as the first's backup
+    /// (`--backup-of`): it copies the first's index and serves only when
+    /// the first is lost.
     pub fn start_backup(&mut self) {
-        let cmd = self.tracker_cmd(&self.backup_addr());
+        let mut cmd = self.tracker_cmd(&self.backup_addr());
+        cmd.args(["--backup-of", &self.tracker_addr()]);
         self.backup = Some(Proc::spawn(cmd, self.tmp.path().join("backup.log")));
     }
 

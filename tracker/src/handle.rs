@@ -36,7 +36,7 @@ impl Index {
                     );
                 }
                 if let Some(p) = self.peers.get(&name) {
-                    if p.device != device {
+                    if p.device.is_some_and(|d| d != device) {
                         return error(
                             ErrorKind::NameTaken,
                             format!("another live peer is already called {name:?}"),
@@ -48,7 +48,7 @@ impl Index {
                     &name,
                     Peer {
                         id: name.as_str().into(),
-                        device,
+                        device: Some(device),
                         endpoint: endpoint.clone(),
                         last_seen: now,
                         files: HashMap::new(),
@@ -116,6 +116,12 @@ impl Index {
             },
             TrackerRequest::Peers => TrackerReply::Peers {
                 peers: self.peer_list(now),
+            },
+            TrackerRequest::Follow => TrackerReply::Following {
+                epoch: self.epoch,
+                seq: self.seq,
+                publish: publish.to_owned(),
+                heartbeat_ms: cfg.heartbeat.as_millis() as u64,
             },
             TrackerRequest::Find { sha256 } => {
                 let paths = self.by_content.get(&sha256);

@@ -17,7 +17,10 @@ use crate::LOGGED_PER_BATCH;
 pub(crate) struct Peer {
     /// Its name, shared by every entry of `Index::held` that names it.
     pub(crate) id: Arc<str>,
-    pub(crate) device: u64,
+    /// Its folder's device id; `None` for a peer a backup tracker copied
+    /// from its primary, which does not publish it (so any device may
+    /// register under the name).
+    pub(crate) device: Option<u64>,
     pub(crate) endpoint: String,
     pub(crate) last_seen: Instant,
     /// What the peer holds at each path it reported: the content's hash, or
@@ -69,7 +72,7 @@ impl Index {
 
     /// Records that peer `name` (registered) holds `what` at `path`, which
     /// has a current version.
-    fn hold(&mut self, name: &str, path: &RelPath, what: Option<Hash>) {
+    pub(crate) fn hold(&mut self, name: &str, path: &RelPath, what: Option<Hash>) {
         let (Some(p), Some(slot)) = (self.peers.get_mut(name), self.current.get_mut(path)) else {
             return;
         };
@@ -94,7 +97,7 @@ impl Index {
     }
 
     /// Removes peer `name` and everything it held; returns it.
-    fn forget_peer(&mut self, name: &str) -> Option<Peer> {
+    pub(crate) fn forget_peer(&mut self, name: &str) -> Option<Peer> {
         let p = self.peers.remove(name)?;
         for path in p.files.keys() {
             if let Some(slot) = self.current.get_mut(path) {
@@ -192,31 +195,7 @@ impl Index {
                     debug!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
                            deleted = e.deleted, "new current version");
                 }
-                let old = match self.current.get_mut(&e.path) {
-                    Some(slot) => Some(std::mem::replace(&mut slot.entry, e.clone())),
-                    None => {
-                        let slot = Slot {
-                            entry: e.clone(),
-                            held: Vec::new(),
-                        };
-                        self.current.insert(e.path.clone(), slot);
-                        None
-                    }
-                };
-                if let Some(old) = old {
-                    if let Some(paths) = self.by_content.get_mut(&old.sha256) {
-                        paths.remove(&old.path);
-                        if paths.is_empty() {
-                            self.by_content.remove(&old.sha256);
-                        }
-                    }
-                }
-                if !e.deleted {
-                    self.by_content
-                        .entry(e.sha256)
-                        .or_default()
-                        .insert(e.path.clone());
-                }
+                self.set_current(e.clone());
                 self.hold(name, &e.path, what);
                 let holders = self.holders(&e);
                 let n = self.next(Event::FileChanged {
@@ -233,6 +212,34 @@ impl Index {
         }
     }
 
+    /// Makes `e` its path's current version, keeping `by_content` in step.
+    pub(crate) fn set_current(&mut self, e: FileEntry) {
+        let path = e.path.clone();
+        let new = (!e.deleted).then_some(e.sha256);
+        let old = match self.current.get_mut(&path) {
+            Some(slot) => Some(std::mem::replace(&mut slot.entry, e)),
+            None => {
+                let slot = Slot {
+                    entry: e,
+                    held: Vec::new(),
+                };
+                self.current.insert(path.clone(), slot);
+                None
+            }
+        };
+        if let Some(old) = old {
+            if let Some(paths) = self.by_content.get_mut(&old.sha256) {
+                paths.remove(&old.path);
+                if paths.is_empty() {
+                    self.by_content.remove(&old.sha256);
+                }
+            }
+        }
+        if let Some(sha256) = new {
+            self.by_content.entry(sha256).or_default().insert(path);
+        }
+    }
+
     pub(crate) fn cluster_file(&self, path: &RelPath) -> Option<ClusterFile> {
         self.current.get(path).map(cluster_file)
     }
@@ -240,7 +247,7 @@ impl Index {
     /// Refreshes a registered peer's liveness; false if it is not registered.
     pub(crate) fn touch(&mut self, name: &str, device: u64, now: Instant) -> bool {
         match self.peers.get_mut(name) {
-            Some(p) if p.device == device => {
+            Some(p) if p.device == Some(device) => {
                 p.last_seen = now;
                 true
             }

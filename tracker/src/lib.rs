@@ -19,8 +19,10 @@
 //! notifications it causes (neither does I/O, so both are tested alone),
 //! and `server` is the socket loop, [`Tracker`].
 
+mod backup;
 mod handle;
 mod index;
+mod mirror;
 mod server;
 
 use std::time::Duration;
@@ -57,12 +59,17 @@ pub struct Config {
     /// Heartbeat interval peers are told to use; a peer silent for three of
     /// them is dropped. Also the Hugz interval.
     pub heartbeat: Duration,
+    /// Run as the backup of the tracker at this request endpoint
+    /// (`HOST:PORT`): keep a copy of its index, and serve only when it is
+    /// lost and a client comes (Binary Star).
+    pub backup_of: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             heartbeat: Duration::from_secs(1),
+            backup_of: None,
         }
     }
 }

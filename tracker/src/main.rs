@@ -35,6 +35,12 @@ struct Args {
         value_name = "MS"
     )]
     heartbeat_ms: u64,
+    /// Run as the backup of the tracker whose request endpoint is HOST:PORT
+    /// (the guide's Binary Star): keep a live copy of its index, and serve
+    /// only when it is lost and a peer comes; stand by again when it is
+    /// back. The primary needs no flag. Give peers both: --tracker A,B.
+    #[arg(long, env = "ZYNC_BACKUP_OF", value_name = "HOST:PORT")]
+    backup_of: Option<String>,
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -58,6 +64,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let cfg = zync_tracker::Config {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
+        backup_of: args.backup_of,
     };
     let tracker = zync_tracker::Tracker::bind(
         &ctx,
@@ -76,6 +83,11 @@ fn health(ctx: &zync_net::Context, addr: &str) -> anyhow::Result<()> {
     let reply = zync_net::ask(ctx, addr, &ask, Duration::from_secs(2))?;
     match zync_proto::decode::<zync_proto::TrackerReply>(&reply)? {
         zync_proto::TrackerReply::Peers { .. } => Ok(()),
+        // A backup standing by is healthy: it answers, and follows its primary.
+        zync_proto::TrackerReply::Error {
+            kind: zync_proto::ErrorKind::Standby,
+            ..
+        } => Ok(()),
         other => anyhow::bail!("unexpected reply {other:?}"),
     }
 }

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
-use zync_proto::{decode, encode, Event, Notification, TrackerRequest};
+use zync_proto::{decode, encode, ErrorKind, Event, Notification, TrackerRequest};
 
+use crate::backup::Backup;
 use crate::handle::error;
 use crate::index::Index;
 use crate::{zerr, Config, Error};
@@ -18,6 +19,8 @@ pub struct Tracker {
     publish: String,
     cfg: Config,
     index: Index,
+    /// Following a primary (`Config::backup_of`).
+    backup: Option<Backup>,
 }
 
 impl Tracker {
@@ -34,7 +37,12 @@ impl Tracker {
             .map_err(zerr(format!("bind {publish}")))?;
         let listen = router.endpoint().map_err(zerr("read bound endpoint"))?;
         let publish = publisher.endpoint().map_err(zerr("read bound endpoint"))?;
+        let backup = match &cfg.backup_of {
+            Some(primary) => Some(Backup::new(ctx, primary, cfg.heartbeat)?),
+            None => None,
+        };
         Ok(Tracker {
+            backup,
             router,
             publisher,
             listen,
@@ -56,23 +64,43 @@ impl Tracker {
 
     /// Serves until `stop` fires (checked at least every 100 ms).
     pub fn run(mut self, stop: zync_net::Shutdown) -> Result<(), Error> {
-        info!(epoch = %format!("{:016x}", self.index.epoch), listen = %self.listen, publish = %self.publish,
-              "tracker started");
+        match &self.backup {
+            None => info!(epoch = %format!("{:016x}", self.index.epoch), listen = %self.listen,
+                          publish = %self.publish, "tracker started"),
+            Some(b) => info!(listen = %self.listen, publish = %self.publish, primary = %b.primary,
+                             "backup tracker started: standing by"),
+        }
         let timeout = self.cfg.heartbeat * 3;
         let mut next_tick = Instant::now() + self.cfg.heartbeat;
         let mut out = Vec::new();
         while !stop.is_triggered() {
-            let wait = next_tick
-                .saturating_duration_since(Instant::now())
+            let now = Instant::now();
+            let mut wait = next_tick
+                .saturating_duration_since(now)
                 .min(Duration::from_millis(100));
-            if self.router.wait_readable(wait).map_err(zerr("poll"))? {
+            let mut sockets = vec![&self.router];
+            if let Some(b) = &self.backup {
+                wait = wait.min(b.next_wait(now));
+                sockets.extend(b.sockets());
+            }
+            let ready = zync_net::wait_any(&sockets, wait).map_err(zerr("poll"))?;
+            // What came from the primary first: a takeover is decided on
+            // the latest news of it.
+            if let Some(b) = &mut self.backup {
+                b.turn(&mut self.index, Instant::now())?;
+            }
+            if ready[0] {
                 // Drain everything queued before looking at timers again.
                 while let Ok(Some(frames)) = self.router.try_recv_frames() {
                     self.serve(frames, &mut out)?;
                 }
             }
             let now = Instant::now();
-            if now >= next_tick {
+            if self.backup.as_ref().is_some_and(|b| !b.active) {
+                // Standing by: the primary's index, the primary's clock.
+                out.clear();
+                next_tick = now + self.cfg.heartbeat;
+            } else if now >= next_tick {
                 self.index.expire(now, timeout, &mut out);
                 out.push(Notification {
                     epoch: self.index.epoch,
@@ -103,10 +131,16 @@ impl Tracker {
             return Ok(());
         }
         let body = frames.pop().unwrap_or_default();
+        let now = Instant::now();
         let reply = match decode::<TrackerRequest>(&body) {
-            Ok(req) => self
-                .index
-                .handle(req, Instant::now(), &self.cfg, &self.publish, out),
+            Ok(req) if self.standing_by(now) => {
+                debug!(request = ?std::mem::discriminant(&req), "standing by: sent to the primary");
+                error(
+                    ErrorKind::Standby,
+                    "a backup tracker standing by: its primary is alive, ask it",
+                )
+            }
+            Ok(req) => self.index.handle(req, now, &self.cfg, &self.publish, out),
             Err(e) => {
                 warn!(error = %e, bytes = body.len(), "rejected request");
                 error(e.kind(), e.to_string())
@@ -117,5 +151,22 @@ impl Tracker {
         // tracker never blocks on one client.
         self.router.try_send_frames(frames).map_err(zerr("reply"))?;
         Ok(())
+    }
+
+    /// Whether a request at `now` is refused as a backup's: the primary is
+    /// alive. A client that comes while it is lost makes the backup take
+    /// over (Binary Star: lost primary *and* a client).
+    fn standing_by(&mut self, now: Instant) -> bool {
+        let Some(b) = &mut self.backup else {
+            return false;
+        };
+        if b.active {
+            return false;
+        }
+        if !b.primary_lost(now) {
+            return true;
+        }
+        b.take_over(&mut self.index, now);
+        false
     }
 }

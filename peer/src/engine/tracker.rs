@@ -29,8 +29,13 @@ impl Engine {
             endpoint: self.s.advertise.clone(),
             files: first,
         };
-        // From the first tracker of the list that answers.
-        let reply = self.tracker.request_first(&req).and_then(|r| {
+        // From the first tracker of the list that answers; after the one
+        // in use went silent, from the next one.
+        let first = match self.session.after_silence() {
+            true => self.tracker.request_next(&req),
+            false => self.tracker.request_first(&req),
+        };
+        let reply = first.and_then(|r| {
             for files in batches {
                 let req = TrackerRequest::Update {
                     name: self.s.name.clone(),
