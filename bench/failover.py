@@ -4,7 +4,8 @@
 A primary tracker, its backup (`zync-tracker --backup-of`), and two peers
 given both (`--tracker PRIMARY,BACKUP`), with the default 1 s heartbeat.
 Peer 1 writes a new small file every `--every` ms; the primary is SIGKILLed
-in the middle, and restarted later. Printed:
+in the middle, and restarted later (`--freeze`: SIGSTOPped, as a machine
+that vanishes without closing its connections, and SIGCONTed). Printed:
 
 - resume: from the kill until the first file written after it is on peer 2
   (the issue's target: <= 3 s);
@@ -32,6 +33,9 @@ def main():
     ap.add_argument("--before", type=float, default=3, help="seconds of writing before the kill (default 3)")
     ap.add_argument("--down", type=float, default=8, help="seconds the primary stays dead (default 8)")
     ap.add_argument("--after", type=float, default=5, help="seconds of writing after it is back (default 5)")
+    ap.add_argument("--freeze", action="store_true",
+                    help="SIGSTOP the primary instead of killing it (a machine gone silent: no connection "
+                         "breaks, so only missed heartbeats tell), and SIGCONT it instead of a restart")
     ap.add_argument("--scratch", default=os.path.join(ROOT, "target", "bench"), help="scratch folder")
     args = ap.parse_args()
 
@@ -68,11 +72,17 @@ def main():
         while time.monotonic() < end or (len(arrived) < len(written) and time.monotonic() < end + 30):
             now = time.monotonic()
             if "kill" not in events and now - t0 >= args.before:
-                procs["primary"].send_signal(signal.SIGKILL)
-                procs["primary"].wait()
+                if args.freeze:
+                    procs["primary"].send_signal(signal.SIGSTOP)
+                else:
+                    procs["primary"].send_signal(signal.SIGKILL)
+                    procs["primary"].wait()
                 events["kill"] = time.monotonic()
             if "kill" in events and "restart" not in events and now - events["kill"] >= args.down:
-                tracker("primary", primary)
+                if args.freeze:
+                    procs["primary"].send_signal(signal.SIGCONT)
+                else:
+                    tracker("primary", primary)
                 events["restart"] = time.monotonic()
             if now >= next_write and now < end:
                 name = f"f{i:05d}.txt"
@@ -101,9 +111,11 @@ def main():
             return a == sorted(os.listdir(dirs["p2"]))
         wait(same, 30, "both folders to list the same files")
         backs = sum(open(os.path.join(work, f"{p}.log")).read().count("event=tracker_failover") for p in dirs)
-        print(f"{len(written)} files written, one every {args.every} ms; primary killed after {args.before:.0f} s, "
-              f"restarted {args.down:.0f} s later")
-        print(f"resume through the backup: {resume:6.2f} s  (kill -> first file written after it on peer 2)")
+        how = ("frozen (SIGSTOP)", "thawed") if args.freeze else ("killed", "restarted")
+        print(f"{len(written)} files written, one every {args.every} ms; primary {how[0]} after {args.before:.0f} s, "
+              f"{how[1]} {args.down:.0f} s later")
+        print(f"resume through the backup: {resume:6.2f} s  ({how[0].split()[0]} -> first file written after it "
+              f"on peer 2)")
         print(f"longest arrival before the kill: {delay(before):6.2f} s; while on the backup: {delay(during):6.2f} s; "
               f"after the primary came back: {delay(later):6.2f} s")
         print(f"lost: {len(lost)} of {len(written)}; failovers logged by the peers: {backs}; folders identical: yes")

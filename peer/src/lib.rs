@@ -213,8 +213,13 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     let (link_tx, link_rx) = bounded::<LinkEvent>(1024);
     let registration = Arc::new(link::Registration::default());
     spawn("zync-subscriber", {
-        let (ctx, tx, stop) = (ctx.clone(), link_tx.clone(), stop.clone());
-        move || link::subscriber(ctx, ep_rx, tx, stop)
+        let (ctx, tx, stop, reg) = (
+            ctx.clone(),
+            link_tx.clone(),
+            stop.clone(),
+            registration.clone(),
+        );
+        move || link::subscriber(ctx, ep_rx, reg, tx, stop)
     });
     spawn("zync-heartbeat", {
         let (ctx, tx, stop, reg) = (ctx.clone(), link_tx, stop.clone(), registration.clone());

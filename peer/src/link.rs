@@ -16,8 +16,9 @@ use zync_net::{Context, NetError, Shutdown, Socket, TrackerClient};
 pub enum LinkEvent {
     /// A notification from the tracker's PUB socket.
     Note(Box<Notification>),
-    /// Heartbeats stopped getting answers. `generation` is the
-    /// [`Registration::generation`] the failing heartbeat was sent under.
+    /// Heartbeats stopped getting answers, or the subscription's connection
+    /// broke. `generation` is the [`Registration::generation`] the failing
+    /// heartbeat was sent (or the subscription made) under.
     TrackerLost {
         /// Registration the heartbeat belonged to.
         generation: u64,
@@ -57,15 +58,28 @@ impl Default for Registration {
     }
 }
 
+/// The subscription in use: its endpoint, the socket, the watch on its
+/// connection, and the registration it was made for.
+struct Subscription {
+    endpoint: String,
+    sock: Socket,
+    broken: Socket,
+    generation: u64,
+}
+
 /// Subscribes to whatever endpoint arrives on `endpoints` (switching when a
-/// new one arrives) and forwards every decodable notification.
+/// new one arrives) and forwards every decodable notification. When the
+/// connection to the tracker breaks (its process died: the kernel closes
+/// its sockets), it reports the tracker lost at once, without waiting for
+/// a heartbeat to go unanswered.
 pub fn subscriber(
     ctx: Context,
     endpoints: Receiver<String>,
+    registration: Arc<Registration>,
     out: Sender<LinkEvent>,
     stop: Shutdown,
 ) {
-    let mut current: Option<(String, Socket)> = None;
+    let mut current: Option<Subscription> = None;
     while !stop.is_triggered() {
         // Until registered there is nothing to read: wait for an endpoint.
         let next = match current {
@@ -73,26 +87,22 @@ pub fn subscriber(
             Some(_) => endpoints.try_iter().last(),
         };
         if let Some(ep) = next {
-            if current.as_ref().is_none_or(|(c, _)| *c != ep) {
-                current = match ctx.subscriber(&ep) {
-                    Ok(s) => Some((ep, s)),
-                    Err(e) => {
-                        warn!(error = %e, endpoint = %ep, "cannot subscribe");
-                        None
-                    }
-                };
+            // Sent after the registration it belongs to.
+            let generation = registration.generation.load(Ordering::Acquire);
+            match &mut current {
+                Some(s) if s.endpoint == ep => s.generation = generation,
+                _ => current = subscribe(&ctx, ep, generation),
             }
         }
-        let Some((_, sock)) = &current else { continue };
-        match sock.wait_readable(Duration::from_millis(200)) {
-            Ok(true) => {}
-            Ok(false) => continue,
+        let Some(s) = &current else { continue };
+        let ready = match zync_net::wait_any(&[&s.sock, &s.broken], Duration::from_millis(200)) {
+            Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "subscriber poll failed");
                 continue;
             }
-        }
-        while let Ok(Some(bytes)) = sock.try_recv_body() {
+        };
+        while let Ok(Some(bytes)) = s.sock.try_recv_body() {
             match decode::<Notification>(&bytes) {
                 Ok(n) => {
                     if out.send(LinkEvent::Note(Box::new(n))).is_err() {
@@ -101,6 +111,35 @@ pub fn subscriber(
                 }
                 Err(e) => warn!(error = %e, "ignored undecodable notification"),
             }
+        }
+        // After the notifications: what arrived before the break is applied.
+        if ready[1] {
+            let mut broke = false;
+            while let Ok(Some(_)) = s.broken.try_recv_frames() {
+                broke = true;
+            }
+            let generation = s.generation;
+            if broke && out.send(LinkEvent::TrackerLost { generation }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn subscribe(ctx: &Context, endpoint: String, generation: u64) -> Option<Subscription> {
+    let made = ctx
+        .subscriber(&endpoint)
+        .and_then(|sock| Ok((ctx.disconnects(&sock)?, sock)));
+    match made {
+        Ok((broken, sock)) => Some(Subscription {
+            endpoint,
+            sock,
+            broken,
+            generation,
+        }),
+        Err(e) => {
+            warn!(error = %e, endpoint = %endpoint, "cannot subscribe");
+            None
         }
     }
 }

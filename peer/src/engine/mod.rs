@@ -286,7 +286,8 @@ impl Engine {
             Input::Hashed { path, result } => self.on_hashed(path, result),
             Input::Link(LinkEvent::TrackerLost { generation }) => {
                 if self.session.is_registered() && self.is_current(generation) {
-                    warn!(event = %"tracker_lost", tracker = %self.tracker.endpoint(), "tracker stopped answering heartbeats");
+                    warn!(event = %"tracker_lost", tracker = %self.tracker.endpoint(),
+                          "lost the tracker (connection broken or heartbeats unanswered)");
                     self.session.lost(Instant::now(), false);
                 }
             }
