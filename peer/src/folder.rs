@@ -364,6 +364,25 @@ impl Folder {
         self.sync_served(&path, &before);
     }
 
+    /// Drops the record of `path` if it is a deletion that `forgotten` (a
+    /// tombstone the cluster forgot) equals or supersedes; says whether it
+    /// did. A live file, or a newer deletion, is kept.
+    pub fn forget(&mut self, forgotten: &FileEntry) -> bool {
+        use zync_proto::Causality::{Dominates, Equal};
+        let path = &forgotten.path;
+        let drop = self.index.get(path).is_some_and(|le| {
+            le.entry.deleted
+                && matches!(
+                    forgotten.version.compare(&le.entry.version),
+                    Equal | Dominates
+                )
+        });
+        if drop {
+            self.index.remove(path);
+        }
+        drop
+    }
+
     /// Updates only the recorded stat of `path`.
     pub fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>) {
         let before = self.served_blocks(path);
@@ -500,6 +519,37 @@ mod tests {
         // A stat for a path the index does not hold serves nothing.
         f.set_stat(&p("stranger"), Some(stat(9)));
         assert_eq!(view.lookup(&p("stranger")), None);
+    }
+
+    #[test]
+    fn only_a_tombstone_the_forgotten_one_equals_or_supersedes_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = LocalIndex::load(dir.path()).unwrap();
+        let mut f = Folder::new(index, Root::new(dir.path().canonicalize().unwrap()));
+        let versioned = |path: &str, deleted: bool, bumps: &[&str]| {
+            let mut e = entry(path, b"x", deleted);
+            for b in bumps {
+                e.version.bump(b);
+            }
+            e
+        };
+        let forgotten = versioned("gone", true, &["a", "a"]);
+        // Ours is that tombstone, or an older one: dropped.
+        f.put(forgotten.clone(), None);
+        assert!(f.forget(&forgotten));
+        assert!(f.get(&forgotten.path).is_none());
+        f.put(versioned("gone", true, &["a"]), None);
+        assert!(f.forget(&forgotten));
+        // A newer deletion, a live file, or no record at all: kept as is.
+        let newer = versioned("gone", true, &["a", "a", "b"]);
+        f.put(newer.clone(), None);
+        assert!(!f.forget(&forgotten));
+        assert_eq!(f.get(&newer.path).unwrap().entry, newer);
+        let live = versioned("back", false, &["a"]);
+        f.put(live.clone(), Some(stat(1)));
+        assert!(!f.forget(&versioned("back", true, &["a", "a"])));
+        assert_eq!(f.get(&live.path).unwrap().entry, live);
+        assert!(!f.forget(&versioned("never", true, &["a"])));
     }
 
     /// A folder in a temp dir with `a` = "old" on disk and indexed.

@@ -144,6 +144,11 @@ pub trait IndexStore: Send {
     /// Updates only the recorded stat of `path` (nothing if it has no entry).
     fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>);
 
+    /// Drops the entry for `path` (a tombstone the cluster forgot). Not
+    /// journaled: a record that comes back after a crash is reported again,
+    /// and forgotten again.
+    fn remove(&mut self, path: &RelPath);
+
     /// Every entry, in path order.
     fn entries(&self) -> Box<dyn Iterator<Item = LocalEntry> + '_>;
 
@@ -406,6 +411,12 @@ impl IndexStore for LocalIndex {
         self.dirty = true;
         self.entries
             .insert(entry.path.clone(), LocalEntry { entry, stat });
+    }
+
+    fn remove(&mut self, path: &RelPath) {
+        if self.entries.remove(path).is_some() {
+            self.dirty = true;
+        }
     }
 
     /// Updates only the recorded stat of `path`.

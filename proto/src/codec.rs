@@ -323,6 +323,11 @@ mod tests {
                 seq: 5,
                 event: Event::Hugz,
             }),
+            encode(&Notification {
+                epoch: 1,
+                seq: 6,
+                event: Event::Forgotten { entry: e.clone() },
+            }),
             encode(&PeerRequest::GetBlock {
                 id: 1,
                 path: e.path.clone(),
@@ -359,17 +364,17 @@ mod tests {
                     .map(|b| encode(&decode::<TrackerReply>(b).unwrap())),
             )
             .chain(
-                msgs[18..22]
+                msgs[18..23]
                     .iter()
                     .map(|b| encode(&decode::<Notification>(b).unwrap())),
             )
             .chain(
-                msgs[22..24]
+                msgs[23..25]
                     .iter()
                     .map(|b| encode(&decode::<PeerRequest>(b).unwrap())),
             )
             .chain(
-                msgs[24..]
+                msgs[25..]
                     .iter()
                     .map(|b| encode(&decode::<PeerReply>(b).unwrap())),
             )

@@ -217,6 +217,15 @@ pub enum Event {
     /// Nothing changed; sent periodically so subscribers can detect a lost
     /// last message or a new epoch.
     Hugz,
+    /// A deletion every live peer that reported the path has applied,
+    /// older than the tracker's `--forget-deleted-after`, is forgotten: the
+    /// tracker no longer knows the path, and a peer whose record of it is
+    /// this tombstone (or an older version) drops the record. A peer that
+    /// comes back later with the file offers it as a new file.
+    Forgotten {
+        /// The tombstone forgotten.
+        entry: FileEntry,
+    },
 }
 
 /// A request to a peer's transfer socket (DEALER/REQ → ROUTER).

@@ -249,7 +249,7 @@ impl Backup {
                     next,
                 }) => {
                     let c = copy.get_or_insert_with(|| {
-                        let mut c = Index::new(epoch);
+                        let mut c = Index::new(epoch).forgetting_after(index.forget_after);
                         c.seq = seq;
                         c
                     });

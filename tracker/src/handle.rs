@@ -63,7 +63,7 @@ impl Index {
                 };
                 let n = self.next(Event::PeerJoined { peer: info });
                 out.push(n);
-                self.absorb(&name, files, out);
+                self.absorb(&name, files, now, out);
                 TrackerReply::Registered {
                     epoch: self.epoch,
                     publish: publish.to_owned(),
@@ -90,7 +90,7 @@ impl Index {
                         format!("inconsistent entry for {}", bad.path),
                     );
                 }
-                self.absorb(&name, files, out);
+                self.absorb(&name, files, now, out);
                 TrackerReply::Ok
             }
             TrackerRequest::Unregister { name, device } => {
@@ -327,6 +327,92 @@ mod tests {
         g2.deleted = true;
         register(&mut ix, "b", vec![g2], &mut out);
         assert_eq!(find(&mut ix, b"same"), (None, vec![]));
+    }
+
+    fn update(ix: &mut Index, name: &str, files: Vec<FileEntry>, at: Instant) {
+        let req = TrackerRequest::Update {
+            name: name.into(),
+            device: 1,
+            files,
+        };
+        let reply = ix.handle(req, at, &Config::default(), "", &mut Vec::new());
+        assert_eq!(reply, TrackerReply::Ok);
+    }
+
+    fn deletion(path: &str, by: &str, bumps: &[&str]) -> FileEntry {
+        let mut e = entry(path, by, bumps, b"");
+        e.deleted = true;
+        e
+    }
+
+    fn forgotten(out: &[Notification]) -> Vec<FileEntry> {
+        out.iter()
+            .filter_map(|n| match &n.event {
+                Event::Forgotten { entry } => Some(entry.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_deletion_every_live_holder_applied_is_forgotten_once_old_enough() {
+        let age = Duration::from_secs(60);
+        let tick = Duration::from_secs(1);
+        let mut ix = Index::new(7).forgetting_after(age);
+        let mut out = Vec::new();
+        let (f1, kept) = (entry("f", "a", &["a"], b"1"), entry("k", "a", &["a"], b"k"));
+        register(&mut ix, "a", vec![f1.clone(), kept.clone()], &mut out);
+        register(&mut ix, "b", vec![f1.clone()], &mut out);
+        let t = Instant::now();
+        let gone = deletion("f", "a", &["a", "a"]);
+        update(&mut ix, "a", vec![gone.clone()], t);
+        out.clear();
+        // Not before its age.
+        ix.collect(t + age - tick, tick, &mut out);
+        assert!(out.is_empty());
+        // Old enough, but b still holds the content: kept, asked again.
+        ix.collect(t + age, tick, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(ix.cluster_file(&gone.path).unwrap().entry, gone);
+        // b applies the deletion: forgotten at the next try, and published.
+        update(&mut ix, "b", vec![gone.clone()], t + age);
+        ix.collect(t + age + tick, tick, &mut out);
+        assert_eq!(forgotten(&out), vec![gone.clone()]);
+        assert!(ix.cluster_file(&gone.path).is_none());
+        assert!(ix.held_in_step());
+        // Everything else stays; and a peer that brings the file back later
+        // offers it as new.
+        assert_eq!(ix.cluster_file(&kept.path).unwrap().entry, kept);
+        out.clear();
+        register(&mut ix, "c", vec![f1.clone()], &mut out);
+        assert_eq!(ix.cluster_file(&f1.path).unwrap().entry, f1);
+    }
+
+    #[test]
+    fn a_change_after_a_deletion_restarts_its_clock() {
+        let age = Duration::from_secs(60);
+        let tick = Duration::from_secs(1);
+        let mut ix = Index::new(7).forgetting_after(age);
+        let mut out = Vec::new();
+        register(&mut ix, "a", vec![entry("f", "a", &["a"], b"1")], &mut out);
+        let t = Instant::now();
+        update(&mut ix, "a", vec![deletion("f", "a", &["a", "a"])], t);
+        // Made again, and deleted again, half an age later.
+        let half = t + age / 2;
+        update(
+            &mut ix,
+            "a",
+            vec![entry("f", "a", &["a", "a", "a"], b"2")],
+            half,
+        );
+        let again = deletion("f", "a", &["a", "a", "a", "a"]);
+        update(&mut ix, "a", vec![again.clone()], half);
+        out.clear();
+        ix.collect(t + age + tick, tick, &mut out);
+        assert!(out.is_empty(), "the first deletion's time does not count");
+        ix.collect(half + age, tick, &mut out);
+        assert_eq!(forgotten(&out), vec![again]);
+        assert!(ix.held_in_step());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! queries and changes requests make of it. Every change that subscribers
 //! must hear of appends a [`Notification`] with the next sequence number.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,12 +41,22 @@ pub(crate) struct Index {
     /// Paths whose current entry has this content (not tombstones), for
     /// `Find`. Kept in step with `current`, its only writer being `absorb`.
     pub(crate) by_content: HashMap<Hash, BTreeSet<RelPath>>,
+    /// Current tombstones, soonest to collect first: when each may be
+    /// forgotten, and which making of its slot it is (`Slot::made`; a path
+    /// deleted again since has a later entry).
+    tombstones: BinaryHeap<Reverse<(Instant, u64, RelPath)>>,
+    /// Counts `set_current` calls, to tell one making of a slot from the next.
+    made: u64,
+    /// How long a tombstone is kept at least (`Config::forget_deleted_after`).
+    pub(crate) forget_after: Duration,
 }
 
 /// A path's current version (tombstones included), and who holds what
 /// there.
 pub(crate) struct Slot {
     pub(crate) entry: FileEntry,
+    /// When `entry` became current, as `Index::made` counts.
+    made: u64,
     /// Every live peer's `files` turned around for this path, so a holder
     /// list costs what the path has, not a walk over every peer. Written
     /// only by `hold` and `forget_peer`, which keep both sides in step. A
@@ -67,7 +78,16 @@ impl Index {
             peers: BTreeMap::new(),
             current: BTreeMap::new(),
             by_content: HashMap::new(),
+            tombstones: BinaryHeap::new(),
+            made: 0,
+            forget_after: crate::DEFAULT_FORGET_DELETED_AFTER,
         }
+    }
+
+    /// The same index, forgetting a deletion after `age` (not the default).
+    pub(crate) fn forgetting_after(mut self, age: Duration) -> Index {
+        self.forget_after = age;
+        self
     }
 
     /// Records that peer `name` (registered) holds `what` at `path`, which
@@ -165,6 +185,7 @@ impl Index {
         &mut self,
         name: &str,
         files: Vec<FileEntry>,
+        now: Instant,
         out: &mut Vec<Notification>,
     ) {
         let mut announced = 0;
@@ -195,7 +216,7 @@ impl Index {
                     debug!(event = %"index_changed", path = %e.path, peer = %name, version = %e.version,
                            deleted = e.deleted, "new current version");
                 }
-                self.set_current(e.clone());
+                self.set_current(e.clone(), now);
                 self.hold(name, &e.path, what);
                 let holders = self.holders(&e);
                 let n = self.next(Event::FileChanged {
@@ -212,15 +233,26 @@ impl Index {
         }
     }
 
-    /// Makes `e` its path's current version, keeping `by_content` in step.
-    pub(crate) fn set_current(&mut self, e: FileEntry) {
+    /// Makes `e` its path's current version (at `now`), keeping
+    /// `by_content` and the tombstones to collect in step.
+    pub(crate) fn set_current(&mut self, e: FileEntry, now: Instant) {
         let path = e.path.clone();
         let new = (!e.deleted).then_some(e.sha256);
+        self.made += 1;
+        let made = self.made;
+        if e.deleted {
+            let due = now.checked_add(self.forget_after).unwrap_or(now);
+            self.tombstones.push(Reverse((due, made, path.clone())));
+        }
         let old = match self.current.get_mut(&path) {
-            Some(slot) => Some(std::mem::replace(&mut slot.entry, e)),
+            Some(slot) => {
+                slot.made = made;
+                Some(std::mem::replace(&mut slot.entry, e))
+            }
             None => {
                 let slot = Slot {
                     entry: e,
+                    made,
                     held: Vec::new(),
                 };
                 self.current.insert(path.clone(), slot);
@@ -296,6 +328,56 @@ impl Index {
             .iter()
             .map(|(n, p)| Self::peer_info(n, p, now))
             .collect()
+    }
+
+    /// Forgets the tombstones due at `now` that every live peer reporting
+    /// their path has applied; one a peer still holds content for waits
+    /// another heartbeat (`retry`) and is asked again.
+    pub(crate) fn collect(&mut self, now: Instant, retry: Duration, out: &mut Vec<Notification>) {
+        let mut later = Vec::new();
+        while let Some(Reverse((due, made, _))) = self.tombstones.peek() {
+            if *due > now {
+                break;
+            }
+            let made = *made;
+            let Some(Reverse((_, _, path))) = self.tombstones.pop() else {
+                break;
+            };
+            let Some(slot) = self.current.get(&path) else {
+                continue;
+            };
+            if slot.made != made || !slot.entry.deleted {
+                continue; // changed since: that change has its own entry
+            }
+            if slot.held.iter().any(|(_, what)| what.is_some()) {
+                later.push(Reverse((now + retry, made, path)));
+                continue;
+            }
+            if let Some(entry) = self.forget_path(&path) {
+                info!(event = %"forgotten", path = %path, version = %entry.version,
+                      "deletion seen by every live holder: tombstone forgotten");
+                let n = self.next(Event::Forgotten { entry });
+                out.push(n);
+            }
+        }
+        self.tombstones.extend(later);
+    }
+
+    /// Removes `path`'s slot and every peer's record of it; returns its entry.
+    pub(crate) fn forget_path(&mut self, path: &RelPath) -> Option<FileEntry> {
+        let slot = self.current.remove(path)?;
+        for (name, _) in &slot.held {
+            if let Some(p) = self.peers.get_mut(&**name) {
+                p.files.remove(path);
+            }
+        }
+        if let Some(paths) = self.by_content.get_mut(&slot.entry.sha256) {
+            paths.remove(path);
+            if paths.is_empty() {
+                self.by_content.remove(&slot.entry.sha256);
+            }
+        }
+        Some(slot.entry)
     }
 
     pub(crate) fn expire(&mut self, now: Instant, timeout: Duration, out: &mut Vec<Notification>) {

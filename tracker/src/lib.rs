@@ -63,13 +63,21 @@ pub struct Config {
     /// (`HOST:PORT`): keep a copy of its index, and serve only when it is
     /// lost and a client comes (Binary Star).
     pub backup_of: Option<String>,
+    /// A deletion every live peer reporting its path has applied is
+    /// forgotten (cluster-wide) once it is this old.
+    pub forget_deleted_after: Duration,
 }
+
+/// How long a deletion is remembered at least, by default: 90 days. A peer
+/// away longer than that, that comes back with the file, brings it back.
+pub const DEFAULT_FORGET_DELETED_AFTER: Duration = Duration::from_secs(90 * 24 * 3600);
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             heartbeat: Duration::from_secs(1),
             backup_of: None,
+            forget_deleted_after: DEFAULT_FORGET_DELETED_AFTER,
         }
     }
 }

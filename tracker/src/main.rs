@@ -41,6 +41,12 @@ struct Args {
     /// back. The primary needs no flag. Give peers both: --tracker A,B.
     #[arg(long, env = "ZYNC_BACKUP_OF", value_name = "HOST:PORT")]
     backup_of: Option<String>,
+    /// Forget a deletion once every live peer that reported the file has
+    /// applied it and it is this old (e.g. 90d, 12h, 30s). A peer away
+    /// longer than that which comes back with the file brings it back.
+    #[arg(long, env = "ZYNC_FORGET_DELETED_AFTER", default_value = "90d", value_name = "AGE",
+          value_parser = humantime::parse_duration)]
+    forget_deleted_after: Duration,
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -65,6 +71,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let cfg = zync_tracker::Config {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
         backup_of: args.backup_of,
+        forget_deleted_after: args.forget_deleted_after,
     };
     let tracker = zync_tracker::Tracker::bind(
         &ctx,

@@ -26,17 +26,20 @@ impl Index {
             }
         }
         for f in files {
-            self.copy_file(f);
+            self.copy_file(f, now);
         }
     }
 
     /// Applies one of the primary's notifications (the next in sequence).
     pub(crate) fn copy_event(&mut self, event: Event, now: Instant) {
         match event {
-            Event::FileChanged { file } => self.copy_file(file),
+            Event::FileChanged { file } => self.copy_file(file, now),
             Event::PeerJoined { peer } => self.copy_peer(peer, now),
             Event::PeerLeft { name } => {
                 self.forget_peer(&name);
+            }
+            Event::Forgotten { entry } => {
+                self.forget_path(&entry.path);
             }
             Event::Hugz => {}
         }
@@ -53,9 +56,9 @@ impl Index {
         self.add_peer(&p.name, peer);
     }
 
-    fn copy_file(&mut self, f: ClusterFile) {
+    fn copy_file(&mut self, f: ClusterFile, now: Instant) {
         let (path, sha256, deleted) = (f.entry.path.clone(), f.entry.sha256, f.entry.deleted);
-        self.set_current(f.entry);
+        self.set_current(f.entry, now);
         if !deleted {
             for name in &f.holders {
                 self.hold(name, &path, Some(sha256));
@@ -159,15 +162,22 @@ mod tests {
         copy.copy_page(files, peers, now);
         // Changes after the snapshot arrive as notifications.
         out.clear();
-        let mut gone = entry("b", b"2", 2);
+        let mut gone = entry("b", b"", 2);
         gone.deleted = true;
+        gone.blocks.clear();
         let update = TrackerRequest::Update {
             name: "p1".into(),
             device: 1,
             files: vec![entry("a", b"new", 2), gone, entry("c", b"3", 1)],
         };
-        ask(&mut primary, update, &mut out);
+        assert_eq!(ask(&mut primary, update, &mut out), TrackerReply::Ok);
         register(&mut primary, "p3", 3, vec![], &mut out);
+        // p1 is the only holder of b's deletion: forgotten at once.
+        let now2 = Instant::now() + crate::DEFAULT_FORGET_DELETED_AFTER;
+        primary.collect(now2, Duration::from_secs(1), &mut out);
+        assert!(out
+            .iter()
+            .any(|n| matches!(&n.event, Event::Forgotten { entry } if entry.path.as_str() == "b")));
         let mut left = Vec::new();
         primary.remove_peer("p2", "test", &mut left);
         out.extend(left);

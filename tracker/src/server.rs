@@ -37,6 +37,8 @@ impl Tracker {
             .map_err(zerr(format!("bind {publish}")))?;
         let listen = router.endpoint().map_err(zerr("read bound endpoint"))?;
         let publish = publisher.endpoint().map_err(zerr("read bound endpoint"))?;
+        let index =
+            Index::new(rand::random::<u64>() | 1).forgetting_after(cfg.forget_deleted_after);
         let backup = match &cfg.backup_of {
             Some(primary) => Some(Backup::new(ctx, primary, cfg.heartbeat)?),
             None => None,
@@ -48,7 +50,7 @@ impl Tracker {
             listen,
             publish,
             cfg,
-            index: Index::new(rand::random::<u64>() | 1),
+            index,
         })
     }
 
@@ -102,6 +104,7 @@ impl Tracker {
                 next_tick = now + self.cfg.heartbeat;
             } else if now >= next_tick {
                 self.index.expire(now, timeout, &mut out);
+                self.index.collect(now, self.cfg.heartbeat, &mut out);
                 out.push(Notification {
                     epoch: self.index.epoch,
                     seq: self.index.seq,

@@ -179,6 +179,7 @@ impl Engine {
                         // A new source: retry what was waiting for one.
                         self.downloads.wake_all(Instant::now());
                     }
+                    Event::Forgotten { entry } => self.forget(&entry),
                     Event::PeerLeft { name } if name != self.s.name => {
                         info!(event = %"peer_left", peer = %name, "peer left");
                         self.peers.remove(&name);
@@ -186,6 +187,14 @@ impl Engine {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// The cluster forgot the deletion `entry`: so do we, if it is ours.
+    fn forget(&mut self, entry: &FileEntry) {
+        if self.folder.forget(entry) {
+            info!(event = %"forgotten", path = %entry.path, version = %entry.version,
+                  "the cluster forgot this deletion; so do we");
         }
     }
 

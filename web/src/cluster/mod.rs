@@ -117,7 +117,7 @@ impl Cluster {
                     serde_json::json!({"event": "peer_joined", "peer": peer.name})
                 }
                 Event::PeerLeft { name } => serde_json::json!({"event": "peer_left", "peer": name}),
-                Event::Hugz => continue,
+                Event::Hugz | Event::Forgotten { .. } => continue,
             };
             let text = line.to_string();
             if let Ok(mut feeds) = self.feeds.lock() {
