@@ -154,6 +154,9 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         tracing::warn!(moved_to = %aside.display(), reason = %reason,
                        "local index unreadable; starting a new one (local files count as concurrent edits)");
     }
+    if let Some(entries) = index.upgraded {
+        tracing::info!(event = %"index_upgraded", entries, "local index carried over into index.redb");
+    }
 
     let ctx = cfg.context.clone();
     // The peer's own threads stop when `shutdown` fires, or when the

@@ -121,7 +121,7 @@ fn tracker_rejects_garbage_and_keeps_serving() {
     for bad in [
         "../../etc/passwd",
         "/etc/passwd",
-        ".zync/index.msgpack",
+        ".zync/index.redb",
         "a/../../b",
     ] {
         assert_eq!(

@@ -380,7 +380,7 @@ fn lost_or_corrupt_index_never_costs_a_local_edit() {
     fs::write(c.dir(0).join("doc.txt"), b"base").unwrap();
     fs::write(c.dir(0).join("same.txt"), b"untouched").unwrap();
     wait_identical(&c, "initial files");
-    let index = c.dir(1).join(".zync").join("index.msgpack");
+    let index = c.dir(1).join(".zync").join("index.redb");
     for (round, damage) in ["lost", "corrupt"].into_iter().enumerate() {
         wait_index_saved(&c, 1);
         c.peers[1].proc.kill();
@@ -418,7 +418,7 @@ fn index_restored_from_a_backup_never_costs_a_local_edit() {
     let mut c = Cluster::start(2);
     fs::write(c.dir(0).join("doc.txt"), b"base").unwrap();
     wait_identical(&c, "base everywhere");
-    let index = c.dir(1).join(".zync").join("index.msgpack");
+    let index = c.dir(1).join(".zync").join("index.redb");
     wait_index_saved(&c, 1);
     c.peers[1].proc.kill();
     let backup = fs::read(&index).unwrap();

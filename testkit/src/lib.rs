@@ -522,11 +522,17 @@ pub fn wait_index_saved(c: &Cluster, i: usize) {
     wait_for(
         CONVERGE,
         || {
-            if !state.join("index.msgpack").exists() {
+            // The running peer holds its database open: read a copy. A copy
+            // taken in the middle of a commit may not open, or show the
+            // state before it: either way it is read again.
+            use zync_peer::index::IndexStore;
+            let Ok(copy) = tempfile::tempdir() else {
+                return false;
+            };
+            if std::fs::copy(state.join("index.redb"), copy.path().join("index.redb")).is_err() {
                 return false;
             }
-            use zync_peer::index::IndexStore;
-            let Ok(index) = zync_peer::index::LocalIndex::load(&state) else {
+            let Ok(index) = zync_peer::index::LocalIndex::load(copy.path()) else {
                 return false;
             };
             let saved: std::collections::BTreeMap<String, zync_proto::Hash> = index
