@@ -94,6 +94,11 @@ const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 /// `device` (the replica's id) and `format`; an index without a device
 /// was never finished being made.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The database's page cache. redb's default (1 GiB) would hold a whole
+/// large index in memory; reads of a path are rare enough (a file changed,
+/// a version arrived) that the OS page cache serves the rest.
+const CACHE_BYTES: usize = 16 << 20;
+
 /// The database's layout, in `META`.
 const FORMAT: u64 = 2;
 
@@ -562,7 +567,7 @@ fn redb_corrupt(reason: String) -> redb::Error {
 /// failure to move aside for (the file is in use, or cannot be written).
 #[allow(clippy::type_complexity)]
 fn open_db(file: &Path) -> Result<Result<(Database, Option<(u64, usize)>), String>, IndexError> {
-    let db = match Database::create(file) {
+    let db = match Database::builder().set_cache_size(CACHE_BYTES).create(file) {
         Ok(db) => db,
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
             return Err(IndexError::InUse {

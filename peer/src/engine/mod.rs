@@ -374,21 +374,64 @@ fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {
     }
 }
 
-/// Splits entries into batches of at most [`BATCH_BYTES`] (estimated), so no
-/// tracker message comes near the message size limit.
-fn batch(entries: Vec<FileEntry>) -> Vec<Vec<FileEntry>> {
-    let mut out = vec![Vec::new()];
-    let mut size = 0;
-    for e in entries {
-        let est = e.size_hint();
-        if size + est > PAGE_BYTES && !out.last().is_some_and(Vec::is_empty) {
-            out.push(Vec::new());
-            size = 0;
+/// Splits entries into batches of at most [`PAGE_BYTES`] (estimated), so no
+/// tracker message comes near the message size limit; lazily, so a large
+/// index is never all in memory at once.
+fn batch(entries: impl IntoIterator<Item = FileEntry>) -> impl Iterator<Item = Vec<FileEntry>> {
+    let mut entries = entries.into_iter().peekable();
+    let mut first = true;
+    std::iter::from_fn(move || {
+        let mut b = Vec::new();
+        let mut size = 0;
+        while let Some(e) = entries.peek() {
+            let est = e.size_hint();
+            if size + est > PAGE_BYTES && !b.is_empty() {
+                break;
+            }
+            size += est;
+            b.extend(entries.next());
         }
-        size += est;
-        if let Some(b) = out.last_mut() {
-            b.push(e);
+        // One batch at least, empty if there is nothing.
+        (!b.is_empty() || std::mem::take(&mut first)).then(|| {
+            first = false;
+            b
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize) -> FileEntry {
+        FileEntry {
+            path: RelPath::new(format!("dir/file-{i:07}")).unwrap(),
+            size: 1,
+            mtime_ns: 1,
+            sha256: zync_proto::Hash::of(b"x"),
+            blocks: vec![zync_proto::Hash::of(b"x")],
+            version: VersionVector::new(),
+            deleted: false,
+            modified_by: "p1".into(),
+            lengths: Vec::new(),
         }
     }
-    out
+
+    #[test]
+    fn batches_keep_every_entry_in_order_within_the_page_size() {
+        assert_eq!(
+            batch(Vec::new()).collect::<Vec<_>>(),
+            vec![Vec::new()],
+            "one empty batch"
+        );
+        let n = 3 * PAGE_BYTES / entry(0).size_hint() + 7;
+        let batches: Vec<Vec<FileEntry>> = batch((0..n).map(entry)).collect();
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        for b in &batches {
+            assert!(!b.is_empty());
+            assert!(b.iter().map(FileEntry::size_hint).sum::<usize>() <= PAGE_BYTES);
+        }
+        let all: Vec<FileEntry> = batches.into_iter().flatten().collect();
+        assert_eq!(all, (0..n).map(entry).collect::<Vec<_>>());
+    }
 }

@@ -5,10 +5,6 @@
 use super::*;
 
 impl Engine {
-    pub(super) fn batches(&self) -> Vec<Vec<FileEntry>> {
-        batch(self.folder.entries().map(|le| le.entry).collect())
-    }
-
     /// True if a heartbeat sent under `generation` was sent after the latest
     /// registration (else what it found out is already out of date).
     pub(super) fn is_current(&self, generation: u64) -> bool {
@@ -21,7 +17,9 @@ impl Engine {
         if let Err(e) = self.folder.save() {
             return self.register_failed(format!("cannot save the index first: {e}"));
         }
-        let mut batches = self.batches().into_iter();
+        // Read from the index batch by batch, as they are sent: memory
+        // holds one batch, whatever the size of the folder.
+        let mut batches = batch(self.folder.entries().map(|le| le.entry));
         let first = batches.next().unwrap_or_default();
         let req = TrackerRequest::Register {
             name: self.s.name.clone(),
