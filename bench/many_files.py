@@ -7,6 +7,9 @@
 2. Peer 2 joins with an empty folder: time until it holds every file
    (snapshot in pages, one verified download per file).
 3. Peak resident memory (VmHWM) and CPU-seconds of the tracker and both peers.
+4. Peer 1 restarts with nothing changed: time until it is registered again,
+   and how many files its start-up scan sent to be hashed (none, if the
+   index kept every record).
 
 Release binaries on loopback, folders under a scratch directory.
 """
@@ -83,11 +86,30 @@ def main():
             if a.read() != b.read():
                 sys.exit(f"{last} differs on peer 2")
 
+        usage = {name: (peak_rss_mb(p.pid), cpu_seconds(p.pid)) for name, p in procs.items()}
+
+        # 4. Peer 1 restarts with nothing changed: time until it is
+        # registered again, and how many files its scan sent to be hashed.
+        procs["p1"].terminate()
+        procs["p1"].wait()
+        p1_log = os.path.join(work, "p1.log")
+
+        def restarted():  # the log is started anew
+            with open(p1_log) as f:
+                return f.read()
+        t = time.monotonic()
+        peer("p1", p1_dir)
+        wait(lambda: "registered with tracker" in restarted() or time.sleep(0.05), 600, "peer 1 to register again")
+        restart = time.monotonic() - t
+        scan = next((line for line in restarted().splitlines() if "scanned folder" in line), "")
+        to_hash = scan.split("to_hash=")[1].split()[0] if "to_hash=" in scan else "?"
+
         print(f"{args.files} files of {args.bytes} B")
         print(f"peer 1 scanned and registered: {registered:7.2f} s  ({args.files / registered:7.0f} files/s)")
         print(f"late joiner holds them all:    {joined:7.2f} s  ({args.files / joined:7.0f} files/s)")
-        for name, p in procs.items():
-            print(f"{name:8} peak RSS {peak_rss_mb(p.pid):7.1f} MB   CPU {cpu_seconds(p.pid):6.2f} s")
+        print(f"peer 1 restarted, registered:  {restart:7.2f} s  (files re-hashed: {to_hash})")
+        for name, (rss, cpu) in usage.items():
+            print(f"{name:8} peak RSS {rss:7.1f} MB   CPU {cpu:6.2f} s")
     finally:
         stop(procs.values(), work)
 

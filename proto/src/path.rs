@@ -1,5 +1,6 @@
 use std::fmt;
 use std::path::{Component, Path};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +20,13 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 /// `RelPath` can only name something inside that folder.
 ///
 /// The only constructor is [`RelPath::new`] (deserialization goes through it
-/// too), so holding a `RelPath` is proof it was validated.
+/// too), so holding a `RelPath` is proof it was validated. The text is
+/// shared: a clone costs a reference count, not a copy, so the maps that
+/// key the same path several ways (a tracker's index, a peer's queues)
+/// hold it once.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RelPath(String);
+pub struct RelPath(Arc<str>);
 
 /// Why a path was refused. The message names the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,7 +65,7 @@ impl RelPath {
     pub fn new(s: impl Into<String>) -> Result<RelPath, PathError> {
         let s = s.into();
         validate(&s)?;
-        Ok(RelPath(s))
+        Ok(RelPath(s.into()))
     }
 
     /// The path of `abs` relative to `root`, if `abs` is a valid file path below it.
@@ -94,7 +98,7 @@ impl RelPath {
     pub fn is_within(&self, dir: &RelPath) -> bool {
         self.0 == dir.0
             || (self.0.len() > dir.0.len()
-                && self.0.starts_with(&dir.0)
+                && self.0.starts_with(&*dir.0)
                 && self.0.as_bytes()[dir.0.len()] == b'/')
     }
 
@@ -117,7 +121,7 @@ impl RelPath {
         };
         let (dir, file) = match self.0.rsplit_once('/') {
             Some((d, f)) => (Some(d), f),
-            None => (None, self.0.as_str()),
+            None => (None, &*self.0),
         };
         let tag = format!(".conflict-{}-{}", clean(peer), clean(stamp));
         let budget = MAX_COMPONENT_LEN.saturating_sub(tag.len());
@@ -190,7 +194,7 @@ pub(crate) fn take_refusal() -> Option<PathError> {
 
 impl From<RelPath> for String {
     fn from(p: RelPath) -> String {
-        p.0
+        p.0.to_string()
     }
 }
 

@@ -127,7 +127,7 @@ impl Index {
                 let paths = self.by_content.get(&sha256);
                 let held = |path: &RelPath| self.locate(path, sha256, now);
                 let mut first = None;
-                for path in paths.into_iter().flatten() {
+                for path in paths.into_iter().flat_map(|p| p.iter()) {
                     let holders = held(path);
                     if !holders.is_empty() {
                         return TrackerReply::Holders {

@@ -4,6 +4,7 @@
 //! must hear of appends a [`Notification`] with the next sequence number.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ pub(crate) struct Index {
     pub(crate) current: BTreeMap<RelPath, Slot>,
     /// Paths whose current entry has this content (not tombstones), for
     /// `Find`. Kept in step with `current`, its only writer being `absorb`.
-    pub(crate) by_content: HashMap<Hash, BTreeSet<RelPath>>,
+    pub(crate) by_content: HashMap<Hash, Paths>,
     /// Current tombstones, soonest to collect first: when each may be
     /// forgotten, and which making of its slot it is (`Slot::made`; a path
     /// deleted again since has a later entry).
@@ -64,6 +65,54 @@ pub(crate) struct Slot {
     /// most paths have a few holders (a map per path cost some 750 bytes
     /// for one, a second map keyed by path 320; this, 100).
     held: Vec<Holding>,
+}
+
+/// The paths whose current version has one content. Almost always one:
+/// a set (a B-tree node of some 300 bytes) only for content several paths
+/// share.
+pub(crate) enum Paths {
+    One(RelPath),
+    Many(BTreeSet<RelPath>),
+}
+
+impl Paths {
+    fn insert(&mut self, path: RelPath) {
+        match self {
+            Paths::One(p) if *p == path => {}
+            Paths::One(p) => {
+                let set = BTreeSet::from([p.clone(), path]);
+                *self = Paths::Many(set);
+            }
+            Paths::Many(set) => {
+                set.insert(path);
+            }
+        }
+    }
+
+    /// Removes `path`; returns whether none is left.
+    fn remove(&mut self, path: &RelPath) -> bool {
+        match self {
+            Paths::One(p) => p == path,
+            Paths::Many(set) => {
+                set.remove(path);
+                if set.len() == 1 {
+                    if let Some(last) = set.pop_first() {
+                        *self = Paths::One(last);
+                    }
+                }
+                matches!(self, Paths::Many(set) if set.is_empty())
+            }
+        }
+    }
+
+    /// In path order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &RelPath> {
+        let (one, many) = match self {
+            Paths::One(p) => (Some(p), None),
+            Paths::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 /// A peer holding a path, and what (`None`: a deletion).
@@ -260,15 +309,15 @@ impl Index {
             }
         };
         if let Some(old) = old {
-            if let Some(paths) = self.by_content.get_mut(&old.sha256) {
-                paths.remove(&old.path);
-                if paths.is_empty() {
-                    self.by_content.remove(&old.sha256);
-                }
-            }
+            self.unindex_content(&old.sha256, &old.path);
         }
         if let Some(sha256) = new {
-            self.by_content.entry(sha256).or_default().insert(path);
+            match self.by_content.entry(sha256) {
+                Entry::Occupied(mut o) => o.get_mut().insert(path),
+                Entry::Vacant(v) => {
+                    v.insert(Paths::One(path));
+                }
+            }
         }
     }
 
@@ -363,6 +412,15 @@ impl Index {
         self.tombstones.extend(later);
     }
 
+    /// `path` no longer has content `sha256`.
+    fn unindex_content(&mut self, sha256: &Hash, path: &RelPath) {
+        if let Entry::Occupied(mut o) = self.by_content.entry(*sha256) {
+            if o.get_mut().remove(path) {
+                o.remove();
+            }
+        }
+    }
+
     /// Removes `path`'s slot and every peer's record of it; returns its entry.
     pub(crate) fn forget_path(&mut self, path: &RelPath) -> Option<FileEntry> {
         let slot = self.current.remove(path)?;
@@ -371,12 +429,7 @@ impl Index {
                 p.files.remove(path);
             }
         }
-        if let Some(paths) = self.by_content.get_mut(&slot.entry.sha256) {
-            paths.remove(path);
-            if paths.is_empty() {
-                self.by_content.remove(&slot.entry.sha256);
-            }
-        }
+        self.unindex_content(&slot.entry.sha256, path);
         Some(slot.entry)
     }
 
@@ -412,5 +465,29 @@ fn cluster_file(slot: &Slot) -> ClusterFile {
     ClusterFile {
         entry: slot.entry.clone(),
         holders,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_of_one_content_grow_into_a_set_and_shrink_back() {
+        let p = |s: &str| RelPath::new(s).unwrap();
+        let mut paths = Paths::One(p("b"));
+        paths.insert(p("b"));
+        assert!(matches!(paths, Paths::One(_)), "the same path once");
+        paths.insert(p("a"));
+        paths.insert(p("c"));
+        assert_eq!(
+            paths.iter().map(RelPath::as_str).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert!(!paths.remove(&p("a")));
+        assert!(!paths.remove(&p("c")));
+        assert!(matches!(&paths, Paths::One(last) if last.as_str() == "b"));
+        assert!(!paths.remove(&p("x")), "another path leaves it as it is");
+        assert!(paths.remove(&p("b")), "none left");
     }
 }

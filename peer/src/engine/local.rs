@@ -73,10 +73,16 @@ impl Engine {
         for p in &paths {
             self.reconcile_local(p, cause);
         }
-        let (files, ms) = (paths.len(), t.elapsed().as_millis() as u64);
+        // `to_hash`: files whose stat differs from the index (or that it
+        // does not know), now being hashed.
+        let (files, ms, to_hash) = (
+            paths.len(),
+            t.elapsed().as_millis() as u64,
+            self.hashing.len(),
+        );
         match cause {
-            Cause::Rescan => debug!(files, ms, "rescanned folder"),
-            _ => info!(files, ms, "scanned folder"),
+            Cause::Rescan => debug!(files, ms, to_hash, "rescanned folder"),
+            _ => info!(files, ms, to_hash, "scanned folder"),
         }
     }
 
