@@ -1,7 +1,7 @@
 //! Failover to a backup tracker (`zync-tracker --backup-of`, the guide's
 //! Binary Star): the backup keeps a live copy of the primary's index and
-//! stands by while the primary is alive; when the primary dies it takes
-//! over as soon as a client comes, peers given `--tracker FIRST,BACKUP`
+//! stands by while the primary is alive; when the primary dies (here in
+//! the middle of a sync) it takes over as soon as a client comes, peers given `--tracker FIRST,BACKUP`
 //! move to it and keep syncing; when the primary returns, the backup
 //! stands by again and every peer goes back, so the cluster never stays
 //! split.
@@ -38,9 +38,22 @@ fn the_backup_tracker_copies_the_index_takes_over_and_stands_by_again() {
         "a backup standing by answers no client"
     );
 
-    // The peers freeze, so none can tell the backup anything, and the
+    // Mid-sync: p1 writes many files, and before they have all travelled
+    // the peers freeze (so none can tell the backup anything) and the
     // first tracker dies. A client that comes to the backup makes it take
     // over, and what it knows of the cluster it copied.
+    let batch: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                format!("batch/f{i:03}.txt"),
+                format!("file {i} written mid-sync"),
+            )
+        })
+        .collect();
+    fs::create_dir_all(c.dir(0).join("batch")).unwrap();
+    for (path, body) in &batch {
+        fs::write(c.dir(0).join(path), body).unwrap();
+    }
     for p in &c.peers {
         p.proc.signal("STOP");
     }
@@ -70,6 +83,10 @@ fn the_backup_tracker_copies_the_index_takes_over_and_stands_by_again() {
         &c,
     );
     assert_eq!(c.peers_at(&second), names(&["p1", "p2"]));
+    // Every file written mid-sync arrives.
+    for (path, body) in &batch {
+        wait_file_everywhere(&c, path, body.as_bytes());
+    }
     // Sync goes on through it: a new file, an edit and a deletion.
     fs::write(c.dir(1).join("during.txt"), b"synced through the backup").unwrap();
     fs::write(c.dir(0).join("before.txt"), b"edited while on the backup").unwrap();
