@@ -131,9 +131,5 @@ fn the_backup_tracker_copies_the_index_takes_over_and_stands_by_again() {
         !snap.contains_key("during.txt"),
         "the deletion made on the backup holds"
     );
-    assert!(
-        snap.keys().all(|k| !k.contains(".conflict-")),
-        "no conflict copy: {:?}",
-        snap.keys()
-    );
+    assert_no_conflict_copy(&snap);
 }

@@ -64,9 +64,5 @@ fn a_deletion_seen_by_every_live_peer_is_forgotten_and_a_returning_peer_brings_t
         snap.get("b.txt").map(Vec::as_slice),
         Some(&b"never deleted"[..])
     );
-    assert!(
-        snap.keys().all(|k| !k.contains(".conflict-")),
-        "no conflict copy: {:?}",
-        snap.keys()
-    );
+    assert_no_conflict_copy(&snap);
 }

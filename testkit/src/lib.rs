@@ -475,6 +475,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Fails if a folder snapshot holds a conflict copy (`NAME.conflict-…`).
+pub fn assert_no_conflict_copy(snap: &std::collections::BTreeMap<String, Vec<u8>>) {
+    let copies: Vec<&String> = snap.keys().filter(|k| k.contains(".conflict-")).collect();
+    assert!(copies.is_empty(), "conflict copies: {copies:?}");
+}
+
 /// Waits until every peer's folder holds exactly the same files and bytes.
 pub fn wait_identical(c: &Cluster, what: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
     wait_identical_within(CONVERGE, c, what)

@@ -94,8 +94,12 @@ impl Backup {
     /// How long until the next thing to do with no message.
     pub(crate) fn next_wait(&self, now: Instant) -> Duration {
         match self.heard {
-            Some(t) => (t + self.heartbeat * 2).saturating_duration_since(now),
-            None => self.asked.map_or(Duration::ZERO, |t| {
+            // Heard lately: when it would count as lost.
+            Some(t) if !self.primary_lost(now) => {
+                (t + self.heartbeat * 2).saturating_duration_since(now)
+            }
+            // Lost: when to ask it again (not at once, over and over).
+            _ => self.asked.map_or(Duration::ZERO, |t| {
                 (t + self.heartbeat).saturating_duration_since(now)
             }),
         }
@@ -277,5 +281,31 @@ impl Backup {
             *index = c;
             self.in_step = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_primary_is_asked_again_each_heartbeat_not_in_a_busy_loop() {
+        let ctx = zync_net::Context::new();
+        let hb = Duration::from_millis(300);
+        // Nothing listens there: the primary is never heard.
+        let mut b = Backup::new(&ctx, "127.0.0.1:1", hb).unwrap();
+        let t = Instant::now();
+        assert!(b.primary_lost(t));
+        assert_eq!(b.next_wait(t), Duration::ZERO, "ask at once");
+        b.asked = Some(t);
+        assert_eq!(b.next_wait(t), hb);
+        // Heard, then silent past two heartbeats: asked again a heartbeat
+        // after the last ask.
+        b.heard = Some(t);
+        assert_eq!(b.next_wait(t), hb * 2, "lost only after two heartbeats");
+        let later = t + hb * 3;
+        assert!(b.primary_lost(later));
+        b.asked = Some(later);
+        assert_eq!(b.next_wait(later), hb);
     }
 }

@@ -136,8 +136,8 @@ impl Tracker {
         let body = frames.pop().unwrap_or_default();
         let now = Instant::now();
         let reply = match decode::<TrackerRequest>(&body) {
-            Ok(req) if self.standing_by(now) => {
-                debug!(request = ?std::mem::discriminant(&req), "standing by: sent to the primary");
+            Ok(_) if self.standing_by(now) => {
+                debug!("standing by: a client is sent to the primary");
                 error(
                     ErrorKind::Standby,
                     "a backup tracker standing by: its primary is alive, ask it",
