@@ -12,12 +12,20 @@
 //!   change, plus a periodic `Hugz` so subscribers notice a lost message or a
 //!   restart (the ZeroMQ guide's Clone pattern; `List` is the snapshot).
 //!
-//! Peers silent for three heartbeat intervals are dropped.
+//! Peers silent for three heartbeat intervals are dropped, and a deletion
+//! every live holder has applied is forgotten after
+//! [`Config::forget_deleted_after`].
 //!
-//! Three files, one job each: `index` holds the cluster index and the
-//! queries on it, `handle` turns one request into one reply and the
-//! notifications it causes (neither does I/O, so both are tested alone),
-//! and `server` is the socket loop, [`Tracker`].
+//! Started with [`Config::backup_of`], it is a primary's backup (the
+//! guide's Binary Star): it keeps a live copy of the primary's index and
+//! serves only when the primary is lost and a client comes.
+//!
+//! One job per file: `index` holds the cluster index and the queries on
+//! it, `handle` turns one request into one reply and the notifications it
+//! causes, `mirror` applies a primary's snapshot and notifications to a
+//! copy (none of the three does I/O, so each is tested alone), `backup`
+//! follows the primary and decides when to serve, and `server` is the
+//! socket loop, [`Tracker`].
 
 mod backup;
 mod handle;
