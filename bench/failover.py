@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sync_bench import ROOT, build_release, free_port, scratch, stop, use_key, wait  # noqa: E402
+from sync_bench import ROOT, build_release, cpu_seconds, free_port, scratch, stop, use_key, wait  # noqa: E402
 
 
 def main():
@@ -119,6 +119,7 @@ def main():
         print(f"longest arrival before the kill: {delay(before):6.2f} s; while on the backup: {delay(during):6.2f} s; "
               f"after the primary came back: {delay(later):6.2f} s")
         print(f"lost: {len(lost)} of {len(written)}; failovers logged by the peers: {backs}; folders identical: yes")
+        print("CPU-seconds: " + ", ".join(f"{n} {cpu_seconds(p.pid):.2f}" for n, p in procs.items()))
     finally:
         stop(procs.values(), work)
 
