@@ -498,11 +498,17 @@ impl LocalIndex {
     /// The saved entry for `path`. A database that cannot be read is
     /// logged and reads as no entry.
     fn saved(&self, path: &str) -> Option<LocalEntry> {
-        let run = || -> Result<Option<LocalEntry>, redb::Error> {
+        self.read(path, decode)
+    }
+
+    /// `read` of the saved record of `path`, if there is one. A database
+    /// that cannot be read is logged and reads as no record.
+    fn read<T>(&self, path: &str, read: impl FnOnce(&[u8]) -> Result<T, String>) -> Option<T> {
+        let run = || -> Result<Option<T>, redb::Error> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(ENTRIES)?;
             let got = table.get(path)?;
-            got.map(|v| decode(v.value()).map_err(redb_corrupt))
+            got.map(|v| read(v.value()).map_err(redb_corrupt))
                 .transpose()
         };
         run().unwrap_or_else(|e| {
@@ -540,7 +546,8 @@ impl LocalIndex {
     fn has(&self, path: &RelPath) -> bool {
         match self.pending.get(path) {
             Some(p) => p.is_some(),
-            None => self.saved(path.as_str()).is_some(),
+            // The key alone: no need to decode the entry.
+            None => self.read(path.as_str(), |_| Ok(())).is_some(),
         }
     }
 
