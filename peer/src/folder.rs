@@ -17,43 +17,33 @@
 //! - Every change to the disk is journaled first ([`Record::Remote`]), so a
 //!   crash right after it is recognised at the next start.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, RwLock};
 
 use zync_proto::{FileEntry, Hash, RelPath};
 
 use crate::fsops::{Found, Root};
 use crate::hashing::{self, HashError, Hashed, Stat};
-use crate::index::{IndexError, IndexStore, LocalEntry, Record};
+use crate::index::{IndexError, IndexReader, IndexStore, Record};
 use crate::transfer::Fetched;
 use crate::versions::{Reason, Versions};
 
 /// What the block server may serve: path → (content hash, size), and the
 /// folder to read it from; and where each block of those files is, which
 /// downloads use to take blocks from local files instead of the network.
-/// Read-only; only a [`Folder`] changes it.
+/// Both follow from the index ([`crate::index::LocalEntry::served`]) and
+/// are read from it, so they hold nothing in memory. Read-only; only a
+/// [`Folder`] changes the index.
 #[derive(Clone)]
 pub struct ServedView {
-    map: Arc<RwLock<Served>>,
+    index: IndexReader,
     root: Root,
-}
-
-#[derive(Default)]
-struct Served {
-    files: HashMap<RelPath, (Hash, u64)>,
-    /// Block hash → the served files holding it, with the block's offset.
-    blocks: HashMap<Hash, Vec<(RelPath, u64)>>,
 }
 
 impl ServedView {
     /// The content `path` may be served with, if any.
     pub fn lookup(&self, path: &RelPath) -> Option<(Hash, u64)> {
-        self.map
-            .read()
-            .ok()
-            .and_then(|m| m.files.get(path).copied())
+        self.index.served(path)
     }
 
     /// Opens `path` for serving (after [`ServedView::lookup`] said it may
@@ -68,35 +58,8 @@ impl ServedView {
     /// The file may have changed since it was indexed, so what is read
     /// must be checked against `block`.
     pub fn find_block(&self, block: &Hash) -> Option<(std::path::PathBuf, u64)> {
-        let m = self.map.read().ok()?;
-        let (path, at) = m.blocks.get(block)?.first()?;
-        Some((self.root.file(path), *at))
-    }
-
-    fn set(&self, path: &RelPath, old: &[Hash], served: Option<&FileEntry>) {
-        let Ok(mut m) = self.map.write() else { return };
-        for b in old {
-            if let Some(at) = m.blocks.get_mut(b) {
-                at.retain(|(p, _)| p != path);
-                if at.is_empty() {
-                    m.blocks.remove(b);
-                }
-            }
-        }
-        match served {
-            Some(e) => {
-                m.files.insert(path.clone(), (e.sha256, e.size));
-                for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
-                    let at = m.blocks.entry(*b).or_default();
-                    if !at.iter().any(|(p, _)| p == path) {
-                        at.push((path.clone(), offset));
-                    }
-                }
-            }
-            None => {
-                m.files.remove(path);
-            }
-        }
+        let (path, at) = self.index.find_block(block)?;
+        Some((self.root.file(&path), at))
     }
 }
 
@@ -157,21 +120,14 @@ pub struct Folder {
     saves_stopped: bool,
 }
 
-fn served(le: &LocalEntry) -> Option<&FileEntry> {
-    (!le.entry.deleted && le.stat.is_some()).then_some(&le.entry)
-}
-
 impl Folder {
     /// Takes over `index` of the folder at `root`; everything it holds on
     /// disk becomes servable.
     pub fn new(index: impl IndexStore + 'static, root: Root) -> Folder {
         let view = ServedView {
-            map: Arc::default(),
+            index: index.reader(),
             root: root.clone(),
         };
-        for le in index.entries() {
-            view.set(&le.entry.path, &[], served(&le));
-        }
         Folder {
             index: Box::new(index),
             served: view,
@@ -358,10 +314,7 @@ impl Folder {
     /// Records `entry`, with the stat of its file on disk (`None`: no file
     /// is expected there).
     pub fn put(&mut self, entry: FileEntry, stat: Option<Stat>) {
-        let path = entry.path.clone();
-        let before = self.served_blocks(&path);
         self.index.put(entry, stat);
-        self.sync_served(&path, &before);
     }
 
     /// Drops the record of `path` if it is a deletion that `forgotten` (a
@@ -385,23 +338,7 @@ impl Folder {
 
     /// Updates only the recorded stat of `path`.
     pub fn set_stat(&mut self, path: &RelPath, stat: Option<Stat>) {
-        let before = self.served_blocks(path);
         self.index.set_stat(path, stat);
-        self.sync_served(path, &before);
-    }
-
-    /// The blocks `path` is served with now (none if it is not served).
-    fn served_blocks(&self, path: &RelPath) -> Vec<Hash> {
-        self.index
-            .get(path)
-            .filter(|le| served(le).is_some())
-            .map(|le| le.entry.blocks)
-            .unwrap_or_default()
-    }
-
-    fn sync_served(&self, path: &RelPath, before: &[Hash]) {
-        let le = self.index.get(path);
-        self.served.set(path, before, le.as_ref().and_then(served));
     }
 
     /// Appends `record` to the journal (buffered).
@@ -519,6 +456,76 @@ mod tests {
         // A stat for a path the index does not hold serves nothing.
         f.set_stat(&p("stranger"), Some(stat(9)));
         assert_eq!(view.lookup(&p("stranger")), None);
+        // Saved, it reads the same from the database.
+        f.save().unwrap();
+        assert_eq!(view.lookup(&p("kept")), Some((Hash::of(b"k"), 1)));
+        assert_eq!(view.lookup(&p("new")), None);
+        f.put(entry("new", b"abc", false), Some(stat(3)));
+        f.save().unwrap();
+        assert_eq!(view.lookup(&p("new")), Some((Hash::of(b"abc"), 3)));
+    }
+
+    /// A file of two blocks: `x` at 0 and `y` at `BLOCK_SIZE`.
+    fn two_blocks(path: &str, x: &[u8], y: &[u8]) -> FileEntry {
+        let mut e = entry(path, b"", false);
+        e.size = zync_proto::BLOCK_SIZE + 1;
+        e.blocks = vec![Hash::of(x), Hash::of(y)];
+        e
+    }
+
+    #[test]
+    fn blocks_are_found_in_served_files_saved_or_not_and_only_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let index = LocalIndex::load(dir.path()).unwrap();
+        let mut f = Folder::new(index, Root::new(root.clone()));
+        let view = f.view();
+        let p = |s: &str| RelPath::new(s).unwrap();
+        let (x, y, z) = (Hash::of(b"x"), Hash::of(b"y"), Hash::of(b"z"));
+        let at = |s: &str, off: u64| Some((root.join(s), off));
+
+        f.put(two_blocks("a", b"x", b"y"), Some(stat(1)));
+        assert_eq!(
+            view.find_block(&y),
+            at("a", zync_proto::BLOCK_SIZE),
+            "unsaved"
+        );
+        f.save().unwrap();
+        assert_eq!(view.find_block(&x), at("a", 0), "saved");
+        assert_eq!(view.find_block(&y), at("a", zync_proto::BLOCK_SIZE));
+        assert_eq!(view.find_block(&z), None);
+
+        // An unsaved change hides the saved blocks of its path at once.
+        f.set_stat(&p("a"), None);
+        assert_eq!(view.find_block(&x), None, "content awaited is not served");
+        f.put(two_blocks("a", b"z", b"y"), Some(stat(2)));
+        assert_eq!(view.find_block(&x), None, "no longer in the file");
+        assert_eq!(view.find_block(&z), at("a", 0));
+        f.save().unwrap();
+        assert_eq!(view.find_block(&x), None, "and not in the database either");
+        assert_eq!(view.find_block(&z), at("a", 0));
+
+        // Another file with the block; the first is deleted: it is found
+        // in the other, saved or not.
+        f.put(two_blocks("b", b"q", b"z"), Some(stat(3)));
+        f.save().unwrap();
+        f.put(entry("a", b"", true), None);
+        assert_eq!(view.find_block(&z), at("b", zync_proto::BLOCK_SIZE));
+        f.save().unwrap();
+        assert_eq!(view.find_block(&z), at("b", zync_proto::BLOCK_SIZE));
+        assert_eq!(view.find_block(&y), None, "a tombstone serves no block");
+
+        // After a restart the database alone answers.
+        drop((f, view));
+        let f = Folder::new(
+            LocalIndex::load(dir.path()).unwrap(),
+            Root::new(root.clone()),
+        );
+        assert_eq!(f.view().find_block(&z), at("b", zync_proto::BLOCK_SIZE));
+        assert_eq!(
+            f.view().lookup(&p("b")).map(|(_, n)| n),
+            Some(zync_proto::BLOCK_SIZE + 1)
+        );
     }
 
     #[test]

@@ -30,15 +30,15 @@
 //! whole) is carried over into the database on first start, device id
 //! included, and then removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
-use std::iter::Peekable;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
-use zync_proto::{FileEntry, RelPath};
+use zync_proto::{FileEntry, Hash, RelPath};
 
 use crate::hashing::Stat;
 
@@ -50,6 +50,14 @@ pub struct LocalEntry {
     /// The file's stat when `entry` was recorded; `None` when no file is
     /// expected on disk (a tombstone, or content moved aside and awaited).
     pub stat: Option<Stat>,
+}
+
+impl LocalEntry {
+    /// The version the block server may serve for this path: every entry
+    /// that is not a tombstone and has a file on disk (a recorded stat).
+    pub fn served(&self) -> Option<&FileEntry> {
+        (!self.entry.deleted && self.stat.is_some()).then_some(&self.entry)
+    }
 }
 
 /// A journal record: a change to the index made since the last save.
@@ -91,8 +99,14 @@ const JOURNAL_NAME: &str = "journal.msgpack";
 
 /// Every path's [`LocalEntry`], MessagePack-encoded, keyed by the path.
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
-/// `device` (the replica's id) and `format`; an index without a device
-/// was never finished being made.
+/// Where the blocks of served files are ([`LocalEntry::served`]): the
+/// block's hash and the path as one key (hash first, so the paths holding
+/// a block are one range), the block's offset as the value. It lets a
+/// download take a block from a local file without a map in memory.
+const BLOCKS: TableDefinition<&[u8], u64> = TableDefinition::new("blocks");
+/// `device` (the replica's id), `format`, and `blocks` (set once the
+/// blocks table covers every entry); an index without a device was never
+/// finished being made.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The database's page cache. redb's default (1 GiB) would hold a whole
 /// large index in memory; reads of a path are rare enough (a file changed,
@@ -310,6 +324,10 @@ pub trait IndexStore: Send {
 
     /// Saves every change (and empties the journal).
     fn save(&mut self) -> Result<(), IndexError>;
+
+    /// A read-only handle for other threads, which sees every change at
+    /// once (saved or not).
+    fn reader(&self) -> IndexReader;
 }
 
 /// Least time between two saves of a [`LocalIndex`]. It is saved as soon
@@ -334,14 +352,211 @@ pub struct LocalIndex {
     /// Set when an index of the previous format was carried over: how many
     /// entries it held.
     pub upgraded: Option<usize>,
-    db: Database,
-    file: PathBuf,
-    /// Changes not yet saved (`None`: the entry was removed); they hide
-    /// what the database holds for the same path.
-    pending: BTreeMap<RelPath, Option<LocalEntry>>,
+    /// The database and the unsaved changes, shared with every
+    /// [`IndexReader`].
+    shared: IndexReader,
     len: usize,
     journal: Journal,
     last_save: Instant,
+}
+
+/// The changes not yet saved (`None`: the entry was removed); they hide
+/// what the database holds for the same path.
+#[derive(Default)]
+struct Pending {
+    changes: BTreeMap<RelPath, Option<LocalEntry>>,
+    /// The blocks of the served files among `changes`, by block hash,
+    /// with their offsets (what [`BLOCKS`] will hold for them once saved).
+    blocks: HashMap<Hash, Vec<(RelPath, u64)>>,
+}
+
+impl Pending {
+    fn set(&mut self, path: &RelPath, change: Option<LocalEntry>) {
+        if let Some(old) = self.changes.get(path).and_then(Option::as_ref) {
+            for b in old.served().map_or(&[][..], |e| &e.blocks) {
+                if let Some(at) = self.blocks.get_mut(b) {
+                    at.retain(|(p, _)| p != path);
+                    if at.is_empty() {
+                        self.blocks.remove(b);
+                    }
+                }
+            }
+        }
+        if let Some(e) = change.as_ref().and_then(LocalEntry::served) {
+            for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
+                let at = self.blocks.entry(*b).or_default();
+                if !at.iter().any(|(p, _)| p == path) {
+                    at.push((path.clone(), offset));
+                }
+            }
+        }
+        self.changes.insert(path.clone(), change);
+    }
+}
+
+/// A read-only handle on a [`LocalIndex`] for other threads (the block
+/// server, download workers): what the folder serves, and where a block
+/// of a served file is. It sees the unsaved changes too, so it answers as
+/// the index does at every moment, and it reads the rest from the
+/// database (whose readers never wait for its writer), so memory does not
+/// grow with the folder.
+#[derive(Clone)]
+pub struct IndexReader {
+    db: Arc<Database>,
+    pending: Arc<RwLock<Pending>>,
+    file: PathBuf,
+}
+
+impl IndexReader {
+    /// The content `path` is served with, and its size, if it is served.
+    pub fn served(&self, path: &RelPath) -> Option<(Hash, u64)> {
+        let found = match self.pending().changes.get(path) {
+            Some(change) => change.clone(),
+            None => self.saved(path.as_str()),
+        };
+        found
+            .as_ref()
+            .and_then(LocalEntry::served)
+            .map(|e| (e.sha256, e.size))
+    }
+
+    /// A served file holding a block with hash `block`, and the block's
+    /// offset in it.
+    pub fn find_block(&self, block: &Hash) -> Option<(RelPath, u64)> {
+        let pending = self.pending();
+        if let Some((path, at)) = pending.blocks.get(block).and_then(|at| at.first()) {
+            return Some((path.clone(), *at));
+        }
+        let run = || -> Result<Option<(RelPath, u64)>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(BLOCKS)?;
+            for row in table.range(block.as_bytes().as_slice()..)? {
+                let (key, at) = row?;
+                let Some(path) = key.value().strip_prefix(block.as_bytes().as_slice()) else {
+                    break; // past the block's range
+                };
+                let path = std::str::from_utf8(path)
+                    .ok()
+                    .and_then(|p| RelPath::new(p).ok())
+                    .ok_or_else(|| redb_corrupt("a block key without a path".into()))?;
+                // An unsaved change of the path decides (and was looked at above).
+                if !pending.changes.contains_key(&path) {
+                    return Ok(Some((path, at.value())));
+                }
+            }
+            Ok(None)
+        };
+        run().unwrap_or_else(|e| {
+            tracing::error!(file = %self.file.display(), error = %e, "cannot read the index");
+            None
+        })
+    }
+
+    /// The unsaved changes. A writer that panicked left them as they were
+    /// (each change is one insert), so a poisoned lock is still read.
+    fn pending(&self) -> RwLockReadGuard<'_, Pending> {
+        self.pending.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending_mut(&self) -> RwLockWriteGuard<'_, Pending> {
+        self.pending.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The saved entry for `path`. A database that cannot be read is
+    /// logged and reads as no entry.
+    fn saved(&self, path: &str) -> Option<LocalEntry> {
+        self.read(path, decode)
+    }
+
+    /// `read` of the saved record of `path`, if there is one. A database
+    /// that cannot be read is logged and reads as no record.
+    fn read<T>(&self, path: &str, read: impl FnOnce(&[u8]) -> Result<T, String>) -> Option<T> {
+        let run = || -> Result<Option<T>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(ENTRIES)?;
+            let got = table.get(path)?;
+            got.map(|v| read(v.value()).map_err(redb_corrupt))
+                .transpose()
+        };
+        run().unwrap_or_else(|e| {
+            tracing::error!(path = %path, file = %self.file.display(), error = %e, "cannot read the index");
+            None
+        })
+    }
+}
+
+/// The tables of one write transaction.
+struct Tables<'t> {
+    entries: redb::Table<'t, &'static str, &'static [u8]>,
+    blocks: redb::Table<'t, &'static [u8], u64>,
+    meta: redb::Table<'t, &'static str, u64>,
+}
+
+/// The key of `block` of the served file `path` in [`BLOCKS`].
+fn block_key(block: &Hash, path: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32 + path.len());
+    key.extend_from_slice(block.as_bytes());
+    key.extend_from_slice(path.as_bytes());
+    key
+}
+
+impl Tables<'_> {
+    /// Fills the blocks table from the entries: an index made before it
+    /// existed gets it on first open, in the same transaction.
+    fn fill_blocks(&mut self) -> Result<(), redb::Error> {
+        let mut n = 0usize;
+        for row in self.entries.iter()? {
+            let (path, bytes) = row?;
+            let Ok(le) = decode(bytes.value()) else {
+                continue; // reported when it is read
+            };
+            if let Some(e) = le.served() {
+                for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
+                    self.blocks
+                        .insert(block_key(b, path.value()).as_slice(), offset)?;
+                }
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!(files = n, "index: listed the blocks of every served file");
+        }
+        Ok(())
+    }
+
+    /// Records `change` for `path` (`None`: removes its entry), and keeps
+    /// the blocks table in step with what is served.
+    fn set(&mut self, path: &str, change: Option<&LocalEntry>) -> Result<(), redb::Error> {
+        let old = match change {
+            Some(le) => {
+                let bytes = encode(le).map_err(redb_corrupt)?;
+                let old = self.entries.insert(path, bytes.as_slice())?;
+                old.and_then(|v| decode(v.value()).ok())
+            }
+            None => {
+                let old = self.entries.remove(path)?;
+                old.and_then(|v| decode(v.value()).ok())
+            }
+        };
+        // An old record that cannot be decoded leaves its block keys: a
+        // stale one costs a read that fails its hash check, nothing more.
+        let old = old.as_ref().and_then(LocalEntry::served);
+        let new = change.and_then(LocalEntry::served);
+        if let (Some(o), Some(n)) = (old, new) {
+            if o.blocks == n.blocks && o.lengths == n.lengths {
+                return Ok(()); // served with the same blocks (a new stat)
+            }
+        }
+        for b in old.map_or(&[][..], |e| &e.blocks) {
+            self.blocks.remove(block_key(b, path).as_slice())?;
+        }
+        if let Some(e) = new {
+            for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
+                self.blocks.insert(block_key(b, path).as_slice(), offset)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Encodes an entry for the database (fields by name, as on the wire, so
@@ -405,17 +620,19 @@ impl LocalIndex {
             device,
             recovered: None,
             upgraded: None,
-            db,
-            file,
-            pending: BTreeMap::new(),
+            shared: IndexReader {
+                db: Arc::new(db),
+                pending: Arc::default(),
+                file,
+            },
             len,
             journal,
             last_save: Instant::now(),
         };
         if meta.is_none() {
-            ix.commit(|_, m| {
-                m.insert("device", device)?;
-                m.insert("format", FORMAT)?;
+            ix.commit(|t| {
+                t.meta.insert("device", device)?;
+                t.meta.insert("format", FORMAT)?;
                 Ok(())
             })?;
         }
@@ -441,12 +658,11 @@ impl LocalIndex {
             }
             Some(Ok(old)) => {
                 let n = old.entries.len();
-                self.commit(|t, m| {
+                self.commit(|t| {
                     for le in &old.entries {
-                        let bytes = encode(le).map_err(redb_corrupt)?;
-                        t.insert(le.entry.path.as_str(), bytes.as_slice())?;
+                        t.set(le.entry.path.as_str(), Some(le))?;
                     }
-                    m.insert("device", old.device)?;
+                    t.meta.insert("device", old.device)?;
                     Ok(())
                 })?;
                 self.device = old.device;
@@ -458,21 +674,21 @@ impl LocalIndex {
         }
     }
 
-    /// Runs `write` on the entries and meta tables in one write
-    /// transaction, and commits it (durably: it returns once on disk).
+    /// Runs `write` on the tables in one write transaction, and commits it
+    /// (durably: it returns once on disk).
     fn commit(
         &self,
-        write: impl FnOnce(
-            &mut redb::Table<&str, &[u8]>,
-            &mut redb::Table<&str, u64>,
-        ) -> Result<(), redb::Error>,
+        write: impl FnOnce(&mut Tables<'_>) -> Result<(), redb::Error>,
     ) -> Result<(), IndexError> {
         let run = || -> Result<(), redb::Error> {
-            let txn = self.db.begin_write()?;
+            let txn = self.shared.db.begin_write()?;
             {
-                let mut t = txn.open_table(ENTRIES)?;
-                let mut m = txn.open_table(META)?;
-                write(&mut t, &mut m)?;
+                let mut t = Tables {
+                    entries: txn.open_table(ENTRIES)?,
+                    blocks: txn.open_table(BLOCKS)?,
+                    meta: txn.open_table(META)?,
+                };
+                write(&mut t)?;
             }
             txn.commit()?;
             Ok(())
@@ -482,7 +698,7 @@ impl LocalIndex {
 
     fn db_err(&self, source: redb::Error) -> IndexError {
         IndexError::Db {
-            path: self.file.clone(),
+            path: self.shared.file.clone(),
             source,
         }
     }
@@ -490,41 +706,19 @@ impl LocalIndex {
     /// How many entries the database holds.
     fn count(&self) -> Result<usize, IndexError> {
         let run = || -> Result<u64, redb::Error> {
-            Ok(self.db.begin_read()?.open_table(ENTRIES)?.len()?)
+            Ok(self.shared.db.begin_read()?.open_table(ENTRIES)?.len()?)
         };
         run().map(|n| n as usize).map_err(|e| self.db_err(e))
-    }
-
-    /// The saved entry for `path`. A database that cannot be read is
-    /// logged and reads as no entry.
-    fn saved(&self, path: &str) -> Option<LocalEntry> {
-        self.read(path, decode)
-    }
-
-    /// `read` of the saved record of `path`, if there is one. A database
-    /// that cannot be read is logged and reads as no record.
-    fn read<T>(&self, path: &str, read: impl FnOnce(&[u8]) -> Result<T, String>) -> Option<T> {
-        let run = || -> Result<Option<T>, redb::Error> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            let got = table.get(path)?;
-            got.map(|v| read(v.value()).map_err(redb_corrupt))
-                .transpose()
-        };
-        run().unwrap_or_else(|e| {
-            tracing::error!(path = %path, file = %self.file.display(), error = %e, "cannot read the index");
-            None
-        })
     }
 
     /// The saved entries from `start` on, in path order.
     fn saved_from(&self, start: &str) -> Box<dyn Iterator<Item = LocalEntry>> {
         let run = || -> Result<redb::OwnedRange<&'static str, &'static [u8]>, redb::Error> {
-            let txn = self.db.begin_read()?;
+            let txn = self.shared.db.begin_read()?;
             let table = txn.open_table(ENTRIES)?;
             Ok(table.range_owned(start..)?)
         };
-        let file = self.file.clone();
+        let file = self.shared.file.clone();
         match run() {
             Ok(range) => Box::new(range.filter_map(move |r| {
                 let read = r
@@ -536,7 +730,7 @@ impl LocalIndex {
                 .ok()
             })),
             Err(e) => {
-                tracing::error!(file = %self.file.display(), error = %e, "cannot read the index");
+                tracing::error!(file = %self.shared.file.display(), error = %e, "cannot read the index");
                 Box::new(std::iter::empty())
             }
         }
@@ -544,21 +738,21 @@ impl LocalIndex {
 
     /// Whether `path` has an entry, saved or not.
     fn has(&self, path: &RelPath) -> bool {
-        match self.pending.get(path) {
-            Some(p) => p.is_some(),
-            // The key alone: no need to decode the entry.
-            None => self.read(path.as_str(), |_| Ok(())).is_some(),
+        if let Some(p) = self.shared.pending().changes.get(path) {
+            return p.is_some();
         }
+        // The key alone: no need to decode the entry.
+        self.shared.read(path.as_str(), |_| Ok(())).is_some()
     }
 
     /// Every entry from `start` on, in path order: the saved ones, with the
     /// changes not yet saved laid over them.
     fn merged<'a>(&'a self, start: Option<&RelPath>) -> impl Iterator<Item = LocalEntry> + 'a {
-        use std::ops::Bound::{Included, Unbounded};
-        let from = start.map_or(Unbounded, |p| Included(p.clone()));
         Merged {
             saved: self.saved_from(start.map_or("", |p| p.as_str())).peekable(),
-            pending: self.pending.range((from, Unbounded)).peekable(),
+            pending: &self.shared,
+            next_pending: None,
+            after: start.cloned().map(std::ops::Bound::Included),
         }
     }
 }
@@ -598,14 +792,21 @@ fn open_db(file: &Path) -> Result<Result<(Database, Option<(u64, usize)>), Strin
     let run = || -> Result<Option<(u64, usize)>, redb::Error> {
         let txn = db.begin_write()?;
         let meta = {
-            let t = txn.open_table(ENTRIES)?;
-            let m = txn.open_table(META)?;
-            let device = m.get("device")?.map(|v| v.value());
-            let format = m.get("format")?.map(|v| v.value());
+            let mut t = Tables {
+                entries: txn.open_table(ENTRIES)?,
+                blocks: txn.open_table(BLOCKS)?,
+                meta: txn.open_table(META)?,
+            };
+            let device = t.meta.get("device")?.map(|v| v.value());
+            let format = t.meta.get("format")?.map(|v| v.value());
             if format.is_some_and(|f| f != FORMAT) {
                 return Err(redb_corrupt(format!("unknown format {format:?}")));
             }
-            device.map(|d| Ok::<_, redb::Error>((d, t.len()? as usize)))
+            if t.meta.get("blocks")?.is_none() {
+                t.fill_blocks()?;
+                t.meta.insert("blocks", 1)?;
+            }
+            device.map(|d| Ok::<_, redb::Error>((d, t.entries.len()? as usize)))
         }
         .transpose()?;
         txn.commit()?;
@@ -617,10 +818,37 @@ fn open_db(file: &Path) -> Result<Result<(Database, Option<(u64, usize)>), Strin
     })
 }
 
-/// Saved entries and unsaved changes, merged in path order.
+/// Saved entries and unsaved changes, merged in path order. The unsaved
+/// changes are read one at a time (each under a short read lock: the
+/// block server reads them too), after the last one taken.
 struct Merged<'a, S: Iterator<Item = LocalEntry>> {
-    saved: Peekable<S>,
-    pending: Peekable<std::collections::btree_map::Range<'a, RelPath, Option<LocalEntry>>>,
+    saved: std::iter::Peekable<S>,
+    pending: &'a IndexReader,
+    /// The next unsaved change, taken out already.
+    next_pending: Option<(RelPath, Option<LocalEntry>)>,
+    /// Where the unsaved changes not taken yet start (`None`: at the start).
+    after: Option<std::ops::Bound<RelPath>>,
+}
+
+impl<S: Iterator<Item = LocalEntry>> Merged<'_, S> {
+    fn peek_pending(&mut self) -> Option<&RelPath> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        if self.next_pending.is_none() {
+            let from = self.after.clone().unwrap_or(Unbounded);
+            let next = self
+                .pending
+                .pending()
+                .changes
+                .range((from, Unbounded))
+                .next()
+                .map(|(p, c)| (p.clone(), c.clone()));
+            if let Some((p, _)) = &next {
+                self.after = Some(Excluded(p.clone()));
+            }
+            self.next_pending = next;
+        }
+        self.next_pending.as_ref().map(|(p, _)| p)
+    }
 }
 
 impl<S: Iterator<Item = LocalEntry>> Iterator for Merged<'_, S> {
@@ -629,11 +857,12 @@ impl<S: Iterator<Item = LocalEntry>> Iterator for Merged<'_, S> {
     fn next(&mut self) -> Option<LocalEntry> {
         use std::cmp::Ordering::{Equal, Greater, Less};
         loop {
-            let order = match (self.saved.peek(), self.pending.peek()) {
+            let pending = self.peek_pending().cloned();
+            let order = match (self.saved.peek(), &pending) {
                 (None, None) => return None,
                 (Some(_), None) => Less,
                 (None, Some(_)) => Greater,
-                (Some(s), Some((p, _))) => s.entry.path.cmp(p),
+                (Some(s), Some(p)) => s.entry.path.cmp(p),
             };
             if order == Less {
                 return self.saved.next();
@@ -642,8 +871,8 @@ impl<S: Iterator<Item = LocalEntry>> Iterator for Merged<'_, S> {
                 self.saved.next(); // hidden by the unsaved change
             }
             // A removal yields nothing: go on.
-            if let Some((_, Some(le))) = self.pending.next() {
-                return Some(le.clone());
+            if let Some((_, Some(le))) = self.next_pending.take() {
+                return Some(le);
             }
         }
     }
@@ -657,33 +886,27 @@ impl IndexStore for LocalIndex {
     /// Commits the changes not yet saved, in one transaction, and empties
     /// the journal.
     fn save(&mut self) -> Result<(), IndexError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
         let t = Instant::now();
-        let pending = std::mem::take(&mut self.pending);
-        let written = self.commit(|table, _| {
-            for (path, change) in &pending {
-                match change {
-                    Some(le) => {
-                        let bytes = encode(le).map_err(redb_corrupt)?;
-                        table.insert(path.as_str(), bytes.as_slice())?;
-                    }
-                    None => {
-                        table.remove(path.as_str())?;
-                    }
-                }
+        // Readers go on seeing the unsaved changes until the commit is
+        // done; only this thread changes them, so none is missed.
+        let changes = {
+            let pending = self.shared.pending();
+            if pending.changes.is_empty() {
+                return Ok(());
             }
-            Ok(())
-        });
-        if let Err(e) = written {
-            self.pending = pending; // kept for the next try
-            return Err(e);
-        }
+            self.commit(|t| {
+                for (path, change) in &pending.changes {
+                    t.set(path.as_str(), change.as_ref())?;
+                }
+                Ok(())
+            })?; // on failure they stay, for the next try
+            pending.changes.len()
+        };
+        *self.shared.pending_mut() = Pending::default();
         self.journal.clear()?;
         self.last_save = Instant::now();
         tracing::debug!(
-            changes = pending.len(),
+            changes,
             entries = self.len,
             ms = self.last_save.duration_since(t).as_millis() as u64,
             "index saved"
@@ -692,7 +915,8 @@ impl IndexStore for LocalIndex {
     }
 
     fn save_due(&self) -> Option<Instant> {
-        (!self.pending.is_empty()).then(|| self.last_save + SAVE_EVERY)
+        let unsaved = !self.shared.pending().changes.is_empty();
+        unsaved.then(|| self.last_save + SAVE_EVERY)
     }
 
     /// Adds `record` to the journal, buffered: it reaches the file with the
@@ -717,10 +941,10 @@ impl IndexStore for LocalIndex {
 
     /// The entry for `path`.
     fn get(&self, path: &RelPath) -> Option<LocalEntry> {
-        match self.pending.get(path) {
-            Some(change) => change.clone(),
-            None => self.saved(path.as_str()),
+        if let Some(change) = self.shared.pending().changes.get(path) {
+            return change.clone();
         }
+        self.shared.saved(path.as_str())
     }
 
     /// Records `entry` with the stat it was recorded at.
@@ -728,14 +952,16 @@ impl IndexStore for LocalIndex {
         if !self.has(&entry.path) {
             self.len += 1;
         }
-        self.pending
-            .insert(entry.path.clone(), Some(LocalEntry { entry, stat }));
+        let path = entry.path.clone();
+        self.shared
+            .pending_mut()
+            .set(&path, Some(LocalEntry { entry, stat }));
     }
 
     fn remove(&mut self, path: &RelPath) {
         if self.has(path) {
             self.len -= 1;
-            self.pending.insert(path.clone(), None);
+            self.shared.pending_mut().set(path, None);
         }
     }
 
@@ -744,7 +970,7 @@ impl IndexStore for LocalIndex {
         if let Some(mut le) = self.get(path) {
             if le.stat != stat {
                 le.stat = stat;
-                self.pending.insert(path.clone(), Some(le));
+                self.shared.pending_mut().set(path, Some(le));
             }
         }
     }
@@ -766,6 +992,10 @@ impl IndexStore for LocalIndex {
     /// Number of entries.
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn reader(&self) -> IndexReader {
+        self.shared.clone()
     }
 }
 
@@ -911,6 +1141,45 @@ mod tests {
         assert_eq!(again.upgraded, None, "once");
         assert_eq!(again.device, old.device);
         assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn an_index_made_before_the_blocks_table_gets_it_on_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Hash::of(b"block");
+        {
+            let mut ix = LocalIndex::load(dir.path()).unwrap();
+            let mut served = entry("a/served", "p1");
+            served.blocks = vec![block];
+            ix.put(served, Some(stat(1)));
+            let mut awaited = entry("b/awaited", "p1");
+            awaited.blocks = vec![Hash::of(b"other")];
+            ix.put(awaited, None);
+            ix.save().unwrap();
+        }
+        // What an index of the last release held: no blocks table, no flag.
+        {
+            let db = Database::create(dir.path().join(DB_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(BLOCKS).unwrap();
+            txn.open_table(META).unwrap().remove("blocks").unwrap();
+            txn.commit().unwrap();
+        }
+        let ix = LocalIndex::load(dir.path()).unwrap();
+        let r = ix.reader();
+        assert_eq!(
+            r.find_block(&block),
+            Some((RelPath::new("a/served").unwrap(), 0))
+        );
+        assert_eq!(
+            r.find_block(&Hash::of(b"other")),
+            None,
+            "not served, not listed"
+        );
+        assert_eq!(
+            r.served(&RelPath::new("a/served").unwrap()),
+            Some((Hash::of(b"x"), 1))
+        );
     }
 
     #[test]
