@@ -232,10 +232,23 @@ impl Engine {
             Err(FetchError::Deleted(_) | FetchError::NotFound(_)) => Outcome::Superseded,
             Err(_) => Outcome::Failed,
         };
-        match (
-            decide::plan_done(wanted.as_ref(), &entry.version, outcome),
-            result,
-        ) {
+        let plan = decide::plan_done(wanted.as_ref(), &entry.version, outcome);
+        if result.is_err() {
+            // A failed try may leave a partial file to resume from; once
+            // that content is no longer wanted here, nothing will.
+            let useless = match plan {
+                DonePlan::Forget => true,
+                DonePlan::FetchAgain => self
+                    .downloads
+                    .wanted(&path)
+                    .is_none_or(|w| w.sha256 != entry.sha256),
+                DonePlan::Apply | DonePlan::Retry => false,
+            };
+            if useless {
+                transfer::drop_partial(&self.s.staging, &entry);
+            }
+        }
+        match (plan, result) {
             (DonePlan::FetchAgain, _) => self.downloads.again(&path),
             (DonePlan::Apply, Ok(f)) => {
                 self.apply_remote(entry, Some((f, took)));

@@ -763,6 +763,20 @@ fn partial_name(entry: &FileEntry) -> String {
     format!("{}-{}.part", entry.sha256.to_hex(), &path[..16])
 }
 
+/// Removes the partial file of a download of `entry`, if a failed try
+/// left one: for content no longer wanted.
+pub fn drop_partial(staging: &Path, entry: &FileEntry) {
+    match std::fs::remove_file(staging.join(partial_name(entry))) {
+        Ok(()) => {
+            tracing::debug!(path = %entry.path, "dropped the partial download of a version no longer wanted")
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %entry.path, error = %e, "cannot remove a partial download")
+        }
+    }
+}
+
 /// Cleans the staging folder: partial downloads untouched for
 /// [`PARTIAL_MAX_AGE`] and anything else (a temp file of an interrupted
 /// upload or restore) go; recent partial downloads stay to be resumed.
