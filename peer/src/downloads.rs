@@ -78,6 +78,16 @@ impl Downloads {
         }
     }
 
+    /// How many paths are wanted or still on a worker.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether no path is wanted or on a worker.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
     /// The version wanted for `path`, if any.
     pub fn wanted(&self, path: &RelPath) -> Option<&FileEntry> {
         self.paths.get(path).and_then(|d| d.wanted.as_ref())

@@ -58,6 +58,9 @@ pub struct Config {
     pub name: String,
     /// Concurrent downloads.
     pub workers: usize,
+    /// Downloads that may wait before the next page of the cluster's index
+    /// is fetched ([`DEFAULT_BACKLOG`]): what bounds a late joiner's memory.
+    pub backlog: usize,
     /// Quiet time before a changed file is looked at.
     pub debounce: Duration,
     /// How often the whole folder is scanned behind the watcher, to catch a
@@ -73,6 +76,11 @@ pub struct Config {
     /// A full channel drops notifications rather than slowing the peer.
     pub observer: Option<crossbeam_channel::Sender<zync_proto::Notification>>,
 }
+
+/// The default [`Config::backlog`]: about a second of small files, so the
+/// workers never run dry, and a few MB of queue whatever the size of the
+/// cluster's index.
+pub const DEFAULT_BACKLOG: usize = 8_192;
 
 /// The default [`Config::rescan`] interval. A scan stats every file and
 /// hashes only the ones whose stat changed, so it is cheap; what it finds
@@ -320,6 +328,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         choice: choice.clone(),
         // Downloads in flight: being fetched, or waiting for the disk.
         workers: cfg.workers.max(1) + SYNCERS,
+        backlog: cfg.backlog.max(1),
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
     };

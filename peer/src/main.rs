@@ -56,6 +56,11 @@ enum Cmd {
         /// Concurrent downloads.
         #[arg(long, env = "ZYNC_WORKERS", default_value_t = 4)]
         workers: usize,
+        /// Downloads that may wait before the next page of the cluster's
+        /// index is fetched: bounds a new peer's memory however many files
+        /// the cluster holds.
+        #[arg(long, env = "ZYNC_BACKLOG", default_value_t = zync_peer::DEFAULT_BACKLOG, value_name = "FILES")]
+        backlog: usize,
         /// Quiet time before a changed file is hashed, in milliseconds.
         #[arg(long, env = "ZYNC_DEBOUNCE_MS", default_value_t = 50)]
         debounce_ms: u64,
@@ -173,6 +178,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             advertise,
             name,
             workers,
+            backlog,
             debounce_ms,
             rescan_interval,
             keep_versions,
@@ -186,6 +192,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 advertise,
                 name,
                 workers,
+                backlog,
                 debounce: Duration::from_millis(debounce_ms),
                 rescan: rescan_interval,
                 keep_versions,

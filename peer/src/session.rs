@@ -2,33 +2,42 @@
 //! is an argument): the ZeroMQ guide's Clone pattern from the client side.
 //!
 //! ```text
-//!   Unregistered ──register ok──► Snapshotting ──snapshot done──► Live
-//!        ▲  │ fail: backoff 250 ms doubling to 10 s        │  gap in seq,
-//!        │  └──────────────┐                               │  Hugz ahead
-//!        │                 ▼                               ▼
-//!        └──── lost: silence, forgotten, new epoch ◄── Snapshotting
+//!   Unregistered ──register ok──► Snapshotting ──first page──► Paging ──last page──► Live
+//!        ▲  │ fail: backoff 250 ms doubling to 10 s                 │  gap in seq,     │
+//!        │  └──────────────┐                                        │  Hugz ahead      │
+//!        │                 ▼                                        ▼                  ▼
+//!        └──── lost: silence, forgotten, new epoch ◄── Snapshotting (from the first page)
 //! ```
 //!
 //! While unregistered nothing is reported (registering sends the whole
-//! index) and no notification is applied; while snapshotting notifications
-//! are dropped too, since the snapshot taken next covers them; once live,
-//! notifications are applied strictly in sequence, and a gap or a `Hugz`
-//! ahead of us means another snapshot.
+//! index) and no notification is applied; until the snapshot's first page
+//! notifications are dropped too, since the snapshot covers them. The
+//! snapshot counts as of its first page's `seq`, and from then on
+//! notifications are applied strictly in sequence, while the other pages
+//! are still coming (a page is never older than a notification before it,
+//! so applying both is harmless) as once live. A gap or a `Hugz` ahead of
+//! us means another snapshot. Pages come when the engine asks for them,
+//! so it can take the next only once it has room for it.
 
 use std::time::{Duration, Instant};
+
+use zync_proto::RelPath;
 
 /// First wait before registering again after a failure; it doubles.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between registration attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     /// Not registered; the next attempt is due at this time (`None`: one
     /// is in flight).
     Unregistered(Option<Instant>),
-    /// Registered; the index snapshot is to be fetched.
+    /// Registered; the index snapshot is to be fetched from its first page.
     Snapshotting,
+    /// Part of the snapshot is applied; the pages after this path are to
+    /// come. In step with the notifications meanwhile.
+    Paging(RelPath),
     /// Registered and in step with the notifications.
     Live,
 }
@@ -73,9 +82,19 @@ impl Session {
         !matches!(self.phase, Phase::Unregistered(_))
     }
 
-    /// Whether the index snapshot is to be fetched now.
+    /// Whether (more of) the index snapshot is to be fetched.
     pub fn wants_snapshot(&self) -> bool {
-        self.phase == Phase::Snapshotting
+        self.next_page().is_some()
+    }
+
+    /// The snapshot page to fetch next, if one is: the one after this path
+    /// (`Some(None)`: the first).
+    pub fn next_page(&self) -> Option<Option<RelPath>> {
+        match &self.phase {
+            Phase::Snapshotting => Some(None),
+            Phase::Paging(after) => Some(Some(after.clone())),
+            _ => None,
+        }
     }
 
     /// When the next registration attempt is due, if one is.
@@ -139,28 +158,29 @@ impl Session {
         self.silent
     }
 
-    /// A snapshot page from the tracker of `epoch` arrived: whether to apply
-    /// it (a page from another tracker start means registering again).
-    pub fn page(&mut self, now: Instant, epoch: u64) -> bool {
+    /// The snapshot page [`Session::next_page`] asked for arrived from the
+    /// tracker of `epoch`, taken at notification `seq`, with more after
+    /// `next` if that is set: whether to apply it (a page from another
+    /// tracker start means registering again). The first page's `seq` is
+    /// the snapshot's.
+    pub fn page(&mut self, now: Instant, epoch: u64, seq: u64, next: Option<RelPath>) -> bool {
         if self.epoch != Some(epoch) {
             self.lost(now, true);
             return false;
         }
-        true
-    }
-
-    /// The snapshot, which counts as of notification `seq`, is applied.
-    pub fn snapshot_done(&mut self, seq: u64) {
-        if self.phase == Phase::Snapshotting {
-            self.seq = seq;
-            self.phase = Phase::Live;
+        match self.phase {
+            Phase::Snapshotting => self.seq = seq,
+            Phase::Paging(_) => {}
+            _ => return false,
         }
+        self.phase = next.map_or(Phase::Live, Phase::Paging);
+        true
     }
 
     /// Notification `seq` of tracker start `epoch` arrived (`hugz`: the
     /// heartbeat that repeats the last `seq`).
     pub fn note(&mut self, now: Instant, epoch: u64, seq: u64, hugz: bool) -> NoteVerdict {
-        if self.phase != Phase::Live {
+        if !matches!(self.phase, Phase::Live | Phase::Paging(_)) {
             return NoteVerdict::Ignore;
         }
         if self.epoch != Some(epoch) {
@@ -199,7 +219,7 @@ mod tests {
         let mut s = Session::new(t);
         assert!(s.start_register(t));
         s.registered(epoch);
-        s.snapshot_done(seq);
+        assert!(s.page(t, epoch, seq, None));
         (s, t)
     }
 
@@ -229,7 +249,7 @@ mod tests {
         assert!(!s.start_register(t), "one attempt at a time");
         assert!(!s.registered(7), "a first registration is no restart");
         assert!(s.is_registered() && s.wants_snapshot());
-        s.snapshot_done(40);
+        assert!(s.page(t, 7, 40, None));
         assert!(!s.wants_snapshot());
         assert_eq!(s.seq(), 40);
     }
@@ -270,8 +290,42 @@ mod tests {
         assert!(s.wants_snapshot() && s.is_registered());
         // Nothing applies until the snapshot is in.
         assert_eq!(s.note(t, 7, 13, false), NoteVerdict::Ignore);
-        s.snapshot_done(13);
+        assert_eq!(s.next_page(), Some(None), "from the first page");
+        assert!(s.page(t, 7, 13, None));
         assert_eq!(s.note(t, 7, 14, false), NoteVerdict::Apply);
+    }
+
+    #[test]
+    fn a_paged_snapshot_counts_as_of_its_first_page_and_notes_apply_meanwhile() {
+        let t = Instant::now();
+        let mut s = Session::new(t);
+        s.start_register(t);
+        s.registered(7);
+        let p = |x: &str| RelPath::new(x).unwrap();
+        assert_eq!(s.note(t, 7, 20, false), NoteVerdict::Ignore, "no page yet");
+        assert!(s.page(t, 7, 20, Some(p("m"))));
+        assert_eq!(s.next_page(), Some(Some(p("m"))));
+        assert_eq!(
+            s.note(t, 7, 20, false),
+            NoteVerdict::Ignore,
+            "the page covers it"
+        );
+        assert_eq!(
+            s.note(t, 7, 21, false),
+            NoteVerdict::Apply,
+            "in step while paging"
+        );
+        // A later page does not move the snapshot's seq.
+        assert!(s.page(t, 7, 25, Some(p("t"))));
+        assert_eq!(s.seq(), 21);
+        assert_eq!(s.note(t, 7, 22, false), NoteVerdict::Apply);
+        // A gap while paging starts the snapshot over.
+        assert_eq!(s.note(t, 7, 24, false), NoteVerdict::Ignore);
+        assert_eq!(s.next_page(), Some(None));
+        assert!(s.page(t, 7, 30, Some(p("m"))));
+        assert!(s.page(t, 7, 31, None));
+        assert!(!s.wants_snapshot());
+        assert_eq!(s.note(t, 7, 31, false), NoteVerdict::Apply);
     }
 
     #[test]
@@ -299,12 +353,12 @@ mod tests {
         let mut s = Session::new(t);
         s.start_register(t);
         s.registered(7);
-        assert!(s.page(t, 7));
-        assert!(!s.page(t, 9));
+        assert!(s.page(t, 7, 5, Some(RelPath::new("a").unwrap())));
+        assert!(!s.page(t, 9, 5, None));
         assert!(!s.is_registered());
         assert_eq!(s.register_at(), Some(t));
-        s.snapshot_done(5);
-        assert!(!s.is_registered(), "a late snapshot does not bring it back");
+        assert!(!s.page(t, 7, 5, None), "a late page does not bring it back");
+        assert!(!s.is_registered());
     }
 
     #[test]

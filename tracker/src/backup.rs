@@ -253,7 +253,9 @@ impl Backup {
                     next,
                 }) => {
                     let c = copy.get_or_insert_with(|| {
-                        let mut c = Index::new(epoch).forgetting_after(index.forget_after);
+                        let mut c = Index::new(epoch)
+                            .forgetting_after(index.forget_after)
+                            .paged_by(index.page_bytes);
                         c.seq = seq;
                         c
                     });

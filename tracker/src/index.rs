@@ -50,6 +50,8 @@ pub(crate) struct Index {
     made: u64,
     /// How long a tombstone is kept at least (`Config::forget_deleted_after`).
     pub(crate) forget_after: Duration,
+    /// Most bytes of entries in one `List` page (`Config::page_bytes`).
+    pub(crate) page_bytes: usize,
 }
 
 /// A path's current version (tombstones included), and who holds what
@@ -130,7 +132,15 @@ impl Index {
             tombstones: BinaryHeap::new(),
             made: 0,
             forget_after: crate::DEFAULT_FORGET_DELETED_AFTER,
+            page_bytes: PAGE_BYTES,
         }
+    }
+
+    /// The same index, listed in pages of at most `bytes` of entries (at
+    /// most [`PAGE_BYTES`], at least one entry).
+    pub(crate) fn paged_by(mut self, bytes: usize) -> Index {
+        self.page_bytes = bytes.min(PAGE_BYTES);
+        self
     }
 
     /// The same index, forgetting a deletion after `age` (not the default).
@@ -347,7 +357,7 @@ impl Index {
     }
 
     /// The current entries after `after`, in path order, up to
-    /// [`PAGE_BYTES`] (at least one), and the last path if more follow.
+    /// `page_bytes` (at least one), and the last path if more follow.
     pub(crate) fn page(&self, after: Option<&RelPath>) -> (Vec<ClusterFile>, Option<RelPath>) {
         use std::ops::Bound::{Excluded, Unbounded};
         let start = after.map_or(Unbounded, Excluded);
@@ -355,7 +365,7 @@ impl Index {
         let mut bytes = 0;
         for slot in self.current.range((start, Unbounded)).map(|(_, s)| s) {
             let size = slot.entry.size_hint();
-            if let Some(last) = files.last().filter(|_| bytes + size > PAGE_BYTES) {
+            if let Some(last) = files.last().filter(|_| bytes + size > self.page_bytes) {
                 let next = last.entry.path.clone();
                 return (files, Some(next));
             }

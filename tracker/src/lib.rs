@@ -74,6 +74,10 @@ pub struct Config {
     /// A deletion every live peer reporting its path has applied is
     /// forgotten (cluster-wide) once it is this old.
     pub forget_deleted_after: Duration,
+    /// Most bytes of entries in one page of the index a peer is sent
+    /// (at most [`zync_proto::PAGE_BYTES`]): a late joiner asks for the
+    /// next page only when it has room for it.
+    pub page_bytes: usize,
 }
 
 /// How long a deletion is remembered at least, by default: 90 days. A peer
@@ -86,6 +90,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(1),
             backup_of: None,
             forget_deleted_after: DEFAULT_FORGET_DELETED_AFTER,
+            page_bytes: zync_proto::PAGE_BYTES,
         }
     }
 }

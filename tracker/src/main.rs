@@ -47,6 +47,11 @@ struct Args {
     #[arg(long, env = "ZYNC_FORGET_DELETED_AFTER", default_value = "90d", value_name = "AGE",
           value_parser = humantime::parse_duration)]
     forget_deleted_after: Duration,
+    /// Most bytes of file entries in one page of the index sent to a peer
+    /// (a late joiner takes the index page by page, as it has room); at
+    /// most the default, 8 MiB.
+    #[arg(long, env = "ZYNC_PAGE_BYTES", default_value_t = zync_proto::PAGE_BYTES, value_name = "BYTES")]
+    page_bytes: usize,
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -72,6 +77,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
         backup_of: args.backup_of,
         forget_deleted_after: args.forget_deleted_after,
+        page_bytes: args.page_bytes,
     };
     let tracker = zync_tracker::Tracker::bind(
         &ctx,

@@ -37,8 +37,9 @@ impl Tracker {
             .map_err(zerr(format!("bind {publish}")))?;
         let listen = router.endpoint().map_err(zerr("read bound endpoint"))?;
         let publish = publisher.endpoint().map_err(zerr("read bound endpoint"))?;
-        let index =
-            Index::new(rand::random::<u64>() | 1).forgetting_after(cfg.forget_deleted_after);
+        let index = Index::new(rand::random::<u64>() | 1)
+            .forgetting_after(cfg.forget_deleted_after)
+            .paged_by(cfg.page_bytes);
         let backup = match &cfg.backup_of {
             Some(primary) => Some(Backup::new(ctx, primary, cfg.heartbeat)?),
             None => None,

@@ -89,6 +89,8 @@ pub struct Setup {
     pub choice: net::Choice,
     /// Concurrent downloads.
     pub workers: usize,
+    /// Downloads that may wait before the next snapshot page is fetched.
+    pub backlog: usize,
     /// Gets a copy of every notification applied.
     pub observer: Option<Sender<Notification>>,
     /// How often to rescan the folder behind the watcher (`None`: never).

@@ -101,13 +101,17 @@ impl Engine {
     }
 
     /// Fetches the cluster index page by page and applies each page as it
-    /// comes (memory stays at one page). The snapshot counts as of the first
-    /// page's `seq`: what changes while paging is also published, and the
-    /// notifications after that `seq` are applied next (twice is harmless).
+    /// comes, as long as the download queue has room: a page waits until
+    /// fewer than `backlog` downloads do ([`crate::Config::backlog`]), so a
+    /// late joiner queues at most that many and one page, however large
+    /// the cluster's index.
+    /// Notifications are applied in sequence between pages
+    /// ([`crate::session`] says why that is sound).
     pub(super) fn snapshot(&mut self) {
-        let mut after = None;
-        let mut first_seq = None;
-        loop {
+        while let Some(after) = self.session.next_page() {
+            if self.downloads.len() >= self.s.backlog {
+                return; // the loop asks again as downloads finish
+            }
             match self.tracker.request(&TrackerRequest::List { after }) {
                 Ok(TrackerReply::Snapshot {
                     epoch,
@@ -116,17 +120,18 @@ impl Engine {
                     next,
                     peers,
                 }) => {
-                    if !self.session.page(Instant::now(), epoch) {
+                    let more = next.is_some();
+                    if !self.session.page(Instant::now(), epoch, seq, next) {
                         // A tracker other than the one we registered with: start over.
                         return;
                     }
                     debug!(
                         seq,
                         files = files.len(),
-                        more = next.is_some(),
+                        more,
+                        queued = self.downloads.len(),
                         "applying snapshot page"
                     );
-                    first_seq.get_or_insert(seq);
                     self.peers = peers
                         .into_iter()
                         .filter(|p| p.name != self.s.name)
@@ -134,10 +139,6 @@ impl Engine {
                         .collect();
                     for f in files {
                         self.apply_cluster_file(f);
-                    }
-                    match next {
-                        Some(n) => after = Some(n),
-                        None => break,
                     }
                 }
                 // Still snapshotting: the next turn of the loop asks again.
@@ -148,8 +149,6 @@ impl Engine {
                 }
             }
         }
-        self.session
-            .snapshot_done(first_seq.unwrap_or(self.session.seq()));
     }
 
     pub(super) fn on_note(&mut self, n: Notification) {

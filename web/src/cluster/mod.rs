@@ -82,6 +82,7 @@ impl Cluster {
             advertise: join.advertise,
             name: join.name,
             workers: 4,
+            backlog: zync_peer::DEFAULT_BACKLOG,
             debounce: Duration::from_millis(50),
             rescan: zync_peer::DEFAULT_RESCAN,
             keep_versions: zync_peer::versions::DEFAULT_KEEP,
