@@ -13,7 +13,7 @@
 //! disk holds then. A local edit made while a pull was running is indexed
 //! first, becomes a version of its own, and is never overwritten silently.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
