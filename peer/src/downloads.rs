@@ -88,6 +88,13 @@ impl Downloads {
         self.paths.is_empty()
     }
 
+    /// How many paths are queued, on a worker or being decided on: all but
+    /// those waiting out a backoff (which may wait for a holder to come
+    /// back, and must not hold up what could be fetched meanwhile).
+    pub fn in_progress(&self) -> usize {
+        self.paths.len().saturating_sub(self.waiting.len())
+    }
+
     /// The version wanted for `path`, if any.
     pub fn wanted(&self, path: &RelPath) -> Option<&FileEntry> {
         self.paths.get(path).and_then(|d| d.wanted.as_ref())
@@ -316,6 +323,22 @@ mod tests {
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn downloads_waiting_out_a_backoff_are_not_in_progress() {
+        let mut d = Downloads::new(1, 1);
+        let now = Instant::now();
+        for name in ["a", "b", "c"] {
+            d.want(v(name, 1));
+        }
+        assert_eq!((d.len(), d.in_progress()), (3, 3));
+        let job = d.next_job().unwrap();
+        d.done(&job.path);
+        d.retry_later(&job.path, now);
+        assert_eq!((d.len(), d.in_progress()), (3, 2), "a failed one waits");
+        d.wake_due(now + MAX_BACKOFF);
+        assert_eq!(d.in_progress(), 3, "and counts again once due");
     }
 
     #[test]

@@ -102,14 +102,16 @@ impl Engine {
 
     /// Fetches the cluster index page by page and applies each page as it
     /// comes, as long as the download queue has room: a page waits until
-    /// fewer than `backlog` downloads do ([`crate::Config::backlog`]), so a
-    /// late joiner queues at most that many and one page, however large
-    /// the cluster's index.
+    /// fewer than `backlog` downloads are in progress
+    /// ([`crate::Config::backlog`]), so a late joiner queues at most that
+    /// many and one page, however large the cluster's index. Downloads
+    /// waiting out a backoff (their holders gone, say) do not count: they
+    /// must not keep the rest of the index from being learnt.
     /// Notifications are applied in sequence between pages
     /// ([`crate::session`] says why that is sound).
     pub(super) fn snapshot(&mut self) {
         while let Some(after) = self.session.next_page() {
-            if self.downloads.len() >= self.s.backlog {
+            if self.downloads.in_progress() >= self.s.backlog {
                 return; // the loop asks again as downloads finish
             }
             match self.tracker.request(&TrackerRequest::List { after }) {
