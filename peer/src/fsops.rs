@@ -86,6 +86,34 @@ impl Root {
         });
     }
 
+    /// Every syncable file at or under `dir`, as the walk finds them: an
+    /// iterator that owns its state, so a long walk can be taken a step at
+    /// a time.
+    pub fn files(&self, dir: &Path) -> Box<dyn Iterator<Item = RelPath> + Send> {
+        let root = self.clone();
+        let walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+        let files = walk
+            .filter_entry({
+                let root = root.clone();
+                move |e| !root.is_state(e.path())
+            })
+            .filter_map(move |item| match item {
+                Ok(e) if e.file_type().is_file() => match root.rel(e.path()) {
+                    Ok(p) => Some(p),
+                    Err(err) => {
+                        warn!(path = %e.path().display(), error = %err, "not synced");
+                        None
+                    }
+                },
+                Ok(_) => None,
+                Err(e) => {
+                    warn!(error = %e, "cannot read part of the folder");
+                    None
+                }
+            });
+        Box::new(files)
+    }
+
     /// Calls `found` with every syncable file at or under `dir`, as the
     /// walk finds them (nothing is collected: a folder of any size costs
     /// the walk's own state only).

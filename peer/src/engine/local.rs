@@ -3,6 +3,28 @@
 
 use super::*;
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+/// Most files being hashed at once before a scan waits for some to finish.
+const HASH_WINDOW: usize = 1024;
+/// Most files a scan looks at in one turn of the engine's loop.
+const SCAN_STEP: usize = 4096;
+
+/// A scan of the whole folder in progress.
+pub(super) struct Scan {
+    cause: Cause,
+    /// The walk, where it stands.
+    walk: Box<dyn Iterator<Item = RelPath> + Send>,
+    /// Every file the walk found, by a 64-bit hash of its path (8 bytes a
+    /// file, not the path), keyed afresh each scan.
+    key: RandomState,
+    seen: HashSet<u64>,
+    /// Files sent to be hashed.
+    to_hash: usize,
+    started: Instant,
+}
+
 impl Engine {
     /// Adopts what the journal recorded since the last save of the index
     /// ([`crate::index::LocalIndex::take_journal`]), before the start-up scan compares the
@@ -64,40 +86,74 @@ impl Engine {
         self.report(entry);
     }
 
-    /// Looks at every path on disk or in the index.
+    /// Starts looking at every path on disk or in the index (a scan in
+    /// progress starts over). [`Engine::continue_scan`] takes it on.
     pub(super) fn scan(&mut self, cause: Cause) {
-        use std::hash::BuildHasher;
-        let t = Instant::now();
-        // Every file on disk, as the walk finds it; remembered only by a
-        // 64-bit hash of its path (8 bytes a file, not the path), keyed
-        // afresh each scan.
-        let key = std::collections::hash_map::RandomState::new();
-        let mut seen = HashSet::new();
         let root = self.folder.root().clone();
-        root.each_file(root.dir(), |p| {
-            seen.insert(key.hash_one(p.as_str()));
-            self.reconcile_local(&p, cause);
+        self.scanning = Some(Scan {
+            cause,
+            walk: root.files(root.dir()),
+            key: RandomState::new(),
+            seen: HashSet::new(),
+            to_hash: 0,
+            started: Instant::now(),
         });
-        // Then every file of the index the walk did not find: gone, or no
-        // longer a file. (Two paths with the same hash would hide such a
-        // deletion from this scan, about once in 10^7 scans of a million
-        // files; the next scan, keyed anew, finds it.)
+        self.continue_scan();
+    }
+
+    /// Whether the scan in progress can go on now (it waits while
+    /// [`HASH_WINDOW`] files are being hashed).
+    pub(super) fn scan_can_go(&self) -> bool {
+        self.scanning.is_some() && self.hashing.len() < HASH_WINDOW
+    }
+
+    /// Takes the scan in progress on by up to [`SCAN_STEP`] files, as long
+    /// as fewer than [`HASH_WINDOW`] files are being hashed: a first scan
+    /// of a million new files holds a window of them, not all of them (each
+    /// queued hash costs a path, a file name and a slot), and the engine
+    /// handles what comes in between two steps.
+    pub(super) fn continue_scan(&mut self) {
+        let Some(mut s) = self.scanning.take() else {
+            return;
+        };
+        for _ in 0..SCAN_STEP {
+            if self.hashing.len() >= HASH_WINDOW {
+                break;
+            }
+            let Some(p) = s.walk.next() else {
+                return self.finish_scan(s);
+            };
+            s.seen.insert(s.key.hash_one(p.as_str()));
+            let before = self.hashing.len();
+            self.reconcile_local(&p, s.cause);
+            s.to_hash += self.hashing.len().saturating_sub(before);
+        }
+        self.scanning = Some(s);
+    }
+
+    /// The walk is done: every file of the index it did not find is gone,
+    /// or no longer a file. (Two paths with the same hash would hide such a
+    /// deletion from this scan, about once in 10^7 scans of a million
+    /// files; the next scan, keyed anew, finds it.)
+    fn finish_scan(&mut self, s: Scan) {
         let gone: Vec<RelPath> = self
             .folder
             .entries()
             .filter(|le| le.served().is_some())
-            .filter(|le| !seen.contains(&key.hash_one(le.entry.path.as_str())))
+            .filter(|le| !s.seen.contains(&s.key.hash_one(le.entry.path.as_str())))
             .map(|le| le.entry.path)
             .collect();
         for p in &gone {
-            self.reconcile_local(p, cause);
+            self.reconcile_local(p, s.cause);
         }
-        // `to_hash`: files whose stat differs from the index (or that it
-        // does not know), now being hashed.
-        let (files, ms, to_hash) = (
-            seen.len(),
-            t.elapsed().as_millis() as u64,
-            self.hashing.len(),
+        self.scanned_once = true;
+        // `to_hash`: files whose stat differed from the index (or that it
+        // did not know), sent to be hashed.
+        let (files, ms, to_hash, cause) = (
+            s.seen.len(),
+            s.started.elapsed().as_millis() as u64,
+            s.to_hash,
+            s.cause,
         );
         match cause {
             Cause::Rescan => debug!(files, ms, to_hash, "rescanned folder"),

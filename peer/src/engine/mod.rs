@@ -128,6 +128,12 @@ pub struct Engine {
     hashers: Hashers<RelPath>,
     /// Paths being hashed, and why they are being looked at.
     hashing: HashMap<RelPath, Cause>,
+    /// The scan of the whole folder in progress, if one is.
+    scanning: Option<local::Scan>,
+    /// The first scan since start is done: until then the peer does not
+    /// register (registering reports the whole index, which the first
+    /// scan brings up to date).
+    scanned_once: bool,
     // Paths that changed while being hashed: look again shortly.
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
@@ -176,6 +182,8 @@ impl Engine {
             jobs,
             hashers,
             hashing: HashMap::new(),
+            scanning: None,
+            scanned_once: false,
             sub_endpoints,
             registration,
             session: Session::new(Instant::now()),
@@ -198,11 +206,15 @@ impl Engine {
         self.scan(Cause::Scan);
         loop {
             self.timers();
+            self.continue_scan();
             self.flush_outbox();
             self.dispatch();
-            let wait = self
-                .next_deadline()
-                .saturating_duration_since(Instant::now());
+            let wait = match self.scan_can_go() {
+                true => Duration::ZERO, // after a look at what came in
+                false => self
+                    .next_deadline()
+                    .saturating_duration_since(Instant::now()),
+            };
             select! {
                 recv(shutdown) -> _ => break,
                 recv(inputs) -> msg => match msg {
@@ -238,7 +250,7 @@ impl Engine {
     fn next_deadline(&self) -> Instant {
         let mut t = Instant::now() + Duration::from_millis(500);
         for d in [
-            self.session.register_at(),
+            self.session.register_at().filter(|_| self.scanned_once),
             self.unstable_at,
             self.next_rescan,
         ]
@@ -258,7 +270,7 @@ impl Engine {
 
     fn timers(&mut self) {
         let now = Instant::now();
-        if self.session.start_register(now) {
+        if self.scanned_once && self.session.start_register(now) {
             self.register();
         }
         if self.session.wants_snapshot() {
