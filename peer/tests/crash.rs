@@ -35,21 +35,8 @@ fn sigkill_during_a_large_sync_loses_no_record_and_fetches_nothing_twice() {
     println!("seed {seed} (ZYNC_CRASH_SEED={seed} replays it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut c = Cluster::start(1);
-    for i in 0..FILES {
-        let d = c.dir(0).join(format!("d{:02}", i / 100));
-        fs::create_dir_all(&d).unwrap();
-        fs::write(d.join(format!("f{i:05}.txt")), format!("file {i}\n")).unwrap();
-    }
-    wait_for(
-        CONVERGE,
-        || {
-            let ls = c.cli(&["ls", "--json"]);
-            serde_json::from_slice::<Vec<serde_json::Value>>(&ls.stdout)
-                .is_ok_and(|v| v.len() == FILES)
-        },
-        "the tracker lists every file",
-        &c,
-    );
+    write_small_files(c.dir(0), FILES);
+    wait_listed(&c, FILES);
     // A late joiner, killed three times while it fetches.
     let p2 = c.add_peer("p2");
     for share in [0.2, 0.45, 0.7] {

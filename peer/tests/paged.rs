@@ -32,21 +32,8 @@ fn a_late_joiner_pages_the_index_as_its_queue_drains_and_misses_no_change() {
     std::env::set_var("ZYNC_PAGE_BYTES", "4096");
     std::env::set_var("ZYNC_BACKLOG", BACKLOG.to_string());
     let mut c = Cluster::start(1);
-    for i in 0..FILES {
-        let dir = c.dir(0).join(format!("d{:02}", i / 100));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(format!("f{i:04}.txt")), format!("file {i}")).unwrap();
-    }
-    wait_for(
-        CONVERGE,
-        || {
-            let o = c.cli(&["ls", "--json"]);
-            serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)
-                .is_ok_and(|l| l.len() == FILES)
-        },
-        "the tracker to list every file of p1",
-        &c,
-    );
+    write_small_files(c.dir(0), FILES);
+    wait_listed(&c, FILES);
 
     let p2 = c.add_peer("p2");
     // Changes while p2 pages: one at each end of the index, and a deletion.
@@ -56,14 +43,14 @@ fn a_late_joiner_pages_the_index_as_its_queue_drains_and_misses_no_change() {
         "p2's first page",
         &c,
     );
-    fs::write(c.dir(0).join("d00/f0000.txt"), "changed while p2 paged").unwrap();
-    fs::write(c.dir(0).join("d14/f1499.txt"), "changed too").unwrap();
-    fs::remove_file(c.dir(0).join("d07/f0700.txt")).unwrap();
+    fs::write(c.dir(0).join("d00/f00000.txt"), "changed while p2 paged").unwrap();
+    fs::write(c.dir(0).join("d14/f01499.txt"), "changed too").unwrap();
+    fs::remove_file(c.dir(0).join("d07/f00700.txt")).unwrap();
 
     let snap = wait_identical(&c, "p2 holds every file");
-    assert_eq!(snap["d00/f0000.txt"], b"changed while p2 paged");
-    assert_eq!(snap["d14/f1499.txt"], b"changed too");
-    assert!(!snap.contains_key("d07/f0700.txt"));
+    assert_eq!(snap["d00/f00000.txt"], b"changed while p2 paged");
+    assert_eq!(snap["d14/f01499.txt"], b"changed too");
+    assert!(!snap.contains_key("d07/f00700.txt"));
     assert_eq!(snap.len(), FILES - 1);
 
     let seen = pages(&c.peers[p2].proc.log_text());

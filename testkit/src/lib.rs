@@ -507,6 +507,29 @@ pub fn wait_identical_within(
     last
 }
 
+/// Writes `n` small files into `dir`, 100 a folder: `dNN/fNNNNN.txt`,
+/// holding `file N` and a newline.
+pub fn write_small_files(dir: &Path, n: usize) {
+    for i in 0..n {
+        let d = dir.join(format!("d{:02}", i / 100));
+        std::fs::create_dir_all(&d).expect("make a folder");
+        std::fs::write(d.join(format!("f{i:05}.txt")), format!("file {i}\n")).expect("write");
+    }
+}
+
+/// Waits until the tracker lists `n` files.
+pub fn wait_listed(c: &Cluster, n: usize) {
+    wait_for(
+        CONVERGE,
+        || {
+            let ls = c.cli(&["ls", "--json"]);
+            serde_json::from_slice::<Vec<serde_json::Value>>(&ls.stdout).is_ok_and(|v| v.len() == n)
+        },
+        &format!("the tracker to list {n} files"),
+        c,
+    );
+}
+
 /// Waits until file `rel` in every peer holds `bytes`.
 pub fn wait_file_everywhere(c: &Cluster, rel: &str, bytes: &[u8]) {
     wait_for(
