@@ -81,9 +81,7 @@ impl Root {
     /// to `out`, skipping the state folder; a name that cannot be synced is
     /// logged and left out.
     pub fn walk(&self, dir: &Path, out: &mut BTreeSet<RelPath>) {
-        self.each_file(dir, |p| {
-            out.insert(p);
-        });
+        out.extend(self.files(dir));
     }
 
     /// Every syncable file at or under `dir`, as the walk finds them: an
@@ -112,23 +110,6 @@ impl Root {
                 }
             });
         Box::new(files)
-    }
-
-    /// Calls `found` with every syncable file at or under `dir`, as the
-    /// walk finds them (nothing is collected: a folder of any size costs
-    /// the walk's own state only).
-    pub fn each_file(&self, dir: &Path, mut found: impl FnMut(RelPath)) {
-        let it = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
-        for item in it.filter_entry(|e| !self.is_state(e.path())) {
-            match item {
-                Ok(e) if e.file_type().is_file() => match self.rel(e.path()) {
-                    Ok(p) => found(p),
-                    Err(err) => warn!(path = %e.path().display(), error = %err, "not synced"),
-                },
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "cannot read part of the folder"),
-            }
-        }
     }
 
     /// Looks at `rel` without following a final symlink.

@@ -410,8 +410,10 @@ pub struct IndexReader {
 impl IndexReader {
     /// The content `path` is served with, and its size, if it is served.
     pub fn served(&self, path: &RelPath) -> Option<(Hash, u64)> {
-        let found = match self.pending().changes.get(path) {
-            Some(change) => change.clone(),
+        // The lock is let go before the database is read.
+        let unsaved = self.pending().changes.get(path).cloned();
+        let found = match unsaved {
+            Some(change) => change,
             None => self.saved(path.as_str()),
         };
         found
