@@ -513,10 +513,7 @@ impl Tables<'_> {
                 continue; // reported when it is read
             };
             if let Some(e) = le.served() {
-                for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
-                    self.blocks
-                        .insert(block_key(b, path.value()).as_slice(), offset)?;
-                }
+                add_blocks(&mut self.blocks, path.value(), e)?;
                 n += 1;
             }
         }
@@ -553,12 +550,22 @@ impl Tables<'_> {
             self.blocks.remove(block_key(b, path).as_slice())?;
         }
         if let Some(e) = new {
-            for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
-                self.blocks.insert(block_key(b, path).as_slice(), offset)?;
-            }
+            add_blocks(&mut self.blocks, path, e)?;
         }
         Ok(())
     }
+}
+
+/// Lists every block of the served file `e` at `path` in the blocks table.
+fn add_blocks(
+    blocks: &mut redb::Table<'_, &'static [u8], u64>,
+    path: &str,
+    e: &FileEntry,
+) -> Result<(), redb::Error> {
+    for (b, (offset, _)) in e.blocks.iter().zip(e.spans()) {
+        blocks.insert(block_key(b, path).as_slice(), offset)?;
+    }
+    Ok(())
 }
 
 /// Encodes an entry for the database (fields by name, as on the wire, so

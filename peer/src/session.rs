@@ -214,11 +214,17 @@ impl Session {
 mod tests {
     use super::*;
 
-    fn live(epoch: u64, seq: u64) -> (Session, Instant) {
+    /// A session just registered with the tracker of `epoch`.
+    fn registered(epoch: u64) -> (Session, Instant) {
         let t = Instant::now();
         let mut s = Session::new(t);
         assert!(s.start_register(t));
         s.registered(epoch);
+        (s, t)
+    }
+
+    fn live(epoch: u64, seq: u64) -> (Session, Instant) {
+        let (mut s, t) = registered(epoch);
         assert!(s.page(t, epoch, seq, None));
         (s, t)
     }
@@ -297,10 +303,7 @@ mod tests {
 
     #[test]
     fn a_paged_snapshot_counts_as_of_its_first_page_and_notes_apply_meanwhile() {
-        let t = Instant::now();
-        let mut s = Session::new(t);
-        s.start_register(t);
-        s.registered(7);
+        let (mut s, t) = registered(7);
         let p = |x: &str| RelPath::new(x).unwrap();
         assert_eq!(s.note(t, 7, 20, false), NoteVerdict::Ignore, "no page yet");
         assert!(s.page(t, 7, 20, Some(p("m"))));
@@ -349,10 +352,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_page_from_another_tracker_start_restarts_the_session() {
-        let t = Instant::now();
-        let mut s = Session::new(t);
-        s.start_register(t);
-        s.registered(7);
+        let (mut s, t) = registered(7);
         assert!(s.page(t, 7, 5, Some(RelPath::new("a").unwrap())));
         assert!(!s.page(t, 9, 5, None));
         assert!(!s.is_registered());
