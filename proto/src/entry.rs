@@ -2,7 +2,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Causality, Hash, RelPath, VersionVector, BLOCK_SIZE, MAX_BLOCK_SIZE};
+use crate::{Causality, DecodeError, Hash, RelPath, VersionVector, BLOCK_SIZE, MAX_BLOCK_SIZE};
 
 /// One version of one file, as the cluster knows it: metadata only.
 ///
@@ -35,6 +35,87 @@ pub struct FileEntry {
     /// one); see [`FileEntry::canonical_lengths`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lengths: Vec<u32>,
+}
+
+/// A [`FileEntry`] without its path, in few bytes, for a store keyed by
+/// path (the tracker keeps its index this way: a decoded entry and its
+/// heap cost three times as much). The content hash and the tombstone flag
+/// come first, so a query can filter on them without decoding; the rest is
+/// MessagePack without field names, and a file of one block has no block
+/// list (its block is the whole file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedEntry(Box<[u8]>);
+
+/// Bytes of [`PackedEntry`] before the MessagePack part: the hash, a flag.
+const PACKED_HEAD: usize = 33;
+
+impl PackedEntry {
+    /// Packs `e`, leaving out its path.
+    pub fn new(e: &FileEntry) -> PackedEntry {
+        let whole = e.blocks.len() == 1 && e.blocks[0] == e.sha256;
+        let blocks: &[Hash] = if whole { &[] } else { &e.blocks };
+        let rest = (
+            e.size,
+            e.mtime_ns,
+            whole,
+            blocks,
+            &e.version,
+            &e.modified_by,
+            &e.lengths,
+        );
+        let mut bytes = Vec::with_capacity(PACKED_HEAD + 64);
+        bytes.extend_from_slice(e.sha256.as_bytes());
+        bytes.push(u8::from(e.deleted));
+        // Writing plain data into a Vec cannot fail; were it to, `unpack`
+        // would report the entry as malformed rather than misread it.
+        let _ = rmp_serde::encode::write(&mut bytes, &rest);
+        PackedEntry(bytes.into_boxed_slice())
+    }
+
+    /// The entry's content hash.
+    pub fn sha256(&self) -> Hash {
+        let mut h = [0; 32];
+        h.copy_from_slice(&self.0[..32]);
+        Hash::from_bytes(h)
+    }
+
+    /// Whether the entry is a tombstone.
+    pub fn deleted(&self) -> bool {
+        self.0[32] != 0
+    }
+
+    /// The entry, which lives at `path`.
+    pub fn unpack(&self, path: RelPath) -> Result<FileEntry, DecodeError> {
+        type Rest = (u64, i64, bool, Vec<Hash>, VersionVector, String, Vec<u32>);
+        let (size, mtime_ns, whole, mut blocks, version, modified_by, lengths): Rest =
+            rmp_serde::from_slice(&self.0[PACKED_HEAD..])
+                .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let sha256 = self.sha256();
+        if whole {
+            blocks = vec![sha256];
+        }
+        Ok(FileEntry {
+            path,
+            size,
+            mtime_ns,
+            sha256,
+            blocks,
+            version,
+            deleted: self.deleted(),
+            modified_by,
+            lengths,
+        })
+    }
+
+    /// How many bytes it takes (on the heap, besides the box).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never: a packed entry holds at least its hash and flag.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// What a peer should do with a remote version of a file it also knows.
@@ -205,6 +286,7 @@ impl ExactSizeIterator for Spans<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MIN_BLOCK_SIZE;
 
     fn entry(
         path: &str,
@@ -233,6 +315,58 @@ mod tests {
             deleted: false,
             modified_by: by.into(),
             lengths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_entry_packs_without_its_path_and_unpacks_whole() {
+        let one = entry("a/one.txt", "p1", &[("p1", 2), ("p2", 1)], 7, b"small");
+        let empty = entry("e", "p1", &[("p1", 1)], 1, b"");
+        let mut gone = entry("g", "p2", &[("p2", 3)], 1, b"");
+        gone.deleted = true;
+        let mut chunks = entry("big", "p1", &[("p1", 1)], 9, b"x");
+        chunks.size = 3 * MIN_BLOCK_SIZE;
+        chunks.blocks = vec![Hash::of(b"1"), Hash::of(b"2")];
+        chunks.lengths = vec![MIN_BLOCK_SIZE as u32, 2 * MIN_BLOCK_SIZE as u32];
+        for e in [one, empty, gone, chunks] {
+            let packed = PackedEntry::new(&e);
+            assert!(
+                !packed
+                    .0
+                    .windows(e.path.as_str().len())
+                    .any(|w| w == e.path.as_str().as_bytes()),
+                "the path is the store's key, not packed"
+            );
+            assert_eq!((packed.sha256(), packed.deleted()), (e.sha256, e.deleted));
+            assert_eq!(packed.unpack(e.path.clone()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn a_one_block_file_packs_without_its_block_list() {
+        let e = entry("f", "p1", &[("p1", 1)], 1, b"content");
+        let mut two = e.clone();
+        two.blocks.push(Hash::of(b"more"));
+        assert!(PackedEntry::new(&e).len() + 60 < PackedEntry::new(&two).len());
+    }
+
+    #[test]
+    fn unpacking_garbage_is_an_error() {
+        let path = RelPath::new("f").unwrap();
+        let good = PackedEntry::new(&entry("f", "p1", &[("p1", 1)], 1, b"x"));
+        let head = good.0[..PACKED_HEAD].to_vec();
+        let tails: [&[u8]; 4] = [
+            b"",
+            b"\xc1",
+            &good.0[PACKED_HEAD..good.len() - 3],
+            b"\x93\x01\x02\x03",
+        ];
+        for tail in tails {
+            let bad = PackedEntry([&head[..], tail].concat().into_boxed_slice());
+            assert!(matches!(
+                bad.unpack(path.clone()),
+                Err(DecodeError::Malformed(_))
+            ));
         }
     }
 

@@ -1,11 +1,10 @@
 //! Request handling: one [`TrackerRequest`] in, one [`TrackerReply`] out,
 //! and the notifications the change causes appended to `out`. No I/O.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use tracing::info;
-use zync_proto::{ErrorKind, Event, Notification, PeerInfo, RelPath, TrackerReply, TrackerRequest};
+use zync_proto::{ErrorKind, Event, Notification, PeerInfo, TrackerReply, TrackerRequest};
 
 use crate::index::{Index, Peer};
 use crate::Config;
@@ -51,7 +50,6 @@ impl Index {
                         device: Some(device),
                         endpoint: endpoint.clone(),
                         last_seen: now,
-                        files: HashMap::new(),
                     },
                 );
                 info!(event = %"peer_joined", peer = %name, endpoint = %endpoint, files = files.len(),
@@ -111,7 +109,7 @@ impl Index {
                 }
             }
             TrackerRequest::Locate { path, sha256 } => TrackerReply::Holders {
-                entry: self.current.get(&path).map(|s| s.entry.clone()),
+                entry: self.entry(&path),
                 holders: self.locate(&path, sha256, now),
             },
             TrackerRequest::Peers => TrackerReply::Peers {
@@ -124,23 +122,8 @@ impl Index {
                 heartbeat_ms: cfg.heartbeat.as_millis() as u64,
             },
             TrackerRequest::Find { sha256 } => {
-                let paths = self.by_content.get(&sha256);
-                let held = |path: &RelPath| self.locate(path, sha256, now);
-                let mut first = None;
-                for path in paths.into_iter().flat_map(|p| p.iter()) {
-                    let holders = held(path);
-                    if !holders.is_empty() {
-                        return TrackerReply::Holders {
-                            entry: self.current.get(path).map(|s| s.entry.clone()),
-                            holders,
-                        };
-                    }
-                    first.get_or_insert(path);
-                }
-                TrackerReply::Holders {
-                    entry: first.and_then(|p| self.current.get(p).map(|s| s.entry.clone())),
-                    holders: Vec::new(),
-                }
+                let (entry, holders) = self.find(sha256, now);
+                TrackerReply::Holders { entry, holders }
             }
         }
     }
@@ -164,7 +147,7 @@ pub(crate) fn error(kind: ErrorKind, message: impl Into<String>) -> TrackerReply
 mod tests {
     use super::*;
     use std::time::Duration;
-    use zync_proto::{FileEntry, Hash, VersionVector, PAGE_BYTES};
+    use zync_proto::{FileEntry, Hash, RelPath, VersionVector, PAGE_BYTES};
 
     fn entry(path: &str, by: &str, bumps: &[&str], content: &[u8]) -> FileEntry {
         let mut version = VersionVector::new();
@@ -379,7 +362,7 @@ mod tests {
         ix.collect(t + age + tick, tick, &mut out);
         assert_eq!(forgotten(&out), vec![gone.clone()]);
         assert!(ix.cluster_file(&gone.path).is_none());
-        assert!(ix.held_in_step());
+        assert!(ix.holders_sound());
         // Everything else stays; and a peer that brings the file back later
         // offers it as new.
         assert_eq!(ix.cluster_file(&kept.path).unwrap().entry, kept);
@@ -412,7 +395,7 @@ mod tests {
         assert!(out.is_empty(), "the first deletion's time does not count");
         ix.collect(half + age, tick, &mut out);
         assert_eq!(forgotten(&out), vec![again]);
-        assert!(ix.held_in_step());
+        assert!(ix.holders_sound());
     }
 
     #[test]
@@ -490,24 +473,24 @@ mod tests {
         ));
     }
 
-    /// Holder lists come from a map by path kept beside each peer's own
-    /// list; every way a peer comes, changes and goes keeps them equal.
+    /// Holder lists are kept by path; every way a peer comes, changes and
+    /// goes leaves them naming live peers only, each once, in order.
     #[test]
-    fn holders_by_path_stay_in_step_with_what_each_peer_holds() {
+    fn holders_by_path_follow_every_way_a_peer_comes_changes_and_goes() {
         let mut ix = index();
         let mut out = Vec::new();
         let now = Instant::now();
         let cfg = Config::default();
         let step = |ix: &mut Index, req: TrackerRequest, out: &mut Vec<Notification>| {
             ix.handle(req, now, &cfg, "tcp://*:1", out);
-            assert!(ix.held_in_step());
+            assert!(ix.holders_sound());
         };
         let f1 = entry("f", "a", &["a"], b"1");
         let f2 = entry("f", "b", &["a", "b"], b"2");
         let g = entry("g", "a", &["a"], b"g");
         register(&mut ix, "a", vec![f1.clone(), g.clone()], &mut out);
         register(&mut ix, "b", vec![f1.clone()], &mut out);
-        assert!(ix.held_in_step());
+        assert!(ix.holders_sound());
         assert_eq!(ix.holders(&f1), ["a", "b"]);
         let update = |name: &str, files: Vec<FileEntry>| TrackerRequest::Update {
             name: name.into(),
@@ -526,7 +509,7 @@ mod tests {
         assert!(ix.holders(&g).is_empty());
         // A rejoin starts from what it registers now.
         register(&mut ix, "a", vec![f2.clone()], &mut out);
-        assert!(ix.held_in_step());
+        assert!(ix.holders_sound());
         assert_eq!(ix.holders(&f2), ["a", "b"]);
         assert!(ix.locate(&g.path, g.sha256, now).is_empty());
         let unregister = TrackerRequest::Unregister {
@@ -540,7 +523,7 @@ mod tests {
             Duration::from_secs(3),
             &mut out,
         );
-        assert!(ix.held_in_step());
+        assert!(ix.holders_sound());
         assert!(ix.holders(&f2).is_empty(), "no peer left: held is empty");
     }
 

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 use zync_proto::{
-    ClusterFile, Event, FileEntry, Hash, Notification, PeerInfo, RelPath, PAGE_BYTES,
+    ClusterFile, Event, FileEntry, Hash, Notification, PackedEntry, PeerInfo, RelPath, PAGE_BYTES,
 };
 
 use crate::LOGGED_PER_BATCH;
@@ -25,11 +25,6 @@ pub(crate) struct Peer {
     pub(crate) device: Option<u64>,
     pub(crate) endpoint: String,
     pub(crate) last_seen: Instant,
-    /// What the peer holds at each path it reported: the content's hash, or
-    /// `None` for a deletion. The full entries (versions, block lists) live
-    /// once, in `Index::current`; a copy per peer would multiply the
-    /// tracker's memory by the number of peers.
-    pub(crate) files: HashMap<RelPath, Option<Hash>>,
 }
 
 /// The tracker's state, without sockets: what `handle` decides is testable alone.
@@ -37,11 +32,15 @@ pub(crate) struct Index {
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
     pub(crate) peers: BTreeMap<String, Peer>,
-    /// Each path's current version, and who holds what there.
+    /// Each path's current version, and who holds what there: the only
+    /// record of what a peer holds (a peer's own list by path would cost
+    /// some 80 bytes a path more; forgetting a peer walks the slots).
     pub(crate) current: BTreeMap<RelPath, Slot>,
     /// Paths whose current entry has this content (not tombstones), for
-    /// `Find`. Kept in step with `current`, its only writer being `absorb`.
-    pub(crate) by_content: HashMap<Hash, Paths>,
+    /// `Find`, by the content hash's first 8 bytes (`content_key`: a
+    /// shared key only costs a look at the slot). Kept in step with
+    /// `current`, its only writer being `set_current`.
+    by_content: HashMap<u64, Paths>,
     /// Current tombstones, soonest to collect first: when each may be
     /// forgotten, and which making of its slot it is (`Slot::made`; a path
     /// deleted again since has a later entry).
@@ -55,18 +54,74 @@ pub(crate) struct Index {
 }
 
 /// A path's current version (tombstones included), and who holds what
-/// there.
+/// there. About 100 bytes here plus the packed entry (some 80 for a small
+/// file) and 32 a holder: ARCHITECTURE.md sums up what a path costs.
 pub(crate) struct Slot {
-    pub(crate) entry: FileEntry,
-    /// When `entry` became current, as `Index::made` counts.
+    /// The current version without its path; a decoded entry costs three
+    /// times as much. Queries decode it.
+    packed: PackedEntry,
+    /// When the entry became current, as `Index::made` counts.
     made: u64,
-    /// Every live peer's `files` turned around for this path, so a holder
-    /// list costs what the path has, not a walk over every peer. Written
-    /// only by `hold` and `forget_peer`, which keep both sides in step. A
-    /// short list sorted by name, with the name shared and no spare room:
-    /// most paths have a few holders (a map per path cost some 750 bytes
-    /// for one, a second map keyed by path 320; this, 100).
-    held: Vec<Holding>,
+    /// Who holds what at this path: a short list sorted by name, with the
+    /// name shared and no spare room (most paths have a few holders).
+    /// Written only by `hold`, `set_current` and `forget_peer`.
+    held: Box<[Holding]>,
+}
+
+impl Slot {
+    /// The current content; `None` for a tombstone.
+    fn current(&self) -> Option<Hash> {
+        (!self.packed.deleted()).then(|| self.packed.sha256())
+    }
+
+    /// The current version, which lives at `path`. `None` (logged) only if
+    /// the packed bytes did not read back, which no entry packed here does.
+    fn entry(&self, path: &RelPath) -> Option<FileEntry> {
+        match self.packed.unpack(path.clone()) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                error!(path = %path, error = %e, "tracker index: a packed entry does not read back");
+                None
+            }
+        }
+    }
+}
+
+/// What a peer holds at a path, against the path's current version: that,
+/// a deletion, or other content (an older version, or one that lost),
+/// boxed because it is rare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Held {
+    Current,
+    Deleted,
+    Other(Box<Hash>),
+}
+
+impl Held {
+    /// `what` (content, `None` for a deletion) where the current content is
+    /// `current`.
+    fn of(what: Option<Hash>, current: Option<Hash>) -> Held {
+        match what {
+            None => Held::Deleted,
+            Some(h) if Some(h) == current => Held::Current,
+            Some(h) => Held::Other(Box::new(h)),
+        }
+    }
+
+    /// The content held, where the current content is `current`.
+    fn what(&self, current: Option<Hash>) -> Option<Hash> {
+        match self {
+            Held::Current => current,
+            Held::Deleted => None,
+            Held::Other(h) => Some(**h),
+        }
+    }
+}
+
+/// `by_content`'s key for `sha256`.
+fn content_key(sha256: &Hash) -> u64 {
+    let b = sha256.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 /// The paths whose current version has one content. Almost always one:
@@ -117,8 +172,8 @@ impl Paths {
     }
 }
 
-/// A peer holding a path, and what (`None`: a deletion).
-type Holding = (Arc<str>, Option<Hash>);
+/// A peer holding a path, and what.
+type Holding = (Arc<str>, Held);
 
 impl Index {
     /// An empty index for tracker epoch `epoch`.
@@ -152,18 +207,18 @@ impl Index {
     /// Records that peer `name` (registered) holds `what` at `path`, which
     /// has a current version.
     pub(crate) fn hold(&mut self, name: &str, path: &RelPath, what: Option<Hash>) {
-        let (Some(p), Some(slot)) = (self.peers.get_mut(name), self.current.get_mut(path)) else {
+        let (Some(p), Some(slot)) = (self.peers.get(name), self.current.get_mut(path)) else {
             return;
         };
-        p.files.insert(path.clone(), what);
-        let id = p.id.clone();
-        let by = &mut slot.held;
-        match by.binary_search_by(|(n, _)| (**n).cmp(name)) {
-            Ok(i) => by[i].1 = what,
+        let held = Held::of(what, slot.current());
+        match slot.held.binary_search_by(|(n, _)| (**n).cmp(name)) {
+            Ok(i) => slot.held[i].1 = held,
             Err(i) => {
                 // Most paths have one or two holders: no room for four.
+                let mut by = std::mem::take(&mut slot.held).into_vec();
                 by.reserve_exact(1);
-                by.insert(i, (id, what));
+                by.insert(i, (p.id.clone(), held));
+                slot.held = by.into_boxed_slice();
             }
         }
     }
@@ -175,34 +230,38 @@ impl Index {
         self.peers.insert(name.to_owned(), peer);
     }
 
-    /// Removes peer `name` and everything it held; returns it.
+    /// Removes peer `name` and everything it held; returns it. Walks every
+    /// slot: peers leave seldom, and a list of each peer's paths would cost
+    /// more memory than the walk costs time (some 20 ms a million paths).
     pub(crate) fn forget_peer(&mut self, name: &str) -> Option<Peer> {
         let p = self.peers.remove(name)?;
-        for path in p.files.keys() {
-            if let Some(slot) = self.current.get_mut(path) {
-                slot.held.retain(|(n, _)| **n != *name);
+        for slot in self.current.values_mut() {
+            if slot.held.iter().any(|(n, _)| **n == *name) {
+                let rest = slot.held.iter().filter(|(n, _)| **n != *name).cloned();
+                slot.held = rest.collect();
             }
         }
         Some(p)
     }
 
-    /// Whether `held` is exactly every live peer's `files` turned around.
+    /// Whether every holder list names live peers only, each once, in
+    /// name order, and a tombstone's holders hold no "current" content.
     #[cfg(test)]
-    pub(crate) fn held_in_step(&self) -> bool {
-        let mut turned: HashMap<&RelPath, Vec<Holding>> = HashMap::new();
-        for (name, p) in &self.peers {
-            for (path, what) in &p.files {
-                turned
-                    .entry(path)
-                    .or_default()
-                    .push((name.as_str().into(), *what));
-            }
-        }
-        // `peers` is walked in name order, so each list is sorted already.
-        self.current
-            .iter()
-            .all(|(path, slot)| turned.remove(path).unwrap_or_default() == slot.held)
-            && turned.is_empty()
+    pub(crate) fn holders_sound(&self) -> bool {
+        self.current.values().all(|slot| {
+            slot.held.windows(2).all(|w| w[0].0 < w[1].0)
+                && slot.held.iter().all(|(n, h)| {
+                    self.peers.contains_key(&**n) && !(slot.packed.deleted() && *h == Held::Current)
+                })
+        })
+    }
+
+    /// What peer `name` holds at `path`: `Some(None)` for a deletion.
+    #[cfg(test)]
+    pub(crate) fn held_by(&self, name: &str, path: &RelPath) -> Option<Option<Hash>> {
+        let slot = self.current.get(path)?;
+        let (_, h) = slot.held.iter().find(|(n, _)| **n == *name)?;
+        Some(h.what(slot.current()))
     }
 
     /// Live peers holding `path` with content `sha256`, by name.
@@ -211,6 +270,30 @@ impl Index {
             .get(path)
             .into_iter()
             .flat_map(move |slot| holding(slot, sha256))
+    }
+
+    /// `path`'s current version.
+    pub(crate) fn entry(&self, path: &RelPath) -> Option<FileEntry> {
+        self.current.get(path)?.entry(path)
+    }
+
+    /// The current entry of some path whose content is `sha256`, and the
+    /// live peers holding it there: the first path with a live holder, in
+    /// path order, or else the first path.
+    pub(crate) fn find(&self, sha256: Hash, now: Instant) -> (Option<FileEntry>, Vec<PeerInfo>) {
+        let paths = self.by_content.get(&content_key(&sha256));
+        let mut first = None;
+        for path in paths.into_iter().flat_map(|p| p.iter()) {
+            if self.current.get(path).and_then(Slot::current) != Some(sha256) {
+                continue; // another content whose key is the same
+            }
+            let holders = self.locate(path, sha256, now);
+            if !holders.is_empty() {
+                return (self.entry(path), holders);
+            }
+            first.get_or_insert(path);
+        }
+        (first.and_then(|p| self.entry(p)), Vec::new())
     }
 
     pub(crate) fn holders(&self, entry: &FileEntry) -> Vec<String> {
@@ -250,7 +333,8 @@ impl Index {
         let mut announced = 0;
         for e in files {
             let what = (!e.deleted).then_some(e.sha256);
-            let announce = match self.current.get(&e.path).map(|s| &s.entry) {
+            let current = self.entry(&e.path);
+            let announce = match &current {
                 None => true,
                 Some(cur) if e.supersedes(cur) => true,
                 Some(cur) if cur.version == e.version => false,
@@ -303,26 +387,32 @@ impl Index {
             let due = now.checked_add(self.forget_after).unwrap_or(now);
             self.tombstones.push(Reverse((due, made, path.clone())));
         }
+        let packed = PackedEntry::new(&e);
         let old = match self.current.get_mut(&path) {
             Some(slot) => {
+                let old = slot.current();
+                for (_, held) in slot.held.iter_mut() {
+                    *held = Held::of(held.what(old), new);
+                }
+                slot.packed = packed;
                 slot.made = made;
-                Some(std::mem::replace(&mut slot.entry, e))
+                old
             }
             None => {
                 let slot = Slot {
-                    entry: e,
+                    packed,
                     made,
-                    held: Vec::new(),
+                    held: Box::default(),
                 };
                 self.current.insert(path.clone(), slot);
                 None
             }
         };
         if let Some(old) = old {
-            self.unindex_content(&old.sha256, &old.path);
+            self.unindex_content(&old, &path);
         }
         if let Some(sha256) = new {
-            match self.by_content.entry(sha256) {
+            match self.by_content.entry(content_key(&sha256)) {
                 Entry::Occupied(mut o) => o.get_mut().insert(path),
                 Entry::Vacant(v) => {
                     v.insert(Paths::One(path));
@@ -332,7 +422,7 @@ impl Index {
     }
 
     pub(crate) fn cluster_file(&self, path: &RelPath) -> Option<ClusterFile> {
-        self.current.get(path).map(cluster_file)
+        cluster_file(path, self.current.get(path)?)
     }
 
     /// Refreshes a registered peer's liveness; false if it is not registered.
@@ -363,14 +453,17 @@ impl Index {
         let start = after.map_or(Unbounded, Excluded);
         let mut files: Vec<ClusterFile> = Vec::new();
         let mut bytes = 0;
-        for slot in self.current.range((start, Unbounded)).map(|(_, s)| s) {
-            let size = slot.entry.size_hint();
+        for (path, slot) in self.current.range((start, Unbounded)) {
+            let Some(file) = cluster_file(path, slot) else {
+                continue;
+            };
+            let size = file.entry.size_hint();
             if let Some(last) = files.last().filter(|_| bytes + size > self.page_bytes) {
                 let next = last.entry.path.clone();
                 return (files, Some(next));
             }
             bytes += size;
-            files.push(cluster_file(slot));
+            files.push(file);
         }
         (files, None)
     }
@@ -405,10 +498,10 @@ impl Index {
             let Some(slot) = self.current.get(&path) else {
                 continue;
             };
-            if slot.made != made || !slot.entry.deleted {
+            if slot.made != made || !slot.packed.deleted() {
                 continue; // changed since: that change has its own entry
             }
-            if slot.held.iter().any(|(_, what)| what.is_some()) {
+            if slot.held.iter().any(|(_, held)| *held != Held::Deleted) {
                 later.push(Reverse((now + retry, made, path)));
                 continue;
             }
@@ -424,7 +517,7 @@ impl Index {
 
     /// `path` no longer has content `sha256`.
     fn unindex_content(&mut self, sha256: &Hash, path: &RelPath) {
-        if let Entry::Occupied(mut o) = self.by_content.entry(*sha256) {
+        if let Entry::Occupied(mut o) = self.by_content.entry(content_key(sha256)) {
             if o.get_mut().remove(path) {
                 o.remove();
             }
@@ -434,13 +527,10 @@ impl Index {
     /// Removes `path`'s slot and every peer's record of it; returns its entry.
     pub(crate) fn forget_path(&mut self, path: &RelPath) -> Option<FileEntry> {
         let slot = self.current.remove(path)?;
-        for (name, _) in &slot.held {
-            if let Some(p) = self.peers.get_mut(&**name) {
-                p.files.remove(path);
-            }
+        if let Some(sha256) = slot.current() {
+            self.unindex_content(&sha256, path);
         }
-        self.unindex_content(&slot.entry.sha256, path);
-        Some(slot.entry)
+        slot.entry(path)
     }
 
     pub(crate) fn expire(&mut self, now: Instant, timeout: Duration, out: &mut Vec<Notification>) {
@@ -458,29 +548,131 @@ impl Index {
 
 /// The peers holding content `sha256` in `slot`, by name.
 fn holding(slot: &Slot, sha256: Hash) -> impl Iterator<Item = &str> {
+    let current = slot.current();
     slot.held
         .iter()
-        .filter(move |(_, what)| *what == Some(sha256))
+        .filter(move |(_, held)| held.what(current) == Some(sha256))
         .map(|(name, _)| &**name)
 }
 
-/// `slot`'s current version and its holders.
-fn cluster_file(slot: &Slot) -> ClusterFile {
-    let holders = match slot.entry.deleted {
-        true => Vec::new(),
-        false => holding(slot, slot.entry.sha256)
-            .map(str::to_owned)
-            .collect(),
+/// `slot`'s current version (it lives at `path`) and its holders.
+fn cluster_file(path: &RelPath, slot: &Slot) -> Option<ClusterFile> {
+    let holders = match slot.current() {
+        None => Vec::new(),
+        Some(sha256) => holding(slot, sha256).map(str::to_owned).collect(),
     };
-    ClusterFile {
-        entry: slot.entry.clone(),
+    Some(ClusterFile {
+        entry: slot.entry(path)?,
         holders,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zync_proto::VersionVector;
+
+    fn path(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn entry(at: &str, sha256: Hash, bumps: usize, deleted: bool) -> FileEntry {
+        let mut version = VersionVector::new();
+        (0..bumps).for_each(|_| version.bump("a"));
+        FileEntry {
+            path: path(at),
+            size: if deleted { 0 } else { 5 },
+            mtime_ns: 1,
+            sha256,
+            blocks: if deleted { vec![] } else { vec![sha256] },
+            version,
+            deleted,
+            modified_by: "a".into(),
+            lengths: Vec::new(),
+        }
+    }
+
+    fn with_peers(names: &[&str]) -> Index {
+        let mut ix = Index::new(1);
+        for n in names {
+            let peer = Peer {
+                id: (*n).into(),
+                device: Some(1),
+                endpoint: format!("tcp://{n}:1"),
+                last_seen: Instant::now(),
+            };
+            ix.add_peer(n, peer);
+        }
+        ix
+    }
+
+    fn names(file: Option<ClusterFile>) -> Vec<String> {
+        file.map(|f| f.holders).unwrap_or_default()
+    }
+
+    #[test]
+    fn what_each_peer_holds_follows_the_current_version() {
+        let (one, two) = (Hash::of(b"one"), Hash::of(b"two"));
+        let now = Instant::now();
+        let f = path("f");
+        let mut ix = with_peers(&["a", "b"]);
+        ix.set_current(entry("f", one, 1, false), now);
+        ix.hold("a", &f, Some(one));
+        ix.hold("b", &f, Some(one));
+        assert_eq!(names(ix.cluster_file(&f)), ["a", "b"]);
+
+        // A new version: both still hold the old content, which stays
+        // locatable, and neither holds the new one yet.
+        ix.set_current(entry("f", two, 2, false), now);
+        assert_eq!(ix.held_by("a", &f), Some(Some(one)));
+        assert!(names(ix.cluster_file(&f)).is_empty());
+        assert_eq!(ix.locate(&f, one, now).len(), 2);
+        ix.hold("b", &f, Some(two));
+        assert_eq!(names(ix.cluster_file(&f)), ["b"]);
+
+        // Deleted: nobody holds "the current content" of a tombstone, and
+        // what each held is kept until it says otherwise.
+        ix.set_current(entry("f", Hash::EMPTY, 3, true), now);
+        assert!(names(ix.cluster_file(&f)).is_empty());
+        assert_eq!(ix.held_by("b", &f), Some(Some(two)));
+        ix.hold("a", &f, None);
+        assert_eq!(ix.held_by("a", &f), Some(None));
+        assert!(ix.holders_sound());
+
+        // Content that comes back is current again for its holder.
+        ix.set_current(entry("f", two, 4, false), now);
+        assert_eq!(names(ix.cluster_file(&f)), ["b"]);
+
+        ix.forget_peer("b");
+        assert_eq!(ix.held_by("b", &f), None);
+        assert_eq!(ix.held_by("a", &f), Some(None));
+        assert!(ix.holders_sound());
+        assert_eq!(ix.entry(&f), Some(entry("f", two, 4, false)));
+    }
+
+    #[test]
+    fn find_tells_apart_contents_whose_keys_are_the_same() {
+        let now = Instant::now();
+        let mut x = [7u8; 32];
+        let mut y = [7u8; 32];
+        x[31] = 1;
+        y[31] = 2;
+        let (x, y) = (Hash::from_bytes(x), Hash::from_bytes(y));
+        assert_eq!(content_key(&x), content_key(&y));
+        let mut ix = with_peers(&["a"]);
+        ix.set_current(entry("a-y", y, 1, false), now);
+        ix.set_current(entry("b-x", x, 1, false), now);
+        ix.hold("a", &path("b-x"), Some(x));
+        let (found, holders) = ix.find(x, now);
+        assert_eq!(found.map(|e| e.path), Some(path("b-x")));
+        assert_eq!(holders.len(), 1);
+        let (found, holders) = ix.find(y, now);
+        assert_eq!(found.map(|e| e.path), Some(path("a-y")));
+        assert!(holders.is_empty(), "nobody holds y");
+        ix.set_current(entry("a-y", y, 2, true), now);
+        assert_eq!(ix.find(y, now).0, None, "a tombstone has no content");
+        assert!(ix.find(x, now).0.is_some());
+    }
 
     #[test]
     fn paths_of_one_content_grow_into_a_set_and_shrink_back() {

@@ -5,7 +5,6 @@
 //! current version. Who holds an *older* version is not published; the
 //! peers say it again when they register after a takeover.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use zync_proto::{ClusterFile, Event, PeerInfo};
@@ -51,7 +50,6 @@ impl Index {
             device: None,
             endpoint: p.endpoint,
             last_seen: now,
-            files: HashMap::new(),
         };
         self.add_peer(&p.name, peer);
     }
@@ -186,7 +184,7 @@ mod tests {
         }
         assert_eq!(listed(&mut copy).0, listed(&mut primary).0);
         assert_eq!(names(listed(&mut copy).1), ["p1", "p3"]);
-        assert!(copy.held_in_step());
+        assert!(copy.holders_sound());
         // Content lookups work on the copy too.
         let find = TrackerRequest::Find {
             sha256: Hash::of(b"new"),
@@ -232,6 +230,6 @@ mod tests {
         copy.touch("p1", 1, t + Duration::from_secs(4));
         copy.expire(t + Duration::from_secs(4), Duration::from_secs(3), &mut out);
         assert_eq!(names(listed(&mut copy).1), ["p1"]);
-        assert!(copy.held_in_step());
+        assert!(copy.holders_sound());
     }
 }

@@ -130,6 +130,7 @@ fn start(
 }
 
 fn load(args: &Args, tracker: &str, contexts: &[Context], pid: Option<u32>) -> anyhow::Result<()> {
+    anyhow::ensure!(args.peers >= 1, "--peers: at least one simulated peer");
     let ctx = &contexts[0];
     let mut client = TrackerClient::new(ctx, tracker, Duration::from_secs(3));
     let up = Instant::now();
@@ -144,10 +145,22 @@ fn load(args: &Args, tracker: &str, contexts: &[Context], pid: Option<u32>) -> a
         args.peers, args.files, args.subscribers, args.clients, args.window
     );
 
-    // 1. Registrations, then heartbeats for as long as we run.
+    // 1. Registrations, with heartbeats from the first one on (the tracker
+    // says how often), for as long as we run: a peer registered early must
+    // not time out while the rest register. Heartbeats of peers not yet
+    // registered are refused and drained.
     let peers: Vec<Sim> = (0..args.peers).map(Sim::new).collect();
     let t = Instant::now();
-    let (publish, heartbeat) = register_all(ctx, tracker, &peers, args)?;
+    let (publish, heartbeat) = register_all(ctx, tracker, &peers[..1], args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let beats = std::thread::spawn({
+        let (ctx, tracker, stop) = (ctx.clone(), tracker.to_owned(), stop.clone());
+        let ids: Vec<(String, u64)> = peers.iter().map(|p| (p.name.clone(), p.device)).collect();
+        move || heartbeats(&ctx, &tracker, &ids, heartbeat, &stop)
+    });
+    if peers.len() > 1 {
+        register_all(ctx, tracker, &peers[1..], args)?;
+    }
     let took = t.elapsed();
     println!(
         "registered {} peers ({} entries) in {:.2} s: {:.0} registrations/s",
@@ -156,12 +169,6 @@ fn load(args: &Args, tracker: &str, contexts: &[Context], pid: Option<u32>) -> a
         took.as_secs_f64(),
         peers.len() as f64 / took.as_secs_f64()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let beats = std::thread::spawn({
-        let (ctx, tracker, stop) = (ctx.clone(), tracker.to_owned(), stop.clone());
-        let ids: Vec<(String, u64)> = peers.iter().map(|p| (p.name.clone(), p.device)).collect();
-        move || heartbeats(&ctx, &tracker, &ids, heartbeat, &stop)
-    });
 
     // 2. Subscribers.
     let publish = publish_endpoint(&publish, tracker);
