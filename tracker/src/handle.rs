@@ -43,15 +43,7 @@ impl Index {
                     }
                 }
                 let rejoin = self.peers.contains_key(&name);
-                self.add_peer(
-                    &name,
-                    Peer {
-                        id: name.as_str().into(),
-                        device: Some(device),
-                        endpoint: endpoint.clone(),
-                        last_seen: now,
-                    },
-                );
+                self.add_peer(&name, Peer::new(Some(device), endpoint.clone(), now));
                 info!(event = %"peer_joined", peer = %name, endpoint = %endpoint, files = files.len(),
                       rejoin, "peer joined");
                 let info = PeerInfo {

@@ -17,8 +17,9 @@ use zync_proto::{
 use crate::LOGGED_PER_BATCH;
 
 pub(crate) struct Peer {
-    /// Its name, shared by every entry of `Index::held` that names it.
-    pub(crate) id: Arc<str>,
+    /// Its number, by which holder lists name it (`Index::names` maps it
+    /// back); given by `Index::add_peer`, and free again once it is gone.
+    num: u32,
     /// Its folder's device id; `None` for a peer a backup tracker copied
     /// from its primary, which does not publish it (so any device may
     /// register under the name).
@@ -27,11 +28,31 @@ pub(crate) struct Peer {
     pub(crate) last_seen: Instant,
 }
 
+impl Peer {
+    /// A peer that holds nothing yet; `Index::add_peer` numbers it.
+    pub(crate) fn new(device: Option<u64>, endpoint: String, last_seen: Instant) -> Peer {
+        Peer {
+            num: 0,
+            device,
+            endpoint,
+            last_seen,
+        }
+    }
+}
+
 /// The tracker's state, without sockets: what `handle` decides is testable alone.
 pub(crate) struct Index {
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
     pub(crate) peers: BTreeMap<String, Peer>,
+    /// Each live peer's name by its number (`Peer::num`); `None` for a
+    /// number free for the next peer.
+    names: Vec<Option<Arc<str>>>,
+    /// What a holder holds where it is neither the current content nor a
+    /// deletion (`Held::Other`: an older version, or one that lost), by
+    /// holder number and path. Rare, and transient: until the holder
+    /// catches up.
+    others: HashMap<(u32, RelPath), Hash>,
     /// Each path's current version, and who holds what there: the only
     /// record of what a peer holds (a peer's own list by path would cost
     /// some 80 bytes a path more; forgetting a peer walks the slots).
@@ -62,9 +83,10 @@ pub(crate) struct Slot {
     packed: PackedEntry,
     /// When the entry became current, as `Index::made` counts.
     made: u64,
-    /// Who holds what at this path: a short list sorted by name, with the
-    /// name shared and no spare room (most paths have a few holders).
-    /// Written only by `hold`, `set_current` and `forget_peer`.
+    /// Who holds what at this path: a short list sorted by holder number,
+    /// eight bytes a holder and no spare room (most paths have a few).
+    /// Written only by `hold`, `set_current`, `forget_peer` and
+    /// `forget_path`, which keep `Index::others` in step.
     held: Box<[Holding]>,
 }
 
@@ -89,12 +111,12 @@ impl Slot {
 
 /// What a peer holds at a path, against the path's current version: that,
 /// a deletion, or other content (an older version, or one that lost),
-/// boxed because it is rare.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// which `Index::others` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Held {
     Current,
     Deleted,
-    Other(Box<Hash>),
+    Other,
 }
 
 impl Held {
@@ -104,17 +126,45 @@ impl Held {
         match what {
             None => Held::Deleted,
             Some(h) if Some(h) == current => Held::Current,
-            Some(h) => Held::Other(Box::new(h)),
+            Some(_) => Held::Other,
         }
     }
+}
 
-    /// The content held, where the current content is `current`.
-    fn what(&self, current: Option<Hash>) -> Option<Hash> {
-        match self {
-            Held::Current => current,
-            Held::Deleted => None,
-            Held::Other(h) => Some(**h),
+/// Records in `others` what holder `num` holds at `path` (where the current
+/// content is `current`); returns how the holder list says it.
+fn note_held(
+    others: &mut HashMap<(u32, RelPath), Hash>,
+    num: u32,
+    path: &RelPath,
+    what: Option<Hash>,
+    current: Option<Hash>,
+) -> Held {
+    let held = Held::of(what, current);
+    match (held, what) {
+        (Held::Other, Some(h)) => {
+            others.insert((num, path.clone()), h);
         }
+        _ => {
+            others.remove(&(num, path.clone()));
+        }
+    }
+    held
+}
+
+/// The content holder `num` holds at `path`, as `held` says, where the
+/// current content is `current`.
+fn what_held(
+    others: &HashMap<(u32, RelPath), Hash>,
+    num: u32,
+    path: &RelPath,
+    held: Held,
+    current: Option<Hash>,
+) -> Option<Hash> {
+    match held {
+        Held::Current => current,
+        Held::Deleted => None,
+        Held::Other => others.get(&(num, path.clone())).copied(),
     }
 }
 
@@ -172,8 +222,8 @@ impl Paths {
     }
 }
 
-/// A peer holding a path, and what.
-type Holding = (Arc<str>, Held);
+/// A peer holding a path, by number, and what.
+type Holding = (u32, Held);
 
 impl Index {
     /// An empty index for tracker epoch `epoch`.
@@ -182,6 +232,8 @@ impl Index {
             epoch,
             seq: 0,
             peers: BTreeMap::new(),
+            names: Vec::new(),
+            others: HashMap::new(),
             current: BTreeMap::new(),
             by_content: HashMap::new(),
             tombstones: BinaryHeap::new(),
@@ -210,24 +262,37 @@ impl Index {
         let (Some(p), Some(slot)) = (self.peers.get(name), self.current.get_mut(path)) else {
             return;
         };
-        let held = Held::of(what, slot.current());
-        match slot.held.binary_search_by(|(n, _)| (**n).cmp(name)) {
+        let held = note_held(&mut self.others, p.num, path, what, slot.current());
+        match slot.held.binary_search_by_key(&p.num, |(n, _)| *n) {
             Ok(i) => slot.held[i].1 = held,
             Err(i) => {
                 // Most paths have one or two holders: no room for four.
                 let mut by = std::mem::take(&mut slot.held).into_vec();
                 by.reserve_exact(1);
-                by.insert(i, (p.id.clone(), held));
+                by.insert(i, (p.num, held));
                 slot.held = by.into_boxed_slice();
             }
         }
     }
 
     /// Adds a peer that holds nothing yet, replacing one of the same name
-    /// (and what it held).
-    pub(crate) fn add_peer(&mut self, name: &str, peer: Peer) {
+    /// (and what it held), under the lowest free number.
+    pub(crate) fn add_peer(&mut self, name: &str, mut peer: Peer) {
         self.forget_peer(name);
+        let free = self.names.iter().position(Option::is_none);
+        let num = free.unwrap_or(self.names.len());
+        if num == self.names.len() {
+            self.names.push(None);
+        }
+        self.names[num] = Some(name.into());
+        // More peers than u32 numbers would not fit in memory anyway.
+        peer.num = num as u32;
         self.peers.insert(name.to_owned(), peer);
+    }
+
+    /// The name of the peer numbered `num`.
+    fn name(&self, num: u32) -> Option<&str> {
+        self.names.get(num as usize)?.as_deref()
     }
 
     /// Removes peer `name` and everything it held; returns it. Walks every
@@ -235,41 +300,89 @@ impl Index {
     /// more memory than the walk costs time (some 20 ms a million paths).
     pub(crate) fn forget_peer(&mut self, name: &str) -> Option<Peer> {
         let p = self.peers.remove(name)?;
+        let num = p.num;
         for slot in self.current.values_mut() {
-            if slot.held.iter().any(|(n, _)| **n == *name) {
-                let rest = slot.held.iter().filter(|(n, _)| **n != *name).cloned();
+            if slot.held.iter().any(|(n, _)| *n == num) {
+                let rest = slot.held.iter().filter(|(n, _)| *n != num).copied();
                 slot.held = rest.collect();
             }
+        }
+        self.others.retain(|(n, _), _| *n != num);
+        if let Some(n) = self.names.get_mut(num as usize) {
+            *n = None;
         }
         Some(p)
     }
 
     /// Whether every holder list names live peers only, each once, in
-    /// name order, and a tombstone's holders hold no "current" content.
+    /// number order; a tombstone's holders hold no "current" content; and
+    /// `others` has exactly the holdings marked other.
     #[cfg(test)]
     pub(crate) fn holders_sound(&self) -> bool {
-        self.current.values().all(|slot| {
+        let live = |n: u32| {
+            self.name(n)
+                .and_then(|name| self.peers.get(name))
+                .is_some_and(|p| p.num == n)
+        };
+        let mut marked = 0;
+        let slots = self.current.iter().all(|(path, slot)| {
             slot.held.windows(2).all(|w| w[0].0 < w[1].0)
-                && slot.held.iter().all(|(n, h)| {
-                    self.peers.contains_key(&**n) && !(slot.packed.deleted() && *h == Held::Current)
+                && slot.held.iter().all(|&(n, h)| {
+                    marked += usize::from(h == Held::Other);
+                    live(n)
+                        && !(slot.packed.deleted() && h == Held::Current)
+                        && (h == Held::Other) == self.others.contains_key(&(n, path.clone()))
                 })
-        })
+        });
+        slots && marked == self.others.len()
     }
 
     /// What peer `name` holds at `path`: `Some(None)` for a deletion.
     #[cfg(test)]
     pub(crate) fn held_by(&self, name: &str, path: &RelPath) -> Option<Option<Hash>> {
+        let num = self.peers.get(name)?.num;
         let slot = self.current.get(path)?;
-        let (_, h) = slot.held.iter().find(|(n, _)| **n == *name)?;
-        Some(h.what(slot.current()))
+        let &(_, h) = slot.held.iter().find(|(n, _)| *n == num)?;
+        Some(what_held(&self.others, num, path, h, slot.current()))
     }
 
-    /// Live peers holding `path` with content `sha256`, by name.
-    fn holding(&self, path: &RelPath, sha256: Hash) -> impl Iterator<Item = &str> {
-        self.current
-            .get(path)
-            .into_iter()
-            .flat_map(move |slot| holding(slot, sha256))
+    /// Live peers holding `path` with content `sha256`, by name, in name
+    /// order.
+    fn holding(&self, path: &RelPath, sha256: Hash) -> Vec<&str> {
+        match self.current.get(path) {
+            Some(slot) => self.holding_in(path, slot, sha256),
+            None => Vec::new(),
+        }
+    }
+
+    /// The peers holding content `sha256` in `slot` (at `path`), by name, in
+    /// name order.
+    fn holding_in(&self, path: &RelPath, slot: &Slot, sha256: Hash) -> Vec<&str> {
+        let current = slot.current();
+        let mut names: Vec<&str> = slot
+            .held
+            .iter()
+            .filter(|&&(n, h)| what_held(&self.others, n, path, h, current) == Some(sha256))
+            .filter_map(|&(n, _)| self.name(n))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// `slot`'s current version (it lives at `path`) and its holders.
+    fn cluster_file_of(&self, path: &RelPath, slot: &Slot) -> Option<ClusterFile> {
+        let holders = match slot.current() {
+            None => Vec::new(),
+            Some(sha256) => self
+                .holding_in(path, slot, sha256)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        };
+        Some(ClusterFile {
+            entry: slot.entry(path)?,
+            holders,
+        })
     }
 
     /// `path`'s current version.
@@ -301,6 +414,7 @@ impl Index {
             return Vec::new();
         }
         self.holding(&entry.path, entry.sha256)
+            .into_iter()
             .map(str::to_owned)
             .collect()
     }
@@ -391,8 +505,9 @@ impl Index {
         let old = match self.current.get_mut(&path) {
             Some(slot) => {
                 let old = slot.current();
-                for (_, held) in slot.held.iter_mut() {
-                    *held = Held::of(held.what(old), new);
+                for (num, held) in slot.held.iter_mut() {
+                    let what = what_held(&self.others, *num, &path, *held, old);
+                    *held = note_held(&mut self.others, *num, &path, what, new);
                 }
                 slot.packed = packed;
                 slot.made = made;
@@ -422,7 +537,7 @@ impl Index {
     }
 
     pub(crate) fn cluster_file(&self, path: &RelPath) -> Option<ClusterFile> {
-        cluster_file(path, self.current.get(path)?)
+        self.cluster_file_of(path, self.current.get(path)?)
     }
 
     /// Refreshes a registered peer's liveness; false if it is not registered.
@@ -454,7 +569,7 @@ impl Index {
         let mut files: Vec<ClusterFile> = Vec::new();
         let mut bytes = 0;
         for (path, slot) in self.current.range((start, Unbounded)) {
-            let Some(file) = cluster_file(path, slot) else {
+            let Some(file) = self.cluster_file_of(path, slot) else {
                 continue;
             };
             let size = file.entry.size_hint();
@@ -471,6 +586,7 @@ impl Index {
     /// Live peers holding `path` with content `sha256`.
     pub(crate) fn locate(&self, path: &RelPath, sha256: Hash, now: Instant) -> Vec<PeerInfo> {
         self.holding(path, sha256)
+            .into_iter()
             .filter_map(|n| Some(Self::peer_info(n, self.peers.get(n)?, now)))
             .collect()
     }
@@ -527,6 +643,11 @@ impl Index {
     /// Removes `path`'s slot and every peer's record of it; returns its entry.
     pub(crate) fn forget_path(&mut self, path: &RelPath) -> Option<FileEntry> {
         let slot = self.current.remove(path)?;
+        for &(num, held) in slot.held.iter() {
+            if held == Held::Other {
+                self.others.remove(&(num, path.clone()));
+            }
+        }
         if let Some(sha256) = slot.current() {
             self.unindex_content(&sha256, path);
         }
@@ -544,27 +665,6 @@ impl Index {
             self.remove_peer(&name, "heartbeat timeout", out);
         }
     }
-}
-
-/// The peers holding content `sha256` in `slot`, by name.
-fn holding(slot: &Slot, sha256: Hash) -> impl Iterator<Item = &str> {
-    let current = slot.current();
-    slot.held
-        .iter()
-        .filter(move |(_, held)| held.what(current) == Some(sha256))
-        .map(|(name, _)| &**name)
-}
-
-/// `slot`'s current version (it lives at `path`) and its holders.
-fn cluster_file(path: &RelPath, slot: &Slot) -> Option<ClusterFile> {
-    let holders = match slot.current() {
-        None => Vec::new(),
-        Some(sha256) => holding(slot, sha256).map(str::to_owned).collect(),
-    };
-    Some(ClusterFile {
-        entry: slot.entry(path)?,
-        holders,
-    })
 }
 
 #[cfg(test)]
@@ -595,12 +695,7 @@ mod tests {
     fn with_peers(names: &[&str]) -> Index {
         let mut ix = Index::new(1);
         for n in names {
-            let peer = Peer {
-                id: (*n).into(),
-                device: Some(1),
-                endpoint: format!("tcp://{n}:1"),
-                last_seen: Instant::now(),
-            };
+            let peer = Peer::new(Some(1), format!("tcp://{n}:1"), Instant::now());
             ix.add_peer(n, peer);
         }
         ix
@@ -647,7 +742,18 @@ mod tests {
         assert_eq!(ix.held_by("b", &f), None);
         assert_eq!(ix.held_by("a", &f), Some(None));
         assert!(ix.holders_sound());
+        // A newcomer takes b's number, not what b held.
+        ix.add_peer("c", Peer::new(Some(1), "tcp://c:1".into(), now));
+        assert_eq!(ix.peers["c"].num, 1);
+        assert_eq!(ix.held_by("c", &f), None);
+        assert!(names(ix.cluster_file(&f)).is_empty());
+        ix.hold("c", &f, Some(one));
+        assert_eq!(ix.held_by("c", &f), Some(Some(one)));
+        assert!(ix.holders_sound());
         assert_eq!(ix.entry(&f), Some(entry("f", two, 4, false)));
+        assert_eq!(ix.forget_path(&f), Some(entry("f", two, 4, false)));
+        assert!(ix.others.is_empty(), "a forgotten path leaves no other content behind");
+        assert_eq!(ix.entry(&f), None);
     }
 
     #[test]

@@ -45,12 +45,7 @@ impl Index {
     }
 
     fn copy_peer(&mut self, p: PeerInfo, now: Instant) {
-        let peer = Peer {
-            id: p.name.as_str().into(),
-            device: None,
-            endpoint: p.endpoint,
-            last_seen: now,
-        };
+        let peer = Peer::new(None, p.endpoint, now);
         self.add_peer(&p.name, peer);
     }
 
