@@ -60,7 +60,7 @@ pub(crate) struct Index {
     /// Paths whose current entry has this content (not tombstones), for
     /// `Find`, by the content hash's first 8 bytes (`content_key`: a
     /// shared key only costs a look at the slot). Kept in step with
-    /// `current`, its only writer being `set_current`.
+    /// `current` by `set_current` and `forget_path`.
     by_content: HashMap<u64, Paths>,
     /// Current tombstones, soonest to collect first: when each may be
     /// forgotten, and which making of its slot it is (`Slot::made`; a path
@@ -75,8 +75,9 @@ pub(crate) struct Index {
 }
 
 /// A path's current version (tombstones included), and who holds what
-/// there. About 100 bytes here plus the packed entry (some 80 for a small
-/// file) and 32 a holder: ARCHITECTURE.md sums up what a path costs.
+/// there. 40 bytes (about 100 in the B-tree, whose nodes are half full
+/// when keys arrive in order), the packed entry (~96 with its allocation)
+/// and 8 bytes a holder: ARCHITECTURE.md sums up what a path costs.
 pub(crate) struct Slot {
     /// The current version without its path; a decoded entry costs three
     /// times as much. Queries decode it.
@@ -132,11 +133,13 @@ impl Held {
 }
 
 /// Records in `others` what holder `num` holds at `path` (where the current
-/// content is `current`); returns how the holder list says it.
+/// content is `current`, and the holder list said `was`); returns how the
+/// holder list says it now.
 fn note_held(
     others: &mut HashMap<(u32, RelPath), Hash>,
     num: u32,
     path: &RelPath,
+    was: Option<Held>,
     what: Option<Hash>,
     current: Option<Hash>,
 ) -> Held {
@@ -145,9 +148,10 @@ fn note_held(
         (Held::Other, Some(h)) => {
             others.insert((num, path.clone()), h);
         }
-        _ => {
+        _ if was == Some(Held::Other) => {
             others.remove(&(num, path.clone()));
         }
+        _ => {}
     }
     held
 }
@@ -262,8 +266,10 @@ impl Index {
         let (Some(p), Some(slot)) = (self.peers.get(name), self.current.get_mut(path)) else {
             return;
         };
-        let held = note_held(&mut self.others, p.num, path, what, slot.current());
-        match slot.held.binary_search_by_key(&p.num, |(n, _)| *n) {
+        let at = slot.held.binary_search_by_key(&p.num, |(n, _)| *n);
+        let was = at.ok().map(|i| slot.held[i].1);
+        let held = note_held(&mut self.others, p.num, path, was, what, slot.current());
+        match at {
             Ok(i) => slot.held[i].1 = held,
             Err(i) => {
                 // Most paths have one or two holders: no room for four.
@@ -507,7 +513,7 @@ impl Index {
                 let old = slot.current();
                 for (num, held) in slot.held.iter_mut() {
                     let what = what_held(&self.others, *num, &path, *held, old);
-                    *held = note_held(&mut self.others, *num, &path, what, new);
+                    *held = note_held(&mut self.others, *num, &path, Some(*held), what, new);
                 }
                 slot.packed = packed;
                 slot.made = made;
@@ -752,7 +758,10 @@ mod tests {
         assert!(ix.holders_sound());
         assert_eq!(ix.entry(&f), Some(entry("f", two, 4, false)));
         assert_eq!(ix.forget_path(&f), Some(entry("f", two, 4, false)));
-        assert!(ix.others.is_empty(), "a forgotten path leaves no other content behind");
+        assert!(
+            ix.others.is_empty(),
+            "a forgotten path leaves no other content behind"
+        );
         assert_eq!(ix.entry(&f), None);
     }
 
