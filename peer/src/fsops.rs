@@ -5,7 +5,6 @@
 //! finished temp file, removes a file and the folders it leaves empty, and
 //! walks the folder (never into its state folder).
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -77,16 +76,10 @@ impl Root {
         File::open(self.file(rel))
     }
 
-    /// Adds every regular file at or below `dir` (a path inside the folder)
-    /// to `out`, skipping the state folder; a name that cannot be synced is
-    /// logged and left out.
-    pub fn walk(&self, dir: &Path, out: &mut BTreeSet<RelPath>) {
-        out.extend(self.files(dir));
-    }
-
-    /// Every syncable file at or under `dir`, as the walk finds them: an
-    /// iterator that owns its state, so a long walk can be taken a step at
-    /// a time.
+    /// Every syncable file at or under `dir` (a path inside the folder), as
+    /// the walk finds them, skipping the state folder; a name that cannot
+    /// be synced is logged and left out. An iterator that owns its state,
+    /// so a long walk can be taken a step at a time.
     pub fn files(&self, dir: &Path) -> Box<dyn Iterator<Item = RelPath> + Send> {
         let root = self.clone();
         let walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();

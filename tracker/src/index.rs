@@ -6,7 +6,6 @@
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info};
@@ -47,7 +46,7 @@ pub(crate) struct Index {
     pub(crate) peers: BTreeMap<String, Peer>,
     /// Each live peer's name by its number (`Peer::num`); `None` for a
     /// number free for the next peer.
-    names: Vec<Option<Arc<str>>>,
+    names: Vec<Option<Box<str>>>,
     /// What a holder holds where it is neither the current content nor a
     /// deletion (`Held::Other`: an older version, or one that lost), by
     /// holder number and path. Rare, and transient: until the holder

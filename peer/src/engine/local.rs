@@ -176,7 +176,7 @@ impl Engine {
                 continue;
             };
             if let Ok(Found::Dir) = root.look(&rel) {
-                root.walk(&p, &mut rels);
+                rels.extend(root.files(&p));
             }
             rels.extend(self.folder.paths_within(&rel));
             rels.insert(rel);
