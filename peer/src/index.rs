@@ -340,6 +340,20 @@ pub trait IndexStore: Send {
 /// the next scan.
 const SAVE_EVERY: Duration = Duration::from_millis(50);
 
+/// Most time between two saves, however long the last one took.
+const MOST_PAUSE: Duration = Duration::from_secs(1);
+
+/// The pause before the next save, after one that took `took`: at least
+/// [`SAVE_EVERY`], and four times what the last save took, so saving never
+/// takes more than a fifth of the engine's time. Under a heavy stream of
+/// changes (a late joiner installing thousands of files a second) saves
+/// then come larger and fewer, and each costs less per change: a commit
+/// rewrites the tree's pages on the path to every leaf it touches, and
+/// ends in an fsync. The journal holds every change in between.
+fn pause_after(took: Duration) -> Duration {
+    (took * 4).clamp(SAVE_EVERY, MOST_PAUSE)
+}
+
 /// The local index: an embedded database (`index.redb`), the changes not
 /// yet saved, and the journal (`journal.msgpack`) of those since the last
 /// save.
@@ -358,6 +372,8 @@ pub struct LocalIndex {
     len: usize,
     journal: Journal,
     last_save: Instant,
+    /// Least time from the last save to the next ([`pause_after`]).
+    pause: Duration,
 }
 
 /// The changes not yet saved (`None`: the entry was removed); they hide
@@ -404,7 +420,29 @@ impl Pending {
 pub struct IndexReader {
     db: Arc<Database>,
     pending: Arc<RwLock<Pending>>,
+    /// The tables as of the last commit, opened once and shared: opening a
+    /// read transaction and its tables for every lookup cost more than the
+    /// lookup. Only the writer replaces it, right after each commit and
+    /// before it lets go of the changes that commit saved, so a reader that
+    /// no longer finds a change among the unsaved ones finds it here.
+    snapshot: Arc<RwLock<Option<Arc<Snapshot>>>>,
     file: PathBuf,
+}
+
+/// The saved tables as of one commit.
+struct Snapshot {
+    entries: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    blocks: redb::ReadOnlyTable<&'static [u8], u64>,
+}
+
+impl Snapshot {
+    fn of(db: &Database) -> Result<Snapshot, redb::Error> {
+        let txn = db.begin_read()?;
+        Ok(Snapshot {
+            entries: txn.open_table(ENTRIES)?,
+            blocks: txn.open_table(BLOCKS)?,
+        })
+    }
 }
 
 impl IndexReader {
@@ -430,9 +468,8 @@ impl IndexReader {
             return Some((path.clone(), *at));
         }
         let run = || -> Result<Option<(RelPath, u64)>, redb::Error> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(BLOCKS)?;
-            for row in table.range(block.as_bytes().as_slice()..)? {
+            let snap = self.snapshot()?;
+            for row in snap.blocks.range(block.as_bytes().as_slice()..)? {
                 let (key, at) = row?;
                 let Some(path) = key.value().strip_prefix(block.as_bytes().as_slice()) else {
                     break; // past the block's range
@@ -464,6 +501,28 @@ impl IndexReader {
         self.pending.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The saved tables as of the last commit.
+    fn snapshot(&self) -> Result<Arc<Snapshot>, redb::Error> {
+        let cached = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some(snap) => Ok(snap.clone()),
+            // Refreshing failed after the last commit: a fresh look each time.
+            None => Ok(Arc::new(Snapshot::of(&self.db)?)),
+        }
+    }
+
+    /// Takes the tables as of the commit just made. Called by the writer
+    /// only, before it drops the unsaved changes that commit saved.
+    fn refresh(&self) {
+        let fresh = Snapshot::of(&self.db)
+            .map_err(|e| {
+                tracing::warn!(file = %self.file.display(), error = %e, "cannot open the index for reading");
+            })
+            .ok()
+            .map(Arc::new);
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    }
+
     /// The saved entry for `path`. A database that cannot be read is
     /// logged and reads as no entry.
     fn saved(&self, path: &str) -> Option<LocalEntry> {
@@ -474,9 +533,8 @@ impl IndexReader {
     /// that cannot be read is logged and reads as no record.
     fn read<T>(&self, path: &str, read: impl FnOnce(&[u8]) -> Result<T, String>) -> Option<T> {
         let run = || -> Result<Option<T>, redb::Error> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            let got = table.get(path)?;
+            let snap = self.snapshot()?;
+            let got = snap.entries.get(path)?;
             got.map(|v| read(v.value()).map_err(redb_corrupt))
                 .transpose()
         };
@@ -632,12 +690,15 @@ impl LocalIndex {
             shared: IndexReader {
                 db: Arc::new(db),
                 pending: Arc::default(),
+                snapshot: Arc::default(),
                 file,
             },
             len,
             journal,
             last_save: Instant::now(),
+            pause: SAVE_EVERY,
         };
+        ix.shared.refresh();
         if meta.is_none() {
             ix.commit(|t| {
                 t.meta.insert("device", device)?;
@@ -702,7 +763,9 @@ impl LocalIndex {
             txn.commit()?;
             Ok(())
         };
-        run().map_err(|source| self.db_err(source))
+        run().map_err(|source| self.db_err(source))?;
+        self.shared.refresh();
+        Ok(())
     }
 
     fn db_err(&self, source: redb::Error) -> IndexError {
@@ -714,18 +777,14 @@ impl LocalIndex {
 
     /// How many entries the database holds.
     fn count(&self) -> Result<usize, IndexError> {
-        let run = || -> Result<u64, redb::Error> {
-            Ok(self.shared.db.begin_read()?.open_table(ENTRIES)?.len()?)
-        };
+        let run = || -> Result<u64, redb::Error> { Ok(self.shared.snapshot()?.entries.len()?) };
         run().map(|n| n as usize).map_err(|e| self.db_err(e))
     }
 
     /// The saved entries from `start` on, in path order.
     fn saved_from(&self, start: &str) -> Box<dyn Iterator<Item = LocalEntry>> {
         let run = || -> Result<redb::OwnedRange<&'static str, &'static [u8]>, redb::Error> {
-            let txn = self.shared.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            Ok(table.range_owned(start..)?)
+            Ok(self.shared.snapshot()?.entries.range_owned(start..)?)
         };
         let file = self.shared.file.clone();
         match run() {
@@ -914,6 +973,7 @@ impl IndexStore for LocalIndex {
         *self.shared.pending_mut() = Pending::default();
         self.journal.clear()?;
         self.last_save = Instant::now();
+        self.pause = pause_after(self.last_save.duration_since(t));
         tracing::debug!(
             changes,
             entries = self.len,
@@ -925,7 +985,7 @@ impl IndexStore for LocalIndex {
 
     fn save_due(&self) -> Option<Instant> {
         let unsaved = !self.shared.pending().changes.is_empty();
-        unsaved.then(|| self.last_save + SAVE_EVERY)
+        unsaved.then(|| self.last_save + self.pause)
     }
 
     /// Adds `record` to the journal, buffered: it reaches the file with the
@@ -1075,10 +1135,14 @@ mod tests {
     fn unsaved_changes_hide_saved_entries_until_saved() {
         let dir = tempfile::tempdir().unwrap();
         let mut ix = LocalIndex::load(dir.path()).unwrap();
+        // Taken before any change: a reader follows every save.
+        let reader = ix.reader();
         for p in ["a", "c", "d/x", "e"] {
             ix.put(entry(p, "me"), Some(stat(1)));
         }
         ix.save().unwrap();
+        let e = RelPath::new("e").unwrap();
+        assert!(reader.served(&e).is_some(), "saved and served");
         // Not saved yet: a new entry, a changed one, a removed one.
         ix.put(entry("b", "me"), None);
         ix.set_stat(&RelPath::new("c").unwrap(), Some(stat(2)));
@@ -1097,9 +1161,12 @@ mod tests {
             assert_eq!(ix.paths_within(&d).len(), 2);
         };
         check(&ix);
+        assert!(reader.served(&e).is_none(), "removed, not saved yet");
         ix.save().unwrap();
         check(&ix);
-        drop(ix);
+        assert!(reader.served(&e).is_none(), "removed and saved");
+        assert!(reader.served(&RelPath::new("c").unwrap()).is_some());
+        drop((ix, reader));
         check(&LocalIndex::load(dir.path()).unwrap());
     }
 
@@ -1280,13 +1347,24 @@ mod tests {
     }
 
     #[test]
+    fn saves_are_spaced_by_what_the_last_one_took_within_bounds() {
+        assert_eq!(pause_after(Duration::ZERO), SAVE_EVERY);
+        assert_eq!(
+            pause_after(Duration::from_millis(100)),
+            Duration::from_millis(400)
+        );
+        assert_eq!(pause_after(Duration::from_secs(10)), MOST_PAUSE);
+    }
+
+    #[test]
     fn a_save_is_due_only_with_changes_and_not_sooner_than_the_least_pause() {
         let dir = tempfile::tempdir().unwrap();
         let mut ix = LocalIndex::load(dir.path()).unwrap();
         assert_eq!(ix.save_due(), None, "nothing to save");
         ix.put(entry("a", "me"), None);
         let due = ix.save_due().expect("a change is due to be saved");
-        assert_eq!(due, ix.last_save + SAVE_EVERY);
+        assert_eq!(due, ix.last_save + ix.pause);
+        assert!(ix.pause >= SAVE_EVERY);
         ix.save().unwrap();
         assert_eq!(ix.save_due(), None);
         // Only a real change makes a save due: the same stat again is none.

@@ -164,6 +164,8 @@ impl Engine {
     pub(super) fn on_fs(&mut self, paths: Vec<PathBuf>) {
         let root = self.folder.root().clone();
         let mut rels = BTreeSet::new();
+        // What each path of an event was found to be: looked at once.
+        let mut seen = HashMap::new();
         for p in paths {
             if root.is_state(&p) {
                 continue;
@@ -175,14 +177,27 @@ impl Engine {
                 debug!(path = %p.display(), "ignoring event outside the syncable namespace");
                 continue;
             };
-            if let Ok(Found::Dir) = root.look(&rel) {
-                rels.extend(root.files(&p));
+            match self.folder.look(&rel) {
+                Ok(s) => {
+                    if s.found() == Found::Dir {
+                        rels.extend(root.files(&p));
+                    }
+                    seen.insert(rel.clone(), s);
+                }
+                Err(e) => warn!(path = %rel, error = %e, "cannot stat"),
             }
             rels.extend(self.folder.paths_within(&rel));
             rels.insert(rel);
         }
         for rel in rels {
-            self.reconcile_local(&rel, Cause::Event);
+            match seen.remove(&rel) {
+                Some(s) => {
+                    self.reconcile_seen(&rel, s, Cause::Event);
+                }
+                None => {
+                    self.reconcile_local(&rel, Cause::Event);
+                }
+            }
         }
     }
 
@@ -191,13 +206,17 @@ impl Engine {
     /// the index now says what the disk holds; `None` while the file is
     /// being written (looked at again shortly) or cannot be read.
     pub(super) fn reconcile_local(&mut self, rel: &RelPath, cause: Cause) -> Option<Fresh> {
-        let seen = match self.folder.look(rel) {
-            Ok(s) => s,
+        match self.folder.look(rel) {
+            Ok(seen) => self.reconcile_seen(rel, seen, cause),
             Err(e) => {
                 warn!(path = %rel, error = %e, "cannot stat");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// [`Engine::reconcile_local`] with what was just seen at `rel`.
+    fn reconcile_seen(&mut self, rel: &RelPath, seen: Seen, cause: Cause) -> Option<Fresh> {
         let cur = self.folder.get(rel);
         match seen.found() {
             Found::File(st) => {

@@ -28,7 +28,7 @@ use zync_proto::{
 
 use crate::decide::{self, DonePlan, LocalPlan, Outcome, RemotePlan, Step};
 use crate::downloads::Downloads;
-use crate::folder::{Folder, FolderError, Fresh};
+use crate::folder::{Folder, FolderError, Fresh, Seen};
 use crate::fsops::{self, Found};
 use crate::hashing::{HashError, Hashed, Hashers, Stat};
 use crate::index::Record;
