@@ -258,20 +258,25 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         }
     });
 
-    // Syncers: a fetched file waits for the disk here, so a fetch worker
-    // goes on to its next download meanwhile (with small files, the fsyncs'
-    // latency, not the CPU, would set the pace).
-    // A batch of small files is made durable at once (`SyncGroup`).
-    type Synced = (zync_proto::FileEntry, transfer::Written, Instant);
-    let (sync_tx, sync_rx) = unbounded::<(transfer::SyncGroup, Vec<Synced>)>();
-    for i in 0..SYNCERS {
-        let (jobs, tx) = (sync_rx.clone(), tx.clone());
-        spawn(&format!("zync-sync-{i}"), move || {
-            for (group, batch) in jobs {
-                let (rest, written): (Vec<_>, Vec<_>) =
-                    batch.into_iter().map(|(e, w, t)| ((e, t), w)).unzip();
-                let results = group.sync(written);
-                for ((entry, t), result) in rest.into_iter().zip(results) {
+    // The syncer: a fetched file waits for the disk here, so a fetch worker
+    // goes on to its next download meanwhile (with small files, the
+    // fsyncs' latency, not the CPU, would set the pace). Every group waiting
+    // when it comes round is made durable at once (`transfer::sync_groups`).
+    type Synced = (zync_proto::FileEntry, Instant);
+    let (sync_tx, sync_rx) = unbounded::<(transfer::SyncGroup, Vec<(Synced, transfer::Written)>)>();
+    spawn("zync-sync", {
+        let tx = tx.clone();
+        move || {
+            while let Ok(first) = sync_rx.recv() {
+                let mut done: Vec<Synced> = Vec::new();
+                let mut groups = Vec::new();
+                for (group, files) in std::iter::once(first).chain(sync_rx.try_iter()) {
+                    let (synced, written): (Vec<_>, Vec<_>) = files.into_iter().unzip();
+                    done.extend(synced);
+                    groups.push((group, written));
+                }
+                let results = transfer::sync_groups(groups);
+                for ((entry, t), result) in done.into_iter().zip(results) {
                     let done = Input::Done {
                         entry,
                         result,
@@ -282,8 +287,8 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
                     }
                 }
             }
-        });
-    }
+        }
+    });
 
     // Fetch workers.
     let (job_tx, job_rx) = unbounded::<Job>();
@@ -298,11 +303,11 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         spawn(&format!("zync-fetch-{i}"), move || {
             for Job { files } in jobs {
                 let t = Instant::now();
-                let group = transfer::SyncGroup::open(&staging, files.len());
+                let group = transfer::SyncGroup::open(&staging);
                 let mut written = Vec::new();
                 fetcher.fetch_many(files, &staging, &mut |entry, result| match result {
                     Ok(w) => {
-                        written.push((entry, w, t));
+                        written.push(((entry, t), w));
                         true
                     }
                     Err(e) => tx
@@ -327,7 +332,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         tracker: cfg.tracker.clone(),
         choice: choice.clone(),
         // Downloads in flight: being fetched, or waiting for the disk.
-        workers: cfg.workers.max(1) + SYNCERS,
+        workers: cfg.workers.max(1) + WAITING_FOR_DISK,
         backlog: cfg.backlog.max(1),
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
@@ -362,8 +367,9 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
 /// its own while it is hashed).
 const HASHERS: usize = 2;
 
-/// Threads that make fetched files durable (each waits on one fsync).
-const SYNCERS: usize = 16;
+/// Download jobs that may wait for the disk (the syncer) while the fetch
+/// workers go on with the next ones.
+const WAITING_FOR_DISK: usize = 16;
 
 /// Prunes kept versions now and then (a tenth of the keeping time,
 /// between 1 s and 1 h), and says what they take: at start, and whenever a

@@ -40,7 +40,7 @@ mod durable;
 mod stream;
 
 pub use batch::{batchable, Want, BATCH_FILES, SMALL_FILE};
-pub use durable::SyncGroup;
+pub use durable::{sync_groups, SyncGroup};
 pub use stream::{Block, BlockStream};
 
 /// Why a fetch failed.
