@@ -192,7 +192,7 @@ impl Folder {
     }
 
     fn recorded_stat(&self, path: &RelPath) -> Option<Stat> {
-        self.index.get(path).and_then(|l| l.stat)
+        self.index.recorded_stat(path)
     }
 
     fn check(&self, fresh: &Fresh, target: &FileEntry) -> Result<(), FolderError> {

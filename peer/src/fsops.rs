@@ -163,16 +163,16 @@ impl Root {
     /// pass that write off as ours.
     pub fn place(&self, tmp: tempfile::TempPath, rel: &RelPath) -> io::Result<Stat> {
         let target = self.prepare_target(rel)?;
-        if let Ok(m) = std::fs::symlink_metadata(&target) {
-            if m.file_type().is_dir() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} is a directory", target.display()),
-                ));
-            }
-        }
         let stat = Stat::of(&std::fs::symlink_metadata(&tmp)?);
-        tmp.persist(&target).map_err(|e| e.error)?;
+        // A directory at the target stays: renaming a file onto one fails
+        // (EISDIR), empty or not.
+        tmp.persist(&target).map_err(|e| match e.error.kind() {
+            io::ErrorKind::IsADirectory => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is a directory", target.display()),
+            ),
+            _ => e.error,
+        })?;
         Ok(stat)
     }
 
@@ -263,6 +263,28 @@ mod tests {
         root.remove_and_prune(&rel).unwrap();
         assert!(!root.dir().join("a/b").exists());
         assert!(root.dir().join("a/keep").exists());
+    }
+
+    #[test]
+    fn a_directory_at_the_target_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().canonicalize().unwrap());
+        for inside in [false, true] {
+            let rel = RelPath::new(format!("d{inside}")).unwrap();
+            std::fs::create_dir(root.file(&rel)).unwrap();
+            if inside {
+                std::fs::write(root.file(&rel).join("keep"), b"k").unwrap();
+            }
+            let tmp = tempfile::NamedTempFile::new_in(root.dir()).unwrap();
+            std::fs::write(tmp.path(), b"file").unwrap();
+            let err = root.place(tmp.into_temp_path(), &rel).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+            assert!(root.file(&rel).is_dir());
+            assert_eq!(
+                std::fs::read_dir(root.file(&rel)).unwrap().count(),
+                inside as usize
+            );
+        }
     }
 
     #[test]

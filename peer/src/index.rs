@@ -282,6 +282,12 @@ pub trait IndexStore: Send {
     /// The entry for `path`.
     fn get(&self, path: &RelPath) -> Option<LocalEntry>;
 
+    /// The stat `path`'s entry was recorded at (`None`: no entry, or no
+    /// file of ours there).
+    fn recorded_stat(&self, path: &RelPath) -> Option<Stat> {
+        self.get(path).and_then(|l| l.stat)
+    }
+
     /// Records `entry` with the stat it was recorded at.
     fn put(&mut self, entry: FileEntry, stat: Option<Stat>);
 
@@ -1016,6 +1022,15 @@ impl IndexStore for LocalIndex {
         self.shared.saved(path.as_str())
     }
 
+    /// Without copying an unsaved entry: the engine asks this several
+    /// times for every file it installs.
+    fn recorded_stat(&self, path: &RelPath) -> Option<Stat> {
+        if let Some(change) = self.shared.pending().changes.get(path) {
+            return change.as_ref().and_then(|l| l.stat);
+        }
+        self.shared.saved(path.as_str()).and_then(|l| l.stat)
+    }
+
     /// Records `entry` with the stat it was recorded at.
     fn put(&mut self, entry: FileEntry, stat: Option<Stat>) {
         if !self.has(&entry.path) {
@@ -1051,11 +1066,43 @@ impl IndexStore for LocalIndex {
 
     /// Paths of entries at `dir` or below it.
     fn paths_within(&self, dir: &RelPath) -> Vec<RelPath> {
-        self.merged(Some(dir))
-            .take_while(|le| le.entry.path.as_str().starts_with(dir.as_str()))
-            .filter(|le| le.entry.path.is_within(dir))
-            .map(|le| le.entry.path)
-            .collect()
+        // Asked for the path of every watcher event, mostly of a file with
+        // nothing below it: a look at the keys after `dir/` says so
+        // without reading an entry.
+        let below = format!("{dir}/");
+        let saved_below = self
+            .shared
+            .snapshot()
+            .and_then(|s| {
+                let first = s.entries.range(below.as_str()..)?.next().transpose()?;
+                Ok(first.is_some_and(|(k, _)| k.value().starts_with(&below)))
+            })
+            .unwrap_or(true);
+        let pending_below = {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let pending = self.shared.pending();
+            // Paths such as `dir.txt` sort between `dir` and `dir/`.
+            let below_any = pending
+                .changes
+                .range((Excluded(dir), Unbounded))
+                .map(|(p, _)| p)
+                .take_while(|p| p.as_str().starts_with(dir.as_str()))
+                .any(|p| p.is_within(dir));
+            below_any
+        };
+        let mut paths = Vec::new();
+        if self.has(dir) {
+            paths.push(dir.clone());
+        }
+        if saved_below || pending_below {
+            paths.extend(
+                self.merged(Some(dir))
+                    .take_while(|le| le.entry.path.as_str().starts_with(dir.as_str()))
+                    .filter(|le| le.entry.path != *dir && le.entry.path.is_within(dir))
+                    .map(|le| le.entry.path),
+            );
+        }
+        paths
     }
 
     /// Number of entries.
@@ -1344,6 +1391,43 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         let mut again = LocalIndex::load(dir.path()).unwrap();
         assert_eq!(again.take_journal(), vec![a]);
+    }
+
+    #[test]
+    fn paths_within_a_folder_are_found_saved_or_not_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = LocalIndex::load(dir.path()).unwrap();
+        let within = |ix: &LocalIndex, d: &str| -> Vec<String> {
+            let mut p: Vec<String> = ix
+                .paths_within(&RelPath::new(d).unwrap())
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+            p.sort();
+            p
+        };
+        // Siblings that sort between `d` and `d/`, saved.
+        for p in ["d.txt", "d-x/y", "d/a"] {
+            ix.put(entry(p, "me"), None);
+        }
+        ix.save().unwrap();
+        assert_eq!(within(&ix, "d"), ["d/a"]);
+        assert_eq!(within(&ix, "d/a"), ["d/a"], "a file is within itself");
+        assert!(within(&ix, "d.txt/x").is_empty());
+        // Unsaved: one more below, one more beside.
+        ix.put(entry("d/b/c", "me"), None);
+        ix.put(entry("d!", "me"), None);
+        assert_eq!(within(&ix, "d"), ["d/a", "d/b/c"]);
+        assert_eq!(within(&ix, "d/b"), ["d/b/c"]);
+        // Only unsaved entries below a path that is saved.
+        assert!(within(&ix, "d.txt").contains(&"d.txt".to_owned()));
+        ix.put(entry("e", "me"), None);
+        ix.save().unwrap();
+        ix.put(entry("e/f", "me"), None);
+        ix.remove(&RelPath::new("e").unwrap());
+        assert_eq!(within(&ix, "e"), ["e/f"]);
+        ix.remove(&RelPath::new("d/a").unwrap());
+        assert_eq!(within(&ix, "d"), ["d/b/c"]);
     }
 
     #[test]
