@@ -233,3 +233,35 @@ fn a_reader_that_goes_away_is_not_an_error() {
         assert_eq!(stderr(&out), "", "{args:?}");
     }
 }
+
+#[test]
+fn a_peer_says_when_the_tracker_knows_every_file_it_started_with() {
+    // More files than are hashed at once: the last of them reach the
+    // tracker as updates after the registration, and the line waits for
+    // them.
+    const FILES: usize = 3_000;
+    let mut c = Cluster::start(0);
+    write_small_files(&c.dir_of("p1"), FILES);
+    let p1 = c.add_peer("p1");
+    let line = || {
+        c.peers[p1]
+            .proc
+            .log_text()
+            .lines()
+            .find(|l| l.contains("event=scan_reported"))
+            .map(str::to_owned)
+    };
+    wait_for(CONVERGE, || line().is_some(), "p1's scan_reported line", &c);
+    // Asked once, at once: the tracker must have every file already.
+    let ls = c.cli(&["ls", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(listed.len(), FILES, "{}", stderr(&ls));
+    let line = line().unwrap();
+    assert_eq!(log_field(&line, "files"), Some("3000"), "{line}");
+    let registered = c.peers[p1].proc.log_text();
+    assert_eq!(
+        registered.matches("event=scan_reported").count(),
+        1,
+        "said once"
+    );
+}

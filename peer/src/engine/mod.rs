@@ -134,6 +134,9 @@ pub struct Engine {
     /// register (registering reports the whole index, which the first
     /// scan brings up to date).
     scanned_once: bool,
+    /// The tracker has acknowledged every file the first scan found
+    /// (logged once, as `event=scan_reported`).
+    scan_reported: bool,
     // Paths that changed while being hashed: look again shortly.
     unstable: BTreeSet<RelPath>,
     unstable_at: Option<Instant>,
@@ -184,6 +187,7 @@ impl Engine {
             hashing: HashMap::new(),
             scanning: None,
             scanned_once: false,
+            scan_reported: false,
             sub_endpoints,
             registration,
             session: Session::new(Instant::now()),
@@ -208,6 +212,7 @@ impl Engine {
             self.timers();
             self.continue_scan();
             self.flush_outbox();
+            self.note_scan_reported();
             self.dispatch();
             let wait = match self.scan_can_go() {
                 true => Duration::ZERO, // after a look at what came in

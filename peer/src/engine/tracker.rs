@@ -206,6 +206,26 @@ impl Engine {
         }
     }
 
+    /// Logs, once, when the tracker has acknowledged every file the first
+    /// scan found: registration sends the index as the walk left it, and
+    /// the files still being hashed then follow as updates. From this line
+    /// on, the cluster can fetch every file this peer had at start.
+    pub(super) fn note_scan_reported(&mut self) {
+        if self.scan_reported
+            || !self.scanned_once
+            || self.scanning.is_some()
+            || !self.hashing.is_empty()
+            || !self.unstable.is_empty()
+            || !self.outbox.is_empty()
+            || !self.session.is_registered()
+        {
+            return;
+        }
+        self.scan_reported = true;
+        info!(event = %"scan_reported", tracker = %self.tracker.endpoint(), files = self.folder.len(),
+              "the tracker knows every file found at start");
+    }
+
     pub(super) fn flush_outbox(&mut self) {
         if self.outbox.is_empty() || !self.session.is_registered() {
             return;
