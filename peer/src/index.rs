@@ -1078,18 +1078,15 @@ impl IndexStore for LocalIndex {
                 Ok(first.is_some_and(|(k, _)| k.value().starts_with(&below)))
             })
             .unwrap_or(true);
-        let pending_below = {
-            use std::ops::Bound::{Excluded, Unbounded};
-            let pending = self.shared.pending();
-            // Paths such as `dir.txt` sort between `dir` and `dir/`.
-            let below_any = pending
-                .changes
-                .range((Excluded(dir), Unbounded))
-                .map(|(p, _)| p)
-                .take_while(|p| p.as_str().starts_with(dir.as_str()))
-                .any(|p| p.is_within(dir));
-            below_any
-        };
+        // Paths such as `dir.txt` sort between `dir` and `dir/`.
+        let pending_below = self
+            .shared
+            .pending()
+            .changes
+            .range((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded))
+            .map(|(p, _)| p)
+            .take_while(|p| p.as_str().starts_with(dir.as_str()))
+            .any(|p| p.is_within(dir));
         let mut paths = Vec::new();
         if self.has(dir) {
             paths.push(dir.clone());

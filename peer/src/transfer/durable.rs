@@ -72,21 +72,16 @@ impl SyncGroup {
 /// group had the staging folder open before its first write, otherwise
 /// each on its own. Returns each file's result, in order.
 pub fn sync_groups(groups: Vec<(SyncGroup, Vec<Written>)>) -> Vec<Result<Fetched, FetchError>> {
-    let files: usize = groups.iter().map(|(_, w)| w.len()).sum();
+    let (dirs, files): (Vec<_>, Vec<_>) = groups.into_iter().map(|(g, w)| (g.dir, w)).unzip();
     // The descriptor opened first: its `syncfs` reports an error of any
-    // write made since, so of every file here.
-    let first = groups
-        .iter()
-        .map(|(g, _)| g.dir.as_ref())
+    // write made since, so of every file here (if every group had one).
+    let first = dirs
+        .into_iter()
         .collect::<Option<Vec<_>>>()
-        .and_then(|dirs| {
-            dirs.into_iter()
-                .min_by_key(|(n, _)| *n)
-                .map(|(_, d)| d.try_clone())
-        });
-    let batch: Vec<Written> = groups.into_iter().flat_map(|(_, w)| w).collect();
-    let together = files >= MIN_FILES && dirty_bytes().is_some_and(|d| d <= MAX_DIRTY);
-    if let (true, Some(Ok(dir))) = (together, first) {
+        .and_then(|dirs| dirs.into_iter().min_by_key(|(n, _)| *n));
+    let batch: Vec<Written> = files.into_iter().flatten().collect();
+    let together = batch.len() >= MIN_FILES && dirty_bytes().is_some_and(|d| d <= MAX_DIRTY);
+    if let (true, Some((_, dir))) = (together, first) {
         let timed = batch.iter().all(|w| w.handle.set_modified(w.mtime).is_ok());
         if timed && syncfs(&dir).is_ok() {
             return batch.into_iter().map(|w| Ok(w.fetched)).collect();
