@@ -93,8 +93,9 @@ def main():
         registered = time.monotonic() - t
         # Checked once, untimed: listing a million entries takes the
         # tracker seconds, which polling would add to the figure.
-        if listed() != args.files:
-            sys.exit(f"peer 1 said it had reported every file, but the tracker lists {listed()}")
+        listing = listed()
+        if listing != args.files:
+            sys.exit(f"peer 1 said it had reported every file, but the tracker lists {listing}")
 
         last = os.path.join(f"dir{(args.files - 1) // 100:04d}", f"file-{args.files - 1:06d}.txt")
 

@@ -177,14 +177,13 @@ impl Engine {
                 debug!(path = %p.display(), "ignoring event outside the syncable namespace");
                 continue;
             };
-            match self.folder.look(&rel) {
-                Ok(s) => {
-                    if s.found() == Found::Dir {
-                        rels.extend(root.files(&p));
-                    }
-                    seen.insert(rel.clone(), s);
+            // One that cannot be looked at is looked at again, and the
+            // failure logged, by `reconcile_local` below.
+            if let Ok(s) = self.folder.look(&rel) {
+                if s.found() == Found::Dir {
+                    rels.extend(root.files(&p));
                 }
-                Err(e) => warn!(path = %rel, error = %e, "cannot stat"),
+                seen.insert(rel.clone(), s);
             }
             rels.extend(self.folder.paths_within(&rel));
             rels.insert(rel);
