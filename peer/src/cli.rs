@@ -108,7 +108,7 @@ pub fn get(
     bar.finish_and_clear();
     let fetched = fetched?;
     let from = fetched.from().to_owned();
-    fetched.persist(&out)?;
+    fetched.persist(&out, crate::fsops::mode_for(entry.mode))?;
     Ok((out, from, entry.size))
 }
 

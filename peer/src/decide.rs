@@ -137,10 +137,18 @@ pub fn worth_wanting(wanted: Option<&FileEntry>, r: &FileEntry) -> bool {
     !wanted.is_some_and(|w| w.version == r.version || w.supersedes(r))
 }
 
-/// Whether a file found on disk with stat `st` must be hashed: only if it
-/// is not exactly what the index recorded.
+/// Whether a file found on disk with stat `st` must be hashed: only if its
+/// content may not be what the index recorded (a new mode alone is
+/// [`plan_unhashed`]'s).
 pub fn needs_hash(local: Option<&LocalEntry>, st: Stat) -> bool {
-    !local.is_some_and(|l| l.stat == Some(st))
+    !local.is_some_and(|l| l.stat.is_some_and(|r| r.same_content(&st)))
+}
+
+/// Whether the mode on disk (`st`) is not the one recorded. A stat recorded
+/// before modes were kept has none: nothing to compare, no change.
+fn mode_changed(local: Option<&LocalEntry>, st: Stat) -> bool {
+    let recorded = local.and_then(|l| l.stat).and_then(|r| r.mode);
+    matches!((recorded, st.mode), (Some(r), Some(now)) if r != now)
 }
 
 /// What the disk says about a path, compared with the index.
@@ -165,10 +173,38 @@ pub enum LocalPlan {
     },
 }
 
-/// A file hashed to `sha256` at a path where the index holds `local`:
-/// a new version of `replica`'s at `now` (Unix seconds), or only a stat.
-pub fn plan_hashed(local: Option<&LocalEntry>, sha256: Hash, replica: &str, now: u64) -> LocalPlan {
+/// A file whose content is as recorded ([`needs_hash`] said no) found
+/// with stat `st`: a new version of `replica`'s at `now` if only its mode
+/// changed (`chmod`), else only the stat to record, if it differs.
+pub fn plan_unhashed(local: Option<&LocalEntry>, st: Stat, replica: &str, now: u64) -> LocalPlan {
+    match local {
+        Some(l) if l.stat == Some(st) => LocalPlan::Unchanged,
+        Some(l) if !l.entry.deleted && mode_changed(local, st) => LocalPlan::NewVersion {
+            kind: "mode",
+            version: next_version(Some(l), replica, now),
+        },
+        Some(_) => LocalPlan::Touched,
+        None => LocalPlan::Unchanged,
+    }
+}
+
+/// A file hashed to `sha256`, found with stat `st`, at a path where the
+/// index holds `local`: a new version of `replica`'s at `now` (Unix
+/// seconds) if its content or its mode changed, or only a stat.
+pub fn plan_hashed(
+    local: Option<&LocalEntry>,
+    sha256: Hash,
+    st: Stat,
+    replica: &str,
+    now: u64,
+) -> LocalPlan {
     if local.is_some_and(|l| !l.entry.deleted && l.entry.sha256 == sha256) {
+        if mode_changed(local, st) {
+            return LocalPlan::NewVersion {
+                kind: "mode",
+                version: next_version(local, replica, now),
+            };
+        }
         return LocalPlan::Touched;
     }
     let kind = if local.is_some_and(|l| !l.entry.deleted) {
@@ -228,6 +264,7 @@ mod tests {
             deleted: false,
             modified_by: by.into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 
@@ -246,6 +283,7 @@ mod tests {
             size: 4,
             mtime_ns: 10,
             ino: 3,
+            mode: Some(0o644),
         }
     }
 
@@ -545,14 +583,52 @@ mod tests {
     fn the_same_content_under_a_new_stat_is_no_new_version() {
         let ours = held(file("mine", vv(&[(ME, 1)]), 1, "me"), true);
         let h = Hash::of(b"mine");
-        assert_eq!(plan_hashed(Some(&ours), h, ME, NOW), LocalPlan::Touched);
+        assert_eq!(
+            plan_hashed(Some(&ours), h, st(), ME, NOW),
+            LocalPlan::Touched
+        );
+    }
+
+    #[test]
+    fn a_new_mode_alone_is_a_version_without_a_hash_and_an_unknown_one_is_only_recorded() {
+        let ours = held(file("mine", vv(&[(ME, 1), (THEM, 4)]), 1, "me"), true);
+        let exec = Stat {
+            mode: Some(0o755),
+            ..st()
+        };
+        assert!(!needs_hash(Some(&ours), exec), "chmod changes no content");
+        assert_eq!(
+            plan_unhashed(Some(&ours), st(), ME, NOW),
+            LocalPlan::Unchanged
+        );
+        let LocalPlan::NewVersion { kind, version } = plan_unhashed(Some(&ours), exec, ME, NOW)
+        else {
+            panic!("no new version");
+        };
+        assert_eq!(kind, "mode");
+        assert_eq!(version.compare(&ours.entry.version), Causality::Dominates);
+        // Hashed anyway (touched too): the same content, a new mode.
+        assert!(matches!(
+            plan_hashed(Some(&ours), Hash::of(b"mine"), exec, ME, NOW),
+            LocalPlan::NewVersion { kind: "mode", .. }
+        ));
+        // Recorded before modes were kept: nothing to compare with.
+        let old = LocalEntry {
+            stat: Some(Stat { mode: None, ..st() }),
+            ..ours.clone()
+        };
+        assert_eq!(plan_unhashed(Some(&old), exec, ME, NOW), LocalPlan::Touched);
+        assert_eq!(
+            plan_hashed(Some(&old), Hash::of(b"mine"), exec, ME, NOW),
+            LocalPlan::Touched
+        );
     }
 
     #[test]
     fn new_content_is_a_version_that_dominates_the_old_one() {
         let ours = held(file("mine", vv(&[(ME, 1), (THEM, 4)]), 1, "me"), true);
         let LocalPlan::NewVersion { kind, version } =
-            plan_hashed(Some(&ours), Hash::of(b"edited"), ME, NOW)
+            plan_hashed(Some(&ours), Hash::of(b"edited"), st(), ME, NOW)
         else {
             panic!("no new version");
         };
@@ -565,7 +641,7 @@ mod tests {
     #[test]
     fn a_new_file_and_a_file_over_a_deletion_are_created() {
         assert!(matches!(
-            plan_hashed(None, Hash::of(b"new"), ME, NOW),
+            plan_hashed(None, Hash::of(b"new"), st(), ME, NOW),
             LocalPlan::NewVersion {
                 kind: "created",
                 ..
@@ -573,7 +649,7 @@ mod tests {
         ));
         let gone = held(tomb(vv(&[(THEM, 7)]), 1, "them"), false);
         let LocalPlan::NewVersion { kind, version } =
-            plan_hashed(Some(&gone), Hash::EMPTY, ME, NOW)
+            plan_hashed(Some(&gone), Hash::EMPTY, st(), ME, NOW)
         else {
             panic!("no new version");
         };
@@ -586,7 +662,7 @@ mod tests {
     fn a_clock_behind_the_counter_still_moves_it_forward() {
         let ours = held(file("mine", vv(&[(ME, NOW + 50)]), 1, "me"), true);
         let LocalPlan::NewVersion { version, .. } =
-            plan_hashed(Some(&ours), Hash::of(b"edited"), ME, NOW)
+            plan_hashed(Some(&ours), Hash::of(b"edited"), st(), ME, NOW)
         else {
             panic!("no new version");
         };

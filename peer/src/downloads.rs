@@ -318,6 +318,7 @@ mod tests {
             deleted: false,
             modified_by: "them".into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 

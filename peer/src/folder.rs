@@ -22,7 +22,7 @@ use std::io;
 
 use zync_proto::{FileEntry, Hash, RelPath};
 
-use crate::fsops::{Found, Root};
+use crate::fsops::{self, Found, Root};
 use crate::hashing::{self, HashError, Hashed, Stat};
 use crate::index::{IndexError, IndexReader, IndexStore, Record};
 use crate::transfer::Fetched;
@@ -224,7 +224,7 @@ impl Folder {
             }
             _ => None,
         };
-        let stat = match f.install(&self.root, &target.path) {
+        let stat = match f.install(&self.root, &target.path, fsops::mode_for(target.mode)) {
             Ok(stat) => stat,
             Err(e) => {
                 if let (Some(v), Some(k)) = (&self.versions, kept) {
@@ -277,16 +277,34 @@ impl Folder {
     }
 
     /// Records `target` for the file already on disk, which holds its
-    /// content (two peers made the same bytes).
-    pub fn adopt(&mut self, fresh: Fresh, target: FileEntry) -> Result<(), FolderError> {
+    /// content (two peers made the same bytes, or only the mode changed),
+    /// giving the file `target`'s mode if it has one and the file another.
+    /// Returns the mode it gave, if it changed it.
+    pub fn adopt(&mut self, fresh: Fresh, target: FileEntry) -> Result<Option<u32>, FolderError> {
         self.check(&fresh, &target)?;
+        let mut stat = fresh.stat;
+        let mut changed = None;
+        let wanted = target.mode.map(|m| fsops::mode_for(Some(m)));
+        if let (Some(st), Some(mode)) = (stat, wanted) {
+            if st.mode != Some(mode) {
+                // Journaled first, as an install is: after a crash the new
+                // mode is then known for the cluster's, not taken for a
+                // local change.
+                self.journal_now(&Record::Remote {
+                    entry: target.clone(),
+                    ino: None,
+                })?;
+                stat = Some(self.root.set_mode(&target.path, mode)?);
+                changed = Some(mode);
+            }
+        }
         // Buffered: losing it costs only a re-hash that merges again.
         let journaled = self.index.journal(&Record::Remote {
             entry: target.clone(),
             ino: None,
         });
-        self.put(target, fresh.stat);
-        journaled.map_err(FolderError::from)
+        self.put(target, stat);
+        journaled.map_err(FolderError::from).map(|()| changed)
     }
 
     /// Renames our file at the proof's path to `copy`; the path then awaits
@@ -418,6 +436,7 @@ mod tests {
             deleted,
             modified_by: "p1".into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 
@@ -426,6 +445,7 @@ mod tests {
             size: n,
             mtime_ns: 1,
             ino: n,
+            mode: Some(0o644),
         }
     }
 
@@ -627,6 +647,73 @@ mod tests {
         assert_eq!(std::fs::read(f.root().file(&a)).unwrap(), b"new");
         assert_eq!(f.get(&a).unwrap().stat, Some(stat));
         assert_eq!(f.view().lookup(&a), Some((Hash::of(b"new"), 3)));
+    }
+
+    fn mode_on_disk(f: &Folder, rel: &RelPath) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(f.root().file(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn an_install_gives_the_origins_mode_and_an_adopt_changes_only_the_mode() {
+        let (_d, mut f) = folder_with_a();
+        let umask = fsops::umask();
+        let (a, b) = (RelPath::new("a").unwrap(), RelPath::new("b").unwrap());
+        // A mode not known: what any new file gets, never the temp file's 0600.
+        let fresh = f.confirm(f.look(&b).unwrap()).unwrap();
+        f.install(fresh, entry("b", b"plain", false), fetched(&f, b"plain"))
+            .unwrap();
+        assert_eq!(mode_on_disk(&f, &b), 0o666 & !umask);
+        // The origin's mode, masked by the umask, and recorded.
+        let fresh = f.confirm(f.look(&a).unwrap()).unwrap();
+        let script = FileEntry {
+            mode: Some(0o775),
+            ..entry("a", b"#!/bin/sh", false)
+        };
+        let stat = f
+            .install(fresh, script.clone(), fetched(&f, b"#!/bin/sh"))
+            .unwrap();
+        assert_eq!(mode_on_disk(&f, &a), 0o775 & !umask);
+        assert_eq!(stat.mode, Some(0o775 & !umask));
+        // The same content with another mode: only the mode changes.
+        let fresh = f.confirm(f.look(&a).unwrap()).unwrap();
+        let ino = stat_on_disk(&f, &a).ino;
+        let private = FileEntry {
+            mode: Some(0o600),
+            ..script
+        };
+        f.adopt(fresh, private).unwrap();
+        assert_eq!(mode_on_disk(&f, &a), 0o600);
+        assert_eq!(stat_on_disk(&f, &a).ino, ino, "the same file");
+        assert!(
+            f.confirm(f.look(&a).unwrap()).is_some(),
+            "the new stat is recorded"
+        );
+    }
+
+    #[test]
+    fn a_mode_is_never_set_through_a_symlink() {
+        let (d, mut f) = folder_with_a();
+        let a = RelPath::new("a").unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        let before = std::fs::metadata(outside.path()).unwrap().permissions();
+        let fresh = f.confirm(f.look(&a).unwrap()).unwrap();
+        // Swapped for a link after it was looked at.
+        std::fs::remove_file(d.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("a")).unwrap();
+        let target = FileEntry {
+            mode: Some(0o777),
+            ..entry("a", b"old", false)
+        };
+        assert!(f.adopt(fresh, target).is_err());
+        assert_eq!(
+            std::fs::metadata(outside.path()).unwrap().permissions(),
+            before
+        );
     }
 
     #[test]

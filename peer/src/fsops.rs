@@ -11,9 +11,33 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tracing::warn;
-use zync_proto::{PathError, RelPath, STATE_DIR_NAME};
+use zync_proto::{PathError, RelPath, MODE_BITS, STATE_DIR_NAME};
 
 use crate::hashing::Stat;
+
+/// The permission bits a file gets here for a version whose origin gave it
+/// `mode`: the origin's bits, or those of any new file when unknown
+/// (`0o666`), masked by this process's umask.
+pub fn mode_for(mode: Option<u32>) -> u32 {
+    mode.unwrap_or(0o666) & MODE_BITS & !umask()
+}
+
+/// This process's umask, read once from `/proc/self/status` (umask(2)
+/// reads it only by setting it, which races every thread creating a file
+/// meanwhile); `0o022` where that cannot be read.
+pub fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+                u32::from_str_radix(line.trim(), 8).ok()
+            })
+            .unwrap_or(0o022)
+            & MODE_BITS
+    })
+}
 
 /// What is at a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +150,13 @@ impl Root {
     /// `rel` on disk, after checking that no existing ancestor below the
     /// root is a symlink or a non-directory, and creating the missing ones.
     pub fn prepare_target(&self, rel: &RelPath) -> io::Result<PathBuf> {
+        self.resolve(rel, true)
+    }
+
+    /// `rel` on disk, after checking its existing ancestors as
+    /// [`Root::prepare_target`] does; with `create`, the missing ones are
+    /// made, else one missing is an error (NotFound).
+    fn resolve(&self, rel: &RelPath, create: bool) -> io::Result<PathBuf> {
         let mut cur = self.dir.clone();
         let comps: Vec<&str> = rel.components().collect();
         for c in &comps[..comps.len().saturating_sub(1)] {
@@ -138,14 +169,15 @@ impl Root {
                         format!("{} is not a plain directory", cur.display()),
                     ))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(&cur)
-                    .or_else(|e| {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    std::fs::create_dir(&cur).or_else(|e| {
                         if e.kind() == io::ErrorKind::AlreadyExists {
                             Ok(())
                         } else {
                             Err(e)
                         }
-                    })?,
+                    })?
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -174,6 +206,28 @@ impl Root {
             _ => e.error,
         })?;
         Ok(stat)
+    }
+
+    /// Gives the file at `rel` the permission bits `mode`, through a handle
+    /// opened without following a symlink: a link put there meanwhile is
+    /// refused, never followed out of the folder. Returns the file's stat
+    /// after the change.
+    pub fn set_mode(&self, rel: &RelPath, mode: u32) -> io::Result<Stat> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let path = self.resolve(rel, false)?;
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(&path)?;
+        if !f.metadata()?.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a file", path.display()),
+            ));
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS))?;
+        Ok(Stat::of(&f.metadata()?))
     }
 
     /// Renames `from` to `to` (creating `to`'s folders). Returns the

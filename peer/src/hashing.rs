@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zync_proto::{FileEntry, Hash, BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use zync_proto::{FileEntry, Hash, BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, MODE_BITS};
 
 /// What the file system says about a file, enough to notice it changed
 /// without reading it.
@@ -31,6 +31,10 @@ pub struct Stat {
     pub mtime_ns: i64,
     /// Inode number (a file replaced by rename has a new one).
     pub ino: u64,
+    /// Permission bits ([`MODE_BITS`]); `None` in a stat recorded before
+    /// modes were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 impl Stat {
@@ -40,7 +44,14 @@ impl Stat {
             size: m.len(),
             mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
             ino: m.ino(),
+            mode: Some(m.mode() & MODE_BITS),
         }
+    }
+
+    /// The same content as far as a stat can tell (size, modification time
+    /// and inode), whatever the mode.
+    pub fn same_content(&self, other: &Stat) -> bool {
+        (self.size, self.mtime_ns, self.ino) == (other.size, other.mtime_ns, other.ino)
     }
 }
 
@@ -380,6 +391,7 @@ mod tests {
             deleted: false,
             modified_by: String::new(),
             lengths: h.lengths.clone(),
+            mode: None,
         }
     }
 

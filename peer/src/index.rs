@@ -183,7 +183,9 @@ impl Journal {
     }
 
     fn add(&mut self, record: &Record) -> Result<(), IndexError> {
-        rmp_serde::encode::write(&mut self.buf, record).map_err(|e| IndexError::Corrupt {
+        // By field name: an entry's optional fields are left out when
+        // empty, which only names keep apart.
+        rmp_serde::encode::write_named(&mut self.buf, record).map_err(|e| IndexError::Corrupt {
             path: self.file.clone(),
             reason: e.to_string(),
         })
@@ -1130,6 +1132,7 @@ mod tests {
             deleted: false,
             modified_by: by.into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 
@@ -1138,6 +1141,7 @@ mod tests {
             size: 1,
             mtime_ns: 5,
             ino,
+            mode: Some(0o644),
         }
     }
 

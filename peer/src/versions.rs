@@ -448,6 +448,7 @@ impl Versions {
                 deleted: false,
                 modified_by: String::new(),
                 lengths: Vec::new(),
+                mode: None,
             };
             self.keep_linked(root, &now, "restore", Reason::RestoredOver)
                 .map_err(io_err(&target))?;
@@ -566,6 +567,7 @@ mod tests {
             deleted: false,
             modified_by: String::new(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 

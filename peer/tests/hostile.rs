@@ -344,6 +344,7 @@ fn entry_of(c: &Cluster, path: &str, body: &[u8]) -> FileEntry {
         deleted: false,
         modified_by: "p1".into(),
         lengths,
+        mode: None,
     }
 }
 

@@ -519,3 +519,67 @@ fn a_large_file_being_hashed_holds_up_no_sync_decision() {
     let bytes = fs::read(c.dir(0).join("big.bin")).unwrap();
     wait_file_everywhere(&c, "big.bin", &bytes);
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777)
+}
+
+#[test]
+fn file_modes_travel_and_a_chmod_alone_syncs_without_moving_content() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let c = Cluster::start(2);
+    // The peers run with this process's umask.
+    let umask = zync_peer::fsops::umask();
+    let (a, b) = (c.dir(0), c.dir(1));
+    for (name, mode) in [("run.sh", 0o755), ("doc.txt", 0o644), ("secret", 0o600)] {
+        let staging = c.tmp.path().join(name);
+        fs::write(&staging, name.as_bytes()).unwrap();
+        fs::set_permissions(&staging, fs::Permissions::from_mode(mode)).unwrap();
+        fs::rename(&staging, a.join(name)).unwrap();
+    }
+    wait_identical(&c, "three files with their modes");
+    let want = |mode: u32| mode & !umask;
+    wait_for(
+        CONVERGE,
+        || {
+            mode_of(&b.join("run.sh")) == want(0o755)
+                && mode_of(&b.join("doc.txt")) == want(0o644)
+                && mode_of(&b.join("secret")) == 0o600
+        },
+        "p2's files to have p1's modes",
+        &c,
+    );
+
+    // `chmod +x` alone, on either side: the mode arrives, the file stays
+    // the same file (nothing downloaded, nothing renamed over it).
+    let ino = fs::metadata(b.join("doc.txt")).unwrap().ino();
+    fs::set_permissions(a.join("doc.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+    wait_for(
+        CONVERGE,
+        || mode_of(&b.join("doc.txt")) == want(0o755),
+        "the chmod on p1 to reach p2",
+        &c,
+    );
+    assert_eq!(fs::metadata(b.join("doc.txt")).unwrap().ino(), ino);
+    let log = c.peers[0].proc.log_text();
+    assert!(
+        log.contains("event=local_change path=doc.txt kind=mode"),
+        "{log}"
+    );
+    assert!(c.peers[1]
+        .proc
+        .log_text()
+        .contains("event=mode_synced path=doc.txt from=p1"));
+
+    fs::set_permissions(b.join("run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+    wait_for(
+        CONVERGE,
+        || mode_of(&a.join("run.sh")) == 0o700,
+        "the chmod on p2 to reach p1",
+        &c,
+    );
+    let snap = wait_identical(&c, "content untouched by mode changes");
+    assert_eq!(snap["run.sh"], b"run.sh");
+    assert_no_conflict_copy(&snap);
+}

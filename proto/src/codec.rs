@@ -162,6 +162,7 @@ mod tests {
             deleted: false,
             modified_by: "p1".into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 
@@ -225,6 +226,13 @@ mod tests {
         cut.lengths = vec![3];
         let back: FileEntry = rmp_serde::from_slice(&rmp_serde::to_vec(&cut).unwrap()).unwrap();
         assert_eq!(back, cut);
+        // A mode travels by name, and an entry without one is written as
+        // before modes were kept.
+        let mut script = e.clone();
+        script.mode = Some(0o755);
+        let back: FileEntry =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&script).unwrap()).unwrap();
+        assert_eq!(back.mode, Some(0o755));
     }
 
     fn all_messages() -> Vec<Vec<u8>> {
@@ -556,6 +564,7 @@ mod tests {
             mtime_ns: i64,
             deleted: bool,
             bumps in proptest::collection::vec("[a-c]", 0..6),
+            mode in proptest::option::of(0u32..=0o777),
         ) {
             if let Ok(path) = RelPath::new(path) {
                 let mut version = VersionVector::new();
@@ -565,6 +574,7 @@ mod tests {
                     blocks: vec![Hash::EMPTY; (size % 7) as usize], version, deleted,
                     modified_by: "x".into(),
                     lengths: vec![7; (size % 5) as usize],
+                    mode,
                 };
                 let msg = TrackerRequest::Update { name: "n".into(), device: 1, files: vec![e] };
                 prop_assert_eq!(decode::<TrackerRequest>(&encode(&msg)).unwrap(), msg);

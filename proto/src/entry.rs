@@ -35,7 +35,18 @@ pub struct FileEntry {
     /// one); see [`FileEntry::canonical_lengths`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lengths: Vec<u32>,
+    /// The file's permission bits at the origin (`0o777` at most: no
+    /// set-id or sticky bit travels), which a receiver gives its copy
+    /// masked by its umask. `None` when not known (a tombstone, or a
+    /// version made before modes were kept): a receiver then gives a new
+    /// file the mode of any file it creates, and leaves an existing
+    /// file's mode alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
+
+/// The permission bits a [`FileEntry::mode`] carries.
+pub const MODE_BITS: u32 = 0o777;
 
 /// A [`FileEntry`] without its path, in few bytes, for a store keyed by
 /// path (the tracker keeps its index this way: a decoded entry and its
@@ -62,6 +73,7 @@ impl PackedEntry {
             &e.version,
             &e.modified_by,
             &e.lengths,
+            e.mode,
         );
         let mut bytes = Vec::with_capacity(PACKED_HEAD + 64);
         bytes.extend_from_slice(e.sha256.as_bytes());
@@ -86,8 +98,19 @@ impl PackedEntry {
 
     /// The entry, which lives at `path`.
     pub fn unpack(&self, path: RelPath) -> Result<FileEntry, DecodeError> {
-        type Rest = (u64, i64, bool, Vec<Hash>, VersionVector, String, Vec<u32>);
-        let (size, mtime_ns, whole, mut blocks, version, modified_by, lengths): Rest =
+        /// An entry packed before modes were kept has no `mode`.
+        #[derive(Deserialize)]
+        struct Rest(
+            u64,
+            i64,
+            bool,
+            Vec<Hash>,
+            VersionVector,
+            String,
+            Vec<u32>,
+            #[serde(default)] Option<u32>,
+        );
+        let Rest(size, mtime_ns, whole, mut blocks, version, modified_by, lengths, mode) =
             rmp_serde::from_slice(&self.0[PACKED_HEAD..])
                 .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let sha256 = self.sha256();
@@ -104,6 +127,7 @@ impl PackedEntry {
             deleted: self.deleted(),
             modified_by,
             lengths,
+            mode,
         })
     }
 
@@ -138,11 +162,15 @@ impl FileEntry {
         size.div_ceil(BLOCK_SIZE)
     }
 
-    /// True when the metadata is self-consistent: a tombstone has no content,
-    /// and the block list has exactly one hash per block of `size` (fixed
-    /// blocks), or one hash and one length per chunk, the lengths within
-    /// bounds and adding up to `size`.
+    /// True when the metadata is self-consistent: a mode has permission
+    /// bits only ([`MODE_BITS`]), a tombstone has no content, and the block
+    /// list has exactly one hash per block of `size` (fixed blocks), or one
+    /// hash and one length per chunk, the lengths within bounds and adding
+    /// up to `size`.
     pub fn is_consistent(&self) -> bool {
+        if self.mode.is_some_and(|m| m & !MODE_BITS != 0) {
+            return false;
+        }
         if self.deleted {
             return self.size == 0 && self.blocks.is_empty() && self.lengths.is_empty();
         }
@@ -315,6 +343,7 @@ mod tests {
             deleted: false,
             modified_by: by.into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 
@@ -328,7 +357,9 @@ mod tests {
         chunks.size = 3 * MIN_BLOCK_SIZE;
         chunks.blocks = vec![Hash::of(b"1"), Hash::of(b"2")];
         chunks.lengths = vec![MIN_BLOCK_SIZE as u32, 2 * MIN_BLOCK_SIZE as u32];
-        for e in [one, empty, gone, chunks] {
+        let mut script = entry("run.sh", "p1", &[("p1", 1)], 3, b"#!/bin/sh");
+        script.mode = Some(0o755);
+        for e in [one, empty, gone, chunks, script] {
             let packed = PackedEntry::new(&e);
             assert!(
                 !packed
@@ -339,6 +370,42 @@ mod tests {
             );
             assert_eq!((packed.sha256(), packed.deleted()), (e.sha256, e.deleted));
             assert_eq!(packed.unpack(e.path.clone()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn an_entry_packed_before_modes_were_kept_unpacks_without_one() {
+        let e = entry("f", "p1", &[("p1", 1)], 1, b"x");
+        let mut bytes = e.sha256.as_bytes().to_vec();
+        bytes.push(0);
+        let rest = (
+            e.size,
+            e.mtime_ns,
+            true,
+            Vec::<Hash>::new(),
+            &e.version,
+            &e.modified_by,
+            Vec::<u32>::new(),
+        );
+        rmp_serde::encode::write(&mut bytes, &rest).unwrap();
+        let old = PackedEntry(bytes.into_boxed_slice());
+        assert_eq!(old.unpack(e.path.clone()).unwrap(), e);
+        assert_eq!(e.mode, None);
+    }
+
+    #[test]
+    fn a_mode_beyond_the_permission_bits_is_not_an_entry_anyone_may_act_on() {
+        let mut e = entry("f", "p1", &[("p1", 1)], 1, b"x");
+        for (mode, ok) in [
+            (0o755, true),
+            (0o000, true),
+            (0o777, true),
+            (0o4755, false),
+            (0o1777, false),
+            (u32::MAX, false),
+        ] {
+            e.mode = Some(mode);
+            assert_eq!(e.is_consistent(), ok, "{mode:o}");
         }
     }
 

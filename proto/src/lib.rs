@@ -22,7 +22,7 @@ mod path;
 mod version;
 
 pub use codec::{block_reply_head, decode, encode, DecodeError};
-pub use entry::{FileEntry, PackedEntry, Resolution, Spans};
+pub use entry::{FileEntry, PackedEntry, Resolution, Spans, MODE_BITS};
 pub use hash::{Hash, HashParseError};
 pub use msg::{
     ClusterFile, ErrorKind, Event, Notification, PeerInfo, PeerReply, PeerRequest, TrackerReply,

@@ -160,6 +160,7 @@ mod tests {
             deleted: false,
             modified_by: by.into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 

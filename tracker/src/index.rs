@@ -694,6 +694,7 @@ mod tests {
             deleted,
             modified_by: "a".into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 

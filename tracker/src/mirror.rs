@@ -96,6 +96,7 @@ mod tests {
             deleted: false,
             modified_by: "p1".into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 

@@ -155,6 +155,20 @@ fn uploads_reach_every_peer_verified() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["sha256"], Hash::of(&body).to_hex());
     common::wait_file_everywhere(&c, "up/loaded.bin", &body);
+    // An upload is a new file like any other: the umask's mode, on every
+    // peer, not its temp file's 0600.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let want = 0o666 & !zync_peer::fsops::umask();
+        for dir in [
+            c.tmp.path().join("web-data"),
+            c.dir(0).to_path_buf(),
+            c.dir(1).to_path_buf(),
+        ] {
+            let m = std::fs::metadata(dir.join("up/loaded.bin")).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, want, "{}", dir.display());
+        }
+    }
 
     let r = multipart(&web.addr, "forms", "hello wörld.txt", b"from a form", true);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));

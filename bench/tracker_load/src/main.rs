@@ -304,6 +304,7 @@ impl Sim {
             deleted: false,
             modified_by: self.name.clone(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 

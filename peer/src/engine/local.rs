@@ -220,6 +220,21 @@ impl Engine {
         match seen.found() {
             Found::File(st) => {
                 if !decide::needs_hash(cur.as_ref(), st) {
+                    let plan = decide::plan_unhashed(cur.as_ref(), st, &self.replica, unix_now());
+                    match (plan, cur) {
+                        (LocalPlan::NewVersion { kind, version }, Some(cur)) => {
+                            let entry = FileEntry {
+                                version,
+                                mode: st.mode,
+                                modified_by: self.s.name.clone(),
+                                ..cur.entry
+                            };
+                            log_local_change(cause, kind, &entry);
+                            self.record_local(entry, Some(st));
+                        }
+                        (LocalPlan::Touched, _) => self.folder.set_stat(rel, Some(st)),
+                        _ => {}
+                    }
                     return self.folder.confirm(seen);
                 }
                 // Hashed off this thread; `on_hashed` goes on from here. A
@@ -276,7 +291,7 @@ impl Engine {
             Err(e) => return warn!(path = %rel, error = %e, "cannot stat"),
         };
         let cur = self.folder.get(&rel);
-        match decide::plan_hashed(cur.as_ref(), h.sha256, &self.replica, unix_now()) {
+        match decide::plan_hashed(cur.as_ref(), h.sha256, h.stat, &self.replica, unix_now()) {
             LocalPlan::NewVersion { kind, version } => {
                 let entry = FileEntry {
                     path: rel.clone(),
@@ -288,6 +303,7 @@ impl Engine {
                     deleted: false,
                     modified_by: self.s.name.clone(),
                     lengths: h.lengths,
+                    mode: h.stat.mode,
                 };
                 log_local_change(cause, kind, &entry);
                 self.record_local(entry, Some(h.stat));

@@ -353,14 +353,15 @@ fn kill_after_install(fault: &str) -> Option<crate::folder::InstallHook> {
 /// `event=missed_change` when only the periodic rescan found it.
 fn log_local_change(cause: Cause, kind: &str, e: &FileEntry) {
     let sha256 = (!e.deleted).then(|| tracing::field::display(e.sha256.short()));
+    let mode = e.mode.map(|m| tracing::field::display(format!("{m:03o}")));
     match cause {
         Cause::Rescan => {
             warn!(event = %"missed_change", path = %e.path, kind = %kind, bytes = e.size, sha256,
-                               version = %e.version, "local change the watcher missed, found by the rescan")
+                  mode, version = %e.version, "local change the watcher missed, found by the rescan")
         }
         Cause::Event | Cause::Scan => {
             info!(event = %"local_change", path = %e.path, kind = %kind, bytes = e.size,
-                                            sha256, version = %e.version, "local change")
+                  sha256, mode, version = %e.version, "local change")
         }
     }
 }
@@ -390,6 +391,7 @@ fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {
         deleted: true,
         modified_by: by.to_owned(),
         lengths: Vec::new(),
+        mode: None,
     }
 }
 
@@ -433,6 +435,7 @@ mod tests {
             deleted: false,
             modified_by: "p1".into(),
             lengths: Vec::new(),
+            mode: None,
         }
     }
 

@@ -53,8 +53,13 @@ impl Engine {
                 Err(e) => return warn!(path = %path, error = %e, "cannot delete"),
             },
             Step::Adopt { target } => {
-                if let Err(e) = self.folder.adopt(fresh, target.clone()) {
-                    error!(path = %path, error = %e, "cannot journal a merged version");
+                match self.folder.adopt(fresh, target.clone()) {
+                    Ok(Some(mode)) => {
+                        info!(event = %"mode_synced", path = %path, from = %target.modified_by,
+                              mode = %format!("{mode:03o}"), "file mode changed to match");
+                    }
+                    Ok(None) => {}
+                    Err(e) => error!(path = %path, error = %e, "cannot adopt a version"),
                 }
                 target
             }

@@ -195,9 +195,12 @@ impl Fetched {
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
     }
 
-    /// Renames it into place at `rel` (see [`Root::place`]); returns the
-    /// stat it was renamed with. Only a [`crate::folder::Folder`] installs.
-    pub(crate) fn install(self, root: &Root, rel: &RelPath) -> io::Result<Stat> {
+    /// Gives it permission bits `mode` and renames it into place at `rel`
+    /// (see [`Root::place`]); returns the stat it was renamed with. Only a
+    /// [`crate::folder::Folder`] installs.
+    pub(crate) fn install(self, root: &Root, rel: &RelPath, mode: u32) -> io::Result<Stat> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.file, std::fs::Permissions::from_mode(mode))?;
         root.place(self.file, rel)
     }
 
@@ -215,8 +218,11 @@ impl Fetched {
         })
     }
 
-    /// Keeps it at `out`, outside any folder (`zync-peer get`).
-    pub fn persist(self, out: &Path) -> io::Result<()> {
+    /// Keeps it at `out`, outside any folder (`zync-peer get`), with
+    /// permission bits `mode`.
+    pub fn persist(self, out: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.file, std::fs::Permissions::from_mode(mode))?;
         self.file.persist(out).map(|_| ()).map_err(|e| e.error)
     }
 }

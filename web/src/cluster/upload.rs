@@ -188,8 +188,13 @@ impl Cluster {
         Ok((tmp.into_temp_path(), size, h.into()))
     }
 
-    /// Renames a finished upload into the data folder, where the member picks it up.
+    /// Renames a finished upload into the data folder, where the member
+    /// picks it up, with the mode of any new file (not the temp file's 0600).
     fn place(&self, tmp: tempfile::TempPath, path: &RelPath) -> Result<(), UploadError> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = zync_peer::fsops::mode_for(None);
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(UploadError::Io)?;
         self.data
             .place(tmp, path)
             .map(|_| ())
