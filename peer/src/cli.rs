@@ -14,6 +14,62 @@ use crate::client::{Client, ClientError, FetchError, FileRow, PeerRow, TRACKER_T
 use crate::fsops::Root;
 use crate::versions::{pick, Kept, RestoreError, Versions};
 
+/// The rows `ls PATH` shows: the file at `path` and every file within it
+/// (a folder), or all of them without one; with `conflicts`, only the
+/// conflict copies among them.
+pub fn select_files(
+    rows: Vec<FileRow>,
+    path: Option<&str>,
+    conflicts: bool,
+) -> Result<Vec<FileRow>, ClientError> {
+    let within = match path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        Some(p) => Some(RelPath::new(p)?),
+        None => None,
+    };
+    Ok(rows
+        .into_iter()
+        .filter(|r| !conflicts || r.conflict_of.is_some())
+        .filter(|r| {
+            within
+                .as_ref()
+                .is_none_or(|d| RelPath::new(r.path.as_str()).is_ok_and(|p| p.is_within(d)))
+        })
+        .collect())
+}
+
+/// Prints `ls --conflicts` output: each copy, what it is a copy of, and
+/// who made the version it keeps.
+pub fn print_conflicts(rows: &[FileRow], json: bool, out: &mut dyn Write) -> io::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, rows)?;
+        return writeln!(out);
+    }
+    if rows.is_empty() {
+        return writeln!(out, "no conflict copies");
+    }
+    writeln!(
+        out,
+        "{:<48} {:<32} {:<12} {:>10}  MODIFIED",
+        "COPY", "OF", "BY", "SIZE"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:<48} {:<32} {:<12} {:>10}  {}",
+            r.path,
+            r.conflict_of.as_deref().unwrap_or("?"),
+            r.modified_by,
+            bytesize::ByteSize(r.size).to_string(),
+            r.mtime
+        )?;
+    }
+    writeln!(
+        out,
+        "\nEach copy keeps a version that lost to a concurrent edit. Keep one: \
+         copy it over the original (or delete it); every peer follows."
+    )
+}
+
 /// Prints `ls` output.
 pub fn print_files(rows: &[FileRow], json: bool, out: &mut dyn Write) -> io::Result<()> {
     if json {
@@ -284,5 +340,63 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
         Err(_) => Err(format!(
             "{s}: not a time (2026-12-02T13:00:00Z, UTC) or a duration ago (90m, 2h, 3days)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str) -> FileRow {
+        FileRow {
+            conflict_of: RelPath::new(path)
+                .unwrap()
+                .conflict_original()
+                .map(|(p, _)| p.to_string()),
+            path: path.into(),
+            size: 1,
+            mtime: String::new(),
+            mtime_ns: 0,
+            sha256: "0".repeat(64),
+            version: String::new(),
+            modified_by: "p".into(),
+            holders: vec![],
+        }
+    }
+
+    fn paths(rows: Vec<FileRow>) -> Vec<String> {
+        rows.into_iter().map(|r| r.path).collect()
+    }
+
+    #[test]
+    fn ls_takes_a_file_or_a_folder_and_conflicts_alone() {
+        let all = || {
+            [
+                "docs",
+                "docs.txt",
+                "docs/a",
+                "docs/b/c",
+                "docs2/x",
+                "docs/a.conflict-p2-20261122-050102",
+            ]
+            .map(row)
+            .into()
+        };
+        let within = |p: Option<&str>, c: bool| paths(select_files(all(), p, c).unwrap());
+        assert_eq!(within(None, false).len(), 6);
+        assert_eq!(
+            within(Some("docs/"), false),
+            [
+                "docs",
+                "docs/a",
+                "docs/b/c",
+                "docs/a.conflict-p2-20261122-050102"
+            ]
+        );
+        assert_eq!(within(Some("/docs/b"), false), ["docs/b/c"]);
+        assert_eq!(within(Some("docs.txt"), false), ["docs.txt"]);
+        assert_eq!(within(None, true), ["docs/a.conflict-p2-20261122-050102"]);
+        assert!(within(Some("docs2"), true).is_empty());
+        assert!(select_files(all(), Some("../x"), false).is_err());
     }
 }

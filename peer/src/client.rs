@@ -62,6 +62,9 @@ pub struct FileRow {
     pub modified_by: String,
     /// Live peers holding it.
     pub holders: Vec<String>,
+    /// For a conflict copy: the path it keeps a losing version of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict_of: Option<String>,
 }
 
 /// One peer in `peers --json`.
@@ -126,6 +129,7 @@ impl Client {
         Ok(files
             .into_iter()
             .map(|f| FileRow {
+                conflict_of: f.entry.path.conflict_original().map(|(p, _)| p.to_string()),
                 path: f.entry.path.to_string(),
                 size: f.entry.size,
                 mtime: rfc3339(f.entry.mtime_ns),

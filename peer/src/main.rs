@@ -109,6 +109,12 @@ enum Cmd {
     },
     /// List the cluster's files: path, size, modified, short hash, holders.
     Ls {
+        /// Only this file, or the files within this folder.
+        #[arg(value_name = "PATH")]
+        path: Option<String>,
+        /// Only the conflict copies, each with the file it is a copy of.
+        #[arg(long)]
+        conflicts: bool,
         /// One JSON array of objects instead of a table.
         #[arg(long)]
         json: bool,
@@ -204,9 +210,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             // process then exits without waiting for the other threads.
             zync_peer::run(cfg, stop).context("cannot start peer")?;
         }
-        Cmd::Ls { json } => {
+        Cmd::Ls {
+            path,
+            conflicts,
+            json,
+        } => {
             let rows = client()?.files()?;
-            zync_peer::cli::print_files(&rows, json, &mut stdout)?;
+            let rows = zync_peer::cli::select_files(rows, path.as_deref(), conflicts)?;
+            match conflicts {
+                true => zync_peer::cli::print_conflicts(&rows, json, &mut stdout)?,
+                false => zync_peer::cli::print_files(&rows, json, &mut stdout)?,
+            }
         }
         Cmd::Peers { json } => {
             let rows = client()?.peers()?;

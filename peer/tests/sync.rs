@@ -266,6 +266,29 @@ fn concurrent_edits_keep_both_versions() {
         "{}",
         c.logs()
     );
+
+    // The CLI lists the copy, what it is a copy of, and who made it.
+    let copy = copies[0].0.clone();
+    wait_listed(&c, 2);
+    let out = c.cli(&["ls", "--conflicts", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["path"], copy.as_str());
+    assert_eq!(rows[0]["conflict_of"], "doc.txt");
+    assert_eq!(rows[0]["modified_by"], "p3");
+    let table = String::from_utf8(c.cli(&["ls", "--conflicts"]).stdout).unwrap();
+    assert!(
+        table.contains(&copy) && table.contains("doc.txt"),
+        "{table}"
+    );
+    // `ls PATH`: the file itself, nothing else.
+    let out = c.cli(&["ls", "doc.txt", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["path"], "doc.txt");
+    assert!(rows[0].get("conflict_of").is_none());
 }
 
 /// p3, frozen with SIGSTOP so it sees nothing, writes `p3_edit` to doc.txt

@@ -102,6 +102,51 @@ impl RelPath {
                 && self.0.as_bytes()[dir.0.len()] == b'/')
     }
 
+    /// If this is a conflict copy ([`RelPath::conflict_copy`]'s name), the
+    /// path it is a copy of and the peer that made the losing version (as
+    /// the name spells it). The name of a copy whose original name was cut
+    /// to fit gives that cut name.
+    pub fn conflict_original(&self) -> Option<(RelPath, String)> {
+        let (dir, file) = match self.0.rsplit_once('/') {
+            Some((d, f)) => (Some(d), f),
+            None => (None, &*self.0),
+        };
+        let at = file.rfind(".conflict-")?;
+        let (stem, tagged) = (&file[..at], &file[at + ".conflict-".len()..]);
+        // Neither the peer nor the stamp holds a dot: one starts the extension.
+        let (tag, ext) = match tagged.split_once('.') {
+            Some((t, e)) => (t, Some(e)),
+            None => (tagged, None),
+        };
+        // PEER-YYYYMMDD-HHMMSS, then -N when that name was taken.
+        let parts: Vec<&str> = tag.split('-').collect();
+        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+        let stamp_at = (1..parts.len().saturating_sub(1))
+            .rev()
+            .find(|&i| digits(parts[i], 8) && digits(parts[i + 1], 6))?;
+        let rest = &parts[stamp_at + 2..];
+        if rest.len() > 1
+            || rest
+                .iter()
+                .any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return None;
+        }
+        let peer = parts[..stamp_at].join("-");
+        if stem.is_empty() || peer.is_empty() {
+            return None;
+        }
+        let name = match ext {
+            Some(e) => format!("{stem}.{e}"),
+            None => stem.to_owned(),
+        };
+        let original = match dir {
+            Some(d) => format!("{d}/{name}"),
+            None => name,
+        };
+        Some((RelPath::new(original).ok()?, peer))
+    }
+
     /// Name of the conflict copy that keeps a losing version of this file:
     /// `NAME.conflict-<peer>-<stamp>.EXT` in the same folder. `peer` and `stamp`
     /// are sanitized and the name trimmed to fit a component; fails only when
@@ -270,6 +315,37 @@ mod tests {
         assert!(RelPath::new("a/b/c").unwrap().is_within(&d));
         assert!(!RelPath::new("a/bc").unwrap().is_within(&d));
         assert!(!RelPath::new("a").unwrap().is_within(&d));
+    }
+
+    #[test]
+    fn a_conflict_copy_names_its_original_and_nothing_else_does() {
+        for (original, peer, stamp) in [
+            ("dir/report.txt", "peer 2", "20261122-050102"),
+            ("Makefile", "p-1", "20261122-050102-3"),
+            (".bashrc", "p1", "20261122-050102"),
+            ("a.tar.gz", "node_7", "20261122-050102"),
+            ("x/y/é", "p", "19700101-000000"),
+        ] {
+            let p = RelPath::new(original).unwrap();
+            let copy = p.conflict_copy(peer, stamp).unwrap();
+            let (back, by) = copy.conflict_original().unwrap();
+            assert_eq!(back, p, "{copy}");
+            assert_eq!(by, peer.replace(' ', "_"));
+        }
+        for plain in [
+            "report.txt",
+            "notes.conflict-about-lunch.txt",
+            "a.conflict-p-2026112-050102",
+            "a.conflict-20261122-050102",
+            ".conflict-p-20261122-050102",
+            "a.conflict-p-20261122-050102-x",
+        ] {
+            assert_eq!(
+                RelPath::new(plain).unwrap().conflict_original(),
+                None,
+                "{plain}"
+            );
+        }
     }
 
     #[test]
