@@ -102,12 +102,20 @@ impl Downloads {
 
     /// Wants `r` (unless the version wanted already is it or supersedes
     /// it), and queues it at once unless it is queued already or a worker
-    /// has the path (the worker's result then fetches it after).
-    pub fn want(&mut self, r: FileEntry) {
+    /// has the path (the worker's result then fetches it after). Returns
+    /// the version it replaces, if no worker has it and its content is
+    /// another: what a failed try of it left is of no more use.
+    pub fn want(&mut self, r: FileEntry) -> Option<FileEntry> {
         if !decide::worth_wanting(self.wanted(&r.path), &r) {
-            return;
+            return None;
         }
         let path = r.path.clone();
+        let replaced = self
+            .paths
+            .get(&path)
+            .filter(|d| !matches!(d.state, State::Active(..)))
+            .and_then(|d| d.wanted.clone())
+            .filter(|w| w.sha256 != r.sha256);
         let d = self.set_wanted(r);
         let was = d.state.clone();
         if matches!(was, State::Waiting(_) | State::Idle) {
@@ -115,6 +123,7 @@ impl Downloads {
             unlist(&mut self.queue, &mut self.waiting, &was, &path);
             self.queue.insert(path);
         }
+        replaced
     }
 
     /// Wants `r`, but not before a backoff (the disk could not be checked,
@@ -219,18 +228,17 @@ impl Downloads {
     }
 
     /// `path` holds what it should (or its version is gone): nothing is
-    /// wanted there any more. A worker that still has it reports back.
-    pub fn finish(&mut self, path: &RelPath) {
-        let Some(d) = self.paths.get_mut(path) else {
-            return;
-        };
+    /// wanted there any more. A worker that still has it reports back;
+    /// else the version that was wanted is returned.
+    pub fn finish(&mut self, path: &RelPath) -> Option<FileEntry> {
+        let d = self.paths.get_mut(path)?;
         if matches!(d.state, State::Active(..)) {
             d.wanted = None;
             d.backoff = None;
-            return;
+            return None;
         }
         unlist(&mut self.queue, &mut self.waiting, &d.state, path);
-        self.paths.remove(path);
+        self.paths.remove(path).and_then(|d| d.wanted)
     }
 
     /// After the engine decided on a finished download: a path left idle
@@ -340,6 +348,26 @@ mod tests {
         assert_eq!((d.len(), d.in_progress()), (3, 2), "a failed one waits");
         d.wake_due(now + MAX_BACKOFF);
         assert_eq!(d.in_progress(), 3, "and counts again once due");
+    }
+
+    #[test]
+    fn a_version_dropped_while_no_worker_has_it_is_handed_back_for_its_partial() {
+        let mut d = Downloads::new(1, 1);
+        let now = Instant::now();
+        assert_eq!(d.want(v("a", 1)), None);
+        assert_eq!(d.next_job().unwrap().path, p("a"));
+        // A newer version arrives mid-download: the worker's result decides.
+        assert_eq!(d.want(v("a", 2)), None, "a worker has it");
+        d.done(&p("a"));
+        d.retry_later(&p("a"), now);
+        // Waiting for a retry: replaced by other content, or finished.
+        assert_eq!(d.want(v("a", 3)), Some(v("a", 2)));
+        assert_eq!(d.finish(&p("a")), Some(v("a", 3)));
+        assert_eq!(d.finish(&p("a")), None, "nothing left");
+        // While a worker has it, finishing hands nothing back.
+        d.want(v("b", 1));
+        d.next_job().unwrap();
+        assert_eq!(d.finish(&p("b")), None);
     }
 
     #[test]

@@ -86,7 +86,8 @@ impl Engine {
                 target
             }
         };
-        self.downloads.finish(&path);
+        let gone = self.downloads.finish(&path);
+        self.drop_partial_of(gone);
         self.report(target);
     }
 
@@ -171,8 +172,17 @@ impl Engine {
         Some(fresh)
     }
 
+    /// Removes what failed tries of `gone` (a download no longer wanted,
+    /// which no worker has) left to resume from: nothing will resume it.
+    fn drop_partial_of(&self, gone: Option<FileEntry>) {
+        if let Some(e) = gone {
+            transfer::drop_partial(&self.s.staging, &e);
+        }
+    }
+
     pub(super) fn want(&mut self, r: FileEntry) {
-        self.downloads.want(r);
+        let replaced = self.downloads.want(r);
+        self.drop_partial_of(replaced);
     }
 
     /// Applies a version the tracker sent, remembering who holds it for
