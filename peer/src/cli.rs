@@ -5,7 +5,9 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
 
 use zync_net::Context;
 use zync_proto::RelPath;
@@ -13,6 +15,229 @@ use zync_proto::RelPath;
 use crate::client::{Client, ClientError, FetchError, FileRow, PeerRow, TRACKER_TIMEOUT};
 use crate::fsops::Root;
 use crate::versions::{pick, Kept, RestoreError, Versions};
+
+/// One live peer's part in `status`: what it holds of the cluster's
+/// current files, and what it still needs.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    /// Peer name.
+    pub name: String,
+    /// It holds the current version of every file.
+    pub in_sync: bool,
+    /// Files whose current version it does not hold yet.
+    pub files_needed: u64,
+    /// Their bytes.
+    pub bytes_needed: u64,
+    /// Files whose current version it holds.
+    pub files_held: u64,
+    /// Their bytes.
+    pub bytes_held: u64,
+    /// Percent of the cluster's current bytes it holds (of its files, when
+    /// every file is empty; 100 in an empty cluster).
+    pub complete_percent: f64,
+    /// With `--watch`: the bytes a second it came to hold since the last
+    /// look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_bytes_per_s: Option<f64>,
+    /// With `--watch`: seconds until it holds everything at that rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+}
+
+/// `status`: the cluster's current files, and each live peer's part.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct ClusterStatus {
+    /// Current files (tombstones left out).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Conflict copies among them (`ls --conflicts` lists them).
+    pub conflicts: u64,
+    /// Files no live peer holds now (their holders are away): nobody can
+    /// fetch them until one is back.
+    pub unavailable: u64,
+    /// Every live peer, by name (or only the one asked for).
+    pub peers: Vec<PeerStatus>,
+}
+
+/// The status of the cluster whose current files are `files`, for the
+/// live peers `peers`; only `only` among them, if given (an error if it
+/// is not live).
+pub fn cluster_status(
+    files: &[FileRow],
+    peers: &[PeerRow],
+    only: Option<&str>,
+) -> Result<ClusterStatus, StatusError> {
+    let mut names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(one) = only {
+        if !names.contains(&one) {
+            return Err(StatusError::NotLive(one.to_owned()));
+        }
+        names = vec![one];
+    }
+    let mut held: std::collections::HashMap<&str, (u64, u64)> =
+        names.iter().map(|n| (*n, (0, 0))).collect();
+    let (mut bytes, mut conflicts, mut unavailable) = (0, 0, 0);
+    for f in files {
+        bytes += f.size;
+        conflicts += u64::from(f.conflict_of.is_some());
+        unavailable += u64::from(f.holders.is_empty());
+        for h in &f.holders {
+            if let Some((n, b)) = held.get_mut(h.as_str()) {
+                *n += 1;
+                *b += f.size;
+            }
+        }
+    }
+    let total = files.len() as u64;
+    let peers = names
+        .iter()
+        .map(|name| {
+            let (files_held, bytes_held) = held[name];
+            let complete_percent = match (bytes, total) {
+                (0, 0) => 100.0,
+                (0, t) => 100.0 * files_held as f64 / t as f64,
+                (b, _) => 100.0 * bytes_held as f64 / b as f64,
+            };
+            PeerStatus {
+                name: (*name).to_owned(),
+                in_sync: files_held == total,
+                files_needed: total - files_held,
+                bytes_needed: bytes - bytes_held,
+                files_held,
+                bytes_held,
+                complete_percent,
+                rate_bytes_per_s: None,
+                eta_s: None,
+            }
+        })
+        .collect();
+    Ok(ClusterStatus {
+        files: total,
+        bytes,
+        conflicts,
+        unavailable,
+        peers,
+    })
+}
+
+/// Sets each peer's rate and time to go in `now` from what it held at
+/// `before`, `secs` seconds earlier.
+pub fn add_rates(now: &mut ClusterStatus, before: &ClusterStatus, secs: f64) {
+    for p in &mut now.peers {
+        let Some(was) = before.peers.iter().find(|b| b.name == p.name) else {
+            continue;
+        };
+        let rate = (p.bytes_held.saturating_sub(was.bytes_held)) as f64 / secs.max(1e-3);
+        p.rate_bytes_per_s = Some(rate);
+        p.eta_s = match (p.in_sync, rate > 0.0) {
+            (true, _) => Some(0.0),
+            (false, true) => Some(p.bytes_needed as f64 / rate),
+            (false, false) => None,
+        };
+    }
+}
+
+/// `status`: asks the tracker and prints, once, or with `watch` every
+/// `interval` (in place on a terminal; `--json`: one line each time) with
+/// each peer's rate and time to go, until interrupted. `name` is the peer
+/// asked for (`None`: every live peer).
+pub fn status(
+    client: &Client,
+    name: Option<&str>,
+    json: bool,
+    watch: Option<Duration>,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    use std::io::IsTerminal;
+    let in_place = watch.is_some() && !json && io::stdout().is_terminal();
+    let mut last: Option<(ClusterStatus, std::time::Instant)> = None;
+    loop {
+        let files = client.files()?;
+        let peers = client.peers()?;
+        let now = std::time::Instant::now();
+        let mut s = cluster_status(&files, &peers, name).map_err(ClientError::Status)?;
+        if let Some((before, at)) = &last {
+            add_rates(&mut s, before, now.duration_since(*at).as_secs_f64());
+        }
+        if in_place {
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        print_status(&s, json, out)?;
+        out.flush()?;
+        let Some(every) = watch else {
+            return Ok(());
+        };
+        last = Some((s, now));
+        std::thread::sleep(every);
+    }
+}
+
+/// Why `status` could not say.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The peer asked for is not registered with the tracker.
+    #[error("peer {0} is not live (see `zync-peer peers`); --all shows every live peer")]
+    NotLive(String),
+}
+
+/// Prints `status` output.
+pub fn print_status(s: &ClusterStatus, json: bool, out: &mut dyn Write) -> io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, s)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "{:<20} {:<7} {:>8} {:>10} {:>9} {:>11} {:>9}",
+        "PEER", "IN SYNC", "NEEDS", "BYTES", "COMPLETE", "RATE", "ETA"
+    )?;
+    for p in &s.peers {
+        let rate = p.rate_bytes_per_s.map_or_else(
+            || "-".to_owned(),
+            |r| format!("{}/s", bytesize::ByteSize(r as u64)),
+        );
+        let eta = match (p.in_sync, p.eta_s) {
+            (true, _) => "-".to_owned(),
+            (false, Some(e)) => {
+                humantime::format_duration(Duration::from_secs(e.ceil() as u64)).to_string()
+            }
+            (false, None) => "?".to_owned(),
+        };
+        writeln!(
+            out,
+            "{:<20} {:<7} {:>8} {:>10} {:>8.1}% {:>11} {:>9}",
+            p.name,
+            if p.in_sync { "yes" } else { "no" },
+            p.files_needed,
+            bytesize::ByteSize(p.bytes_needed).to_string(),
+            p.complete_percent,
+            rate,
+            eta
+        )?;
+    }
+    writeln!(
+        out,
+        "\ncluster: {} files, {}",
+        s.files,
+        bytesize::ByteSize(s.bytes)
+    )?;
+    if s.unavailable > 0 {
+        writeln!(
+            out,
+            "{} files have no live holder: they arrive when a peer holding them is back",
+            s.unavailable
+        )?;
+    }
+    match s.conflicts {
+        0 => writeln!(out, "no conflict copies"),
+        n => writeln!(
+            out,
+            "{n} conflict copies: `zync-peer ls --conflicts` lists them"
+        ),
+    }
+}
 
 /// The rows `ls PATH` shows: the file at `path` and every file within it
 /// (a folder), or all of them without one; with `conflicts`, only the
@@ -398,5 +623,65 @@ mod tests {
         assert_eq!(within(None, true), ["docs/a.conflict-p2-20261122-050102"]);
         assert!(within(Some("docs2"), true).is_empty());
         assert!(select_files(all(), Some("../x"), false).is_err());
+    }
+
+    fn peer(name: &str) -> PeerRow {
+        PeerRow {
+            name: name.into(),
+            endpoint: String::new(),
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn status_counts_what_each_live_peer_holds_and_its_rate_to_go() {
+        let held = |path: &str, size: u64, by: &[&str]| FileRow {
+            size,
+            holders: by.iter().map(|s| (*s).to_owned()).collect(),
+            ..row(path)
+        };
+        let files = [
+            held("a", 300, &["p1", "p2"]),
+            held("b", 700, &["p1"]),
+            held("b.conflict-p2-20261122-050102", 0, &["p2"]),
+            held("gone-holder", 0, &[]),
+        ];
+        let peers = [peer("p2"), peer("p1")];
+        let s = cluster_status(&files, &peers, None).unwrap();
+        assert_eq!(
+            (s.files, s.bytes, s.conflicts, s.unavailable),
+            (4, 1000, 1, 1)
+        );
+        let names: Vec<&str> = s.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["p1", "p2"], "by name");
+        let p2 = &s.peers[1];
+        assert!(!p2.in_sync);
+        assert_eq!((p2.files_needed, p2.bytes_needed), (2, 700));
+        assert_eq!((p2.files_held, p2.bytes_held), (2, 300));
+        assert!((p2.complete_percent - 30.0).abs() < 1e-9);
+        let one = cluster_status(&files, &peers, Some("p1")).unwrap();
+        assert_eq!(one.peers.len(), 1);
+        assert!(matches!(
+            cluster_status(&files, &peers, Some("p9")),
+            Err(StatusError::NotLive(n)) if n == "p9"
+        ));
+        // An empty cluster: everyone is complete.
+        let empty = cluster_status(&[], &peers, None).unwrap();
+        assert!(empty
+            .peers
+            .iter()
+            .all(|p| p.in_sync && p.complete_percent == 100.0));
+        // Half a second later p2 holds 350 more bytes: 700 B/s, half a second to go.
+        let mut later = s.clone();
+        later.peers[1].bytes_held += 350;
+        later.peers[1].bytes_needed -= 350;
+        add_rates(&mut later, &s, 0.5);
+        assert_eq!(later.peers[1].rate_bytes_per_s, Some(700.0));
+        assert_eq!(later.peers[1].eta_s, Some(0.5));
+        assert_eq!(later.peers[0].rate_bytes_per_s, Some(0.0));
+        assert_eq!(
+            later.peers[0].eta_s, None,
+            "needs bytes, gains none: unknown"
+        );
     }
 }

@@ -41,6 +41,9 @@ pub enum ClientError {
     /// The tracker restarted while the listing was being read; try again.
     #[error("the tracker restarted during the listing; try again")]
     TrackerRestarted,
+    /// `status` was asked about a peer it cannot report on.
+    #[error("{0}")]
+    Status(crate::cli::StatusError),
 }
 
 /// One file in `ls --json`.

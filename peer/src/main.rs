@@ -119,6 +119,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Is everything synced? This peer's share of the cluster's current
+    /// files (every live peer's with --all): in sync or not, what it still
+    /// needs, and the conflict copies to look at.
+    Status {
+        /// The peer to report on [default: host name].
+        #[arg(long, env = "ZYNC_NAME")]
+        name: Option<String>,
+        /// Every live peer, not only this one.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object instead of a table (with --watch, one per line).
+        #[arg(long)]
+        json: bool,
+        /// Refresh every INTERVAL, in place, with each peer's rate and
+        /// time to go, until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch refreshes.
+        #[arg(long, env = "ZYNC_STATUS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        interval: Duration,
+    },
     /// List live peers: name, endpoint, last seen.
     Peers {
         /// One JSON array of objects instead of a table.
@@ -221,6 +242,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 true => zync_peer::cli::print_conflicts(&rows, json, &mut stdout)?,
                 false => zync_peer::cli::print_files(&rows, json, &mut stdout)?,
             }
+        }
+        Cmd::Status {
+            name,
+            all,
+            json,
+            watch,
+            interval,
+        } => {
+            let name =
+                match all {
+                    true => None,
+                    false => Some(name.unwrap_or_else(|| {
+                        gethostname::gethostname().to_string_lossy().into_owned()
+                    })),
+                };
+            let watch = watch.then_some(interval.max(Duration::from_millis(100)));
+            zync_peer::cli::status(&client()?, name.as_deref(), json, watch, &mut stdout)?;
         }
         Cmd::Peers { json } => {
             let rows = client()?.peers()?;

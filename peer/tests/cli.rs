@@ -265,3 +265,73 @@ fn a_peer_says_when_the_tracker_knows_every_file_it_started_with() {
         "said once"
     );
 }
+
+/// `status --json` for `who` (or `--all`), parsed.
+fn status(c: &Cluster, who: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["status", "--json"];
+    match who {
+        Some(name) => args.extend(["--name", name]),
+        None => args.push("--all"),
+    }
+    let out = c.cli(&args);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn status_says_which_peer_still_needs_what_and_when_all_are_in_sync() {
+    let c = Cluster::start(2);
+    // p2 has a file where p1 is about to make a folder: neither can take
+    // the other's path, so neither is in sync until p2's file goes.
+    fs::create_dir_all(c.dir(0).join("blocked")).unwrap();
+    fs::write(c.dir(1).join("blocked"), b"a file on p2").unwrap();
+    wait_listed(&c, 1);
+    let body = data(300_000, 5);
+    fs::write(c.dir(0).join("blocked/inside.bin"), &body).unwrap();
+    wait_listed(&c, 2);
+    wait_for(
+        CONVERGE,
+        || status(&c, Some("p1"))["peers"][0]["files_held"] == 1,
+        "p1's own file counted as held",
+        &c,
+    );
+    let s = status(&c, Some("p2"));
+    assert_eq!(s["files"], 2, "{s}");
+    let p2 = &s["peers"][0];
+    assert_eq!(p2["name"], "p2");
+    assert_eq!(p2["in_sync"], false, "{s}");
+    assert_eq!(p2["files_needed"], 1, "{s}");
+    assert_eq!(p2["bytes_needed"], body.len() as u64, "{s}");
+    assert_eq!(
+        s["peers"].as_array().unwrap().len(),
+        1,
+        "only the one asked for"
+    );
+    let all = status(&c, None);
+    assert_eq!(all["peers"].as_array().unwrap().len(), 2, "{all}");
+    assert!(!c.cli(&["status", "--name", "nobody"]).status.success());
+
+    // p2's file goes: every peer ends with everything, and says so.
+    fs::remove_file(c.dir(1).join("blocked")).unwrap();
+    wait_file_everywhere(&c, "blocked/inside.bin", &body);
+    wait_for(
+        CONVERGE,
+        || {
+            let s = status(&c, None);
+            s["files"] == 1
+                && s["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["in_sync"] == true && p["complete_percent"] == 100.0)
+        },
+        "every peer in sync",
+        &c,
+    );
+    let table = String::from_utf8(c.cli(&["status", "--all"]).stdout).unwrap();
+    assert!(
+        table.contains("p1") && table.contains("p2") && table.contains("yes"),
+        "{table}"
+    );
+    assert!(table.contains("no conflict copies"), "{table}");
+}
