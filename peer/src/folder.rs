@@ -294,7 +294,14 @@ impl Folder {
                     entry: target.clone(),
                     ino: None,
                 })?;
-                stat = Some(self.root.set_mode(&target.path, mode)?);
+                self.root.set_mode(&target.path, mode)?;
+                // The stat looked at, with the new mode: a stat taken now
+                // could take in a user's edit made since and pass it off
+                // as ours (as [`Root::place`] explains).
+                stat = Some(Stat {
+                    mode: Some(mode),
+                    ..st
+                });
                 changed = Some(mode);
             }
         }
@@ -692,6 +699,29 @@ mod tests {
         assert!(
             f.confirm(f.look(&a).unwrap()).is_some(),
             "the new stat is recorded"
+        );
+    }
+
+    #[test]
+    fn an_edit_made_while_the_mode_is_set_is_never_taken_for_ours() {
+        let (_d, mut f) = folder_with_a();
+        let a = RelPath::new("a").unwrap();
+        let fresh = f.confirm(f.look(&a).unwrap()).unwrap();
+        // The user writes after the look, before the chmod.
+        edit_later(&f, &a, b"the user's edit");
+        let target = FileEntry {
+            mode: Some(0o600),
+            ..entry("a", b"old", false)
+        };
+        assert_eq!(f.adopt(fresh, target).unwrap(), Some(0o600));
+        let now = stat_on_disk(&f, &a);
+        assert!(
+            f.confirm(f.look(&a).unwrap()).is_none(),
+            "the index does not claim the edit"
+        );
+        assert!(
+            crate::decide::needs_hash(f.get(&a).as_ref(), now),
+            "so it is hashed"
         );
     }
 

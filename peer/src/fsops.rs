@@ -210,9 +210,8 @@ impl Root {
 
     /// Gives the file at `rel` the permission bits `mode`, through a handle
     /// opened without following a symlink: a link put there meanwhile is
-    /// refused, never followed out of the folder. Returns the file's stat
-    /// after the change.
-    pub fn set_mode(&self, rel: &RelPath, mode: u32) -> io::Result<Stat> {
+    /// refused, never followed out of the folder.
+    pub fn set_mode(&self, rel: &RelPath, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = self.resolve(rel, false)?;
         let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
@@ -226,8 +225,7 @@ impl Root {
                 format!("{} is not a file", path.display()),
             ));
         }
-        f.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS))?;
-        Ok(Stat::of(&f.metadata()?))
+        f.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS))
     }
 
     /// Renames `from` to `to` (creating `to`'s folders). Returns the
