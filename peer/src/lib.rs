@@ -22,6 +22,7 @@ pub mod engine;
 pub mod folder;
 pub mod fsops;
 pub mod hashing;
+pub mod ignore;
 pub mod index;
 pub mod link;
 pub mod server;

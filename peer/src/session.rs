@@ -204,6 +204,14 @@ impl Session {
         NoteVerdict::Apply
     }
 
+    /// Fetches the index snapshot again from its first page (what the
+    /// peer takes of it changed), if registered; else registering does.
+    pub fn resync(&mut self) {
+        if matches!(self.phase, Phase::Live | Phase::Paging(_)) {
+            self.phase = Phase::Snapshotting;
+        }
+    }
+
     /// The last notification applied.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -380,5 +388,23 @@ mod tests {
         let mut s = Session::new(t);
         assert_eq!(s.note(t, 7, 1, false), NoteVerdict::Ignore);
         assert!(!s.is_registered());
+    }
+
+    #[test]
+    fn a_resync_fetches_the_snapshot_again_only_when_registered() {
+        let now = Instant::now();
+        let mut s = Session::new(now);
+        s.resync();
+        assert!(
+            !s.is_registered() && !s.wants_snapshot(),
+            "registering does it"
+        );
+        assert!(s.start_register(now));
+        assert!(!s.registered(7), "the first tracker start");
+        assert!(s.page(now, 7, 3, None));
+        assert!(!s.wants_snapshot(), "live");
+        s.resync();
+        assert_eq!(s.next_page(), Some(None), "from the first page");
+        assert!(s.is_registered());
     }
 }

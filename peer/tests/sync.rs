@@ -606,3 +606,59 @@ fn file_modes_travel_and_a_chmod_alone_syncs_without_moving_content() {
     assert_eq!(snap["run.sh"], b"run.sh");
     assert_no_conflict_copy(&snap);
 }
+
+#[test]
+fn ignored_paths_never_leave_their_peer_and_a_pattern_added_or_dropped_later_takes_effect() {
+    let c = Cluster::start(2);
+    let (a, b) = (c.dir(0), c.dir(1));
+    fs::write(a.join(".zyncignore"), "# ours\n*.log\nbuild/\n!keep.log\n").unwrap();
+    fs::write(a.join("notes.bak"), b"synced before it is ignored").unwrap();
+    wait_file_everywhere(&c, "notes.bak", b"synced before it is ignored");
+    wait_file_everywhere(&c, ".zyncignore", b"# ours\n*.log\nbuild/\n!keep.log\n");
+
+    // Ignored by the file, by a folder pattern and by default; a negation
+    // and everything else sync.
+    fs::write(a.join("a.log"), b"p1's log").unwrap();
+    fs::create_dir_all(a.join("build")).unwrap();
+    fs::write(a.join("build/out.o"), b"object").unwrap();
+    fs::write(a.join(".doc.txt.swp"), b"swap").unwrap();
+    fs::write(b.join("local.log"), b"p2's log").unwrap();
+    fs::write(a.join("keep.log"), b"kept").unwrap();
+    fs::write(a.join("doc.txt"), b"doc").unwrap();
+    wait_file_everywhere(&c, "keep.log", b"kept");
+    wait_file_everywhere(&c, "doc.txt", b"doc");
+    wait_listed(&c, 4); // .zyncignore, notes.bak, keep.log, doc.txt
+    let listed = String::from_utf8(c.cli(&["ls", "--json"]).stdout).unwrap();
+    for never in ["a.log", "build/out.o", ".doc.txt.swp", "local.log"] {
+        assert!(!listed.contains(never), "{never} reported: {listed}");
+    }
+    assert!(!b.join("a.log").exists() && !b.join("build").exists());
+    assert!(!b.join(".doc.txt.swp").exists() && !a.join("local.log").exists());
+
+    // A pattern added later: the file's copies stay where they are, and its
+    // deletion on p1 is not a deletion for the cluster.
+    fs::write(
+        a.join(".zyncignore"),
+        "# ours\n*.log\nbuild/\n!keep.log\n*.bak\n",
+    )
+    .unwrap();
+    wait_file_everywhere(
+        &c,
+        ".zyncignore",
+        b"# ours\n*.log\nbuild/\n!keep.log\n*.bak\n",
+    );
+    fs::remove_file(a.join("notes.bak")).unwrap();
+    fs::write(a.join("marker"), b"after the delete").unwrap();
+    wait_file_everywhere(&c, "marker", b"after the delete");
+    assert_eq!(
+        fs::read(b.join("notes.bak")).unwrap(),
+        b"synced before it is ignored"
+    );
+
+    // A pattern dropped: what it hid on either peer is found and synced.
+    fs::write(a.join(".zyncignore"), "build/\n").unwrap();
+    wait_file_everywhere(&c, "a.log", b"p1's log");
+    wait_file_everywhere(&c, "local.log", b"p2's log");
+    assert!(!b.join("build").exists(), "still ignored");
+    assert!(c.peers[0].proc.log_text().contains("event=ignore_changed"));
+}

@@ -214,8 +214,12 @@ impl Engine {
         }
     }
 
-    /// [`Engine::reconcile_local`] with what was just seen at `rel`.
+    /// [`Engine::reconcile_local`] with what was just seen at `rel`. An
+    /// ignored path is left alone: nothing is recorded or reported.
     fn reconcile_seen(&mut self, rel: &RelPath, seen: Seen, cause: Cause) -> Option<Fresh> {
+        if self.ignore.is_ignored(rel) {
+            return None;
+        }
         let cur = self.folder.get(rel);
         match seen.found() {
             Found::File(st) => {

@@ -31,6 +31,7 @@ use crate::downloads::Downloads;
 use crate::folder::{Folder, FolderError, Fresh, Seen};
 use crate::fsops::{self, Found};
 use crate::hashing::{HashError, Hashed, Hashers, Stat};
+use crate::ignore::{Ignore, IGNORE_FILE};
 use crate::index::Record;
 use crate::link::{LinkEvent, Registration};
 use crate::session::{NoteVerdict, Session};
@@ -156,6 +157,8 @@ pub struct Engine {
     /// The other live peers, by name, as the tracker's snapshot and
     /// notifications tell them: where a download can go without a lookup.
     peers: HashMap<String, PeerInfo>,
+    /// The paths this folder does not sync (`.zyncignore` and defaults).
+    ignore: Ignore,
 }
 
 impl Engine {
@@ -177,6 +180,7 @@ impl Engine {
         }
         let s_rescan = s.rescan;
         let workers = s.workers;
+        let folder_root = folder.root().dir().to_path_buf();
         Engine {
             replica: folder.replica(&s.name),
             s,
@@ -199,6 +203,7 @@ impl Engine {
             fault,
             next_rescan: s_rescan.map(|d| Instant::now() + d),
             peers: HashMap::new(),
+            ignore: Ignore::load(folder_root.as_path()),
         }
     }
 

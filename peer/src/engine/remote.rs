@@ -9,6 +9,11 @@ impl Engine {
     /// this is called again when it arrives.
     pub(super) fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
         let path = r.path.clone();
+        if self.ignore.is_ignored(&path) {
+            // Never fetched, deleted or overwritten: what is here stays.
+            debug!(path = %path, "ignored path; the remote version is left alone");
+            return;
+        }
         let Some(fresh) = self.reconcile_local(&path, Cause::Event) else {
             // What is on disk is not known yet (being hashed, being written,
             // or unreadable): replacing it now could destroy an edit the
