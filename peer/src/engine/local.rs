@@ -269,6 +269,12 @@ impl Engine {
         let Some(cause) = self.hashing.remove(&rel) else {
             return;
         };
+        if self.ignore.is_ignored(&rel) {
+            // Ignored since it was sent to be hashed: nothing is recorded,
+            // and a remote version that waited for it is left alone too.
+            self.deferred.remove(&rel);
+            return;
+        }
         let h = match result {
             Ok(h) => h,
             Err(HashError::Unstable) => {
