@@ -154,8 +154,7 @@ pub fn status(
     let in_place = watch.is_some() && !json && io::stdout().is_terminal();
     let mut last: Option<(ClusterStatus, std::time::Instant)> = None;
     loop {
-        let files = client.files()?;
-        let peers = client.peers()?;
+        let (files, peers) = client.listing()?;
         let now = std::time::Instant::now();
         let mut s = cluster_status(&files, &peers, name).map_err(ClientError::Status)?;
         if let Some((before, at)) = &last {

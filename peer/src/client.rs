@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use zync_net::{Context, NetError, TrackerClient};
-use zync_proto::{FileEntry, RelPath, TrackerReply, TrackerRequest};
+use zync_proto::{FileEntry, PeerInfo, RelPath, TrackerReply, TrackerRequest};
 
 pub use crate::transfer::{Block, BlockStream, FetchError, Fetched, Fetcher, HolderError};
 
@@ -70,6 +70,15 @@ pub struct FileRow {
     pub conflict_of: Option<String>,
 }
 
+/// A live peer as `peers` prints it.
+fn peer_row(p: PeerInfo) -> PeerRow {
+    PeerRow {
+        name: p.name,
+        endpoint: p.endpoint,
+        last_seen_ms: p.last_seen_ms,
+    }
+}
+
 /// One peer in `peers --json`.
 #[derive(Serialize)]
 pub struct PeerRow {
@@ -100,8 +109,15 @@ impl Client {
     /// The cluster's live files (tombstones left out), sorted by path, read
     /// page by page.
     pub fn files(&self) -> Result<Vec<FileRow>, ClientError> {
+        self.listing().map(|(files, _)| files)
+    }
+
+    /// [`Client::files`], and the live peers as of the same snapshot (its
+    /// first page), so every holder named is among them.
+    pub fn listing(&self) -> Result<(Vec<FileRow>, Vec<PeerRow>), ClientError> {
         let mut c = TrackerClient::new(&self.ctx, &self.tracker, TRACKER_TIMEOUT);
         let mut files = Vec::new();
+        let mut live = None;
         // The first page from whichever tracker answers, the rest from it.
         let mut first = true;
         let mut after = None;
@@ -110,6 +126,7 @@ impl Client {
             let TrackerReply::Snapshot {
                 epoch: e,
                 files: page,
+                peers,
                 next,
                 ..
             } = (match std::mem::take(&mut first) {
@@ -123,13 +140,15 @@ impl Client {
                 return Err(ClientError::TrackerRestarted);
             }
             epoch = Some(e);
+            live.get_or_insert(peers);
             files.extend(page.into_iter().filter(|f| !f.entry.deleted));
             match next {
                 Some(n) => after = Some(n),
                 None => break,
             }
         }
-        Ok(files
+        let peers = live.unwrap_or_default().into_iter().map(peer_row).collect();
+        let files = files
             .into_iter()
             .map(|f| FileRow {
                 conflict_of: f.entry.path.conflict_original().map(|(p, _)| p.to_string()),
@@ -142,7 +161,8 @@ impl Client {
                 modified_by: f.entry.modified_by,
                 holders: f.holders,
             })
-            .collect())
+            .collect();
+        Ok((files, peers))
     }
 
     /// The live peers.
@@ -151,14 +171,7 @@ impl Client {
         let TrackerReply::Peers { peers } = c.request_any(&TrackerRequest::Peers)? else {
             return Err(ClientError::Unexpected);
         };
-        Ok(peers
-            .into_iter()
-            .map(|p| PeerRow {
-                name: p.name,
-                endpoint: p.endpoint,
-                last_seen_ms: p.last_seen_ms,
-            })
-            .collect())
+        Ok(peers.into_iter().map(peer_row).collect())
     }
 
     /// The current entry of `path` (tombstones included).
