@@ -14,11 +14,13 @@
 //! through its ZAP handler (the guide's Ironhouse).
 //!
 //! It also holds the process plumbing every binary shares: the log setup
-//! ([`logging`]) and the shutdown token ([`Shutdown`]).
+//! ([`logging`]), the metrics endpoint ([`metrics`]) and the shutdown token
+//! ([`Shutdown`]).
 
 mod client;
 mod endpoint;
 pub mod logging;
+pub mod metrics;
 mod monitor;
 mod security;
 mod shutdown;

@@ -95,6 +95,19 @@ impl Downloads {
         self.paths.len().saturating_sub(self.waiting.len())
     }
 
+    /// How many files are wanted (or on a worker) and their bytes. A walk
+    /// over every download: for the metrics, once a second.
+    pub fn needed(&self) -> (usize, u64) {
+        let bytes = self
+            .paths
+            .values()
+            .filter_map(|d| d.wanted.as_ref())
+            .filter(|e| !e.deleted)
+            .map(|e| e.size)
+            .sum();
+        (self.paths.len(), bytes)
+    }
+
     /// The version wanted for `path`, if any.
     pub fn wanted(&self, path: &RelPath) -> Option<&FileEntry> {
         self.paths.get(path).and_then(|d| d.wanted.as_ref())

@@ -25,6 +25,7 @@ pub mod hashing;
 pub mod ignore;
 pub mod index;
 pub mod link;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod transfer;

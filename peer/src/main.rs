@@ -74,6 +74,12 @@ enum Cmd {
         /// nothing. Older versions are pruned in the background.
         #[arg(long, env = "ZYNC_KEEP_VERSIONS", default_value = "30", value_parser = parse_days, value_name = "DAYS")]
         keep_versions: Duration,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics (synced,
+        /// fetched, reused and served bytes, conflicts, files and bytes
+        /// still needed, transfers in flight, block-server requests and
+        /// their latency, process memory and CPU). Off by default.
+        #[arg(long, env = "ZYNC_METRICS", value_name = "HOST:PORT")]
+        metrics: Option<String>,
     },
     /// List the versions kept here of PATH (a file or a folder; all if
     /// omitted): what remote changes replaced or deleted. Works beside a
@@ -209,6 +215,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             debounce_ms,
             rescan_interval,
             keep_versions,
+            metrics,
         } => {
             let name =
                 name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
@@ -227,6 +234,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 observer: None,
             };
             let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
+            if let Some(addr) = &metrics {
+                zync_net::metrics::serve(addr, &stop)
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            }
             // Returns once the engine has said goodbye to the tracker; the
             // process then exits without waiting for the other threads.
             zync_peer::run(cfg, stop).context("cannot start peer")?;

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 use zync_proto::{
@@ -67,7 +67,14 @@ impl BlockServer {
                     continue;
                 }
                 let body = frames.pop().unwrap_or_default();
-                frames.push(self.answer(&body));
+                let started = Instant::now();
+                let (kind, reply) = self.answer(&body);
+                let m = crate::metrics::metrics();
+                m.served.with_label_values(&[kind]).inc();
+                m.serve_latency
+                    .with_label_values(&[kind])
+                    .observe(started.elapsed().as_secs_f64());
+                frames.push(reply);
                 if let Err(e) = self.sock.send_frames(frames) {
                     debug!(error = %e, "could not send reply");
                 }
@@ -75,20 +82,23 @@ impl BlockServer {
         }
     }
 
-    /// The encoded reply to the encoded request `body`.
-    fn answer(&mut self, body: &[u8]) -> Vec<u8> {
+    /// The request's type (`malformed` when it did not decode) and the
+    /// encoded reply to the encoded request `body`.
+    fn answer(&mut self, body: &[u8]) -> (&'static str, Vec<u8>) {
         let req = match decode::<PeerRequest>(body) {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, bytes = body.len(), "rejected transfer request");
-                return encode(&PeerReply::Error {
+                let reply = encode(&PeerReply::Error {
                     id: 0,
                     kind: e.kind(),
                     message: e.to_string(),
                 });
+                return ("malformed", reply);
             }
         };
-        match req {
+        let kind = req.kind();
+        let reply = match req {
             PeerRequest::Ping => encode(&PeerReply::Pong),
             PeerRequest::GetBlock {
                 id,
@@ -111,11 +121,16 @@ impl BlockServer {
                     Some(head) => self.read_block(head, &path, sha256, offset, len),
                     None => Err((ErrorKind::Internal, "cannot encode a block reply".into())),
                 };
-                reply.unwrap_or_else(|(kind, message)| {
-                    encode(&PeerReply::Error { id, kind, message })
-                })
+                match reply {
+                    Ok(block) => {
+                        crate::metrics::metrics().served_bytes.inc_by(len);
+                        block
+                    }
+                    Err((kind, message)) => encode(&PeerReply::Error { id, kind, message }),
+                }
             }
-        }
+        };
+        (kind, reply)
     }
 
     /// Appends the `len` bytes at `offset` of `path` (with content

@@ -75,6 +75,24 @@ pub enum TrackerRequest {
     Follow,
 }
 
+impl TrackerRequest {
+    /// The request's name as on the wire (`Register`, `List`, ...), for
+    /// logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TrackerRequest::Register { .. } => "Register",
+            TrackerRequest::Heartbeat { .. } => "Heartbeat",
+            TrackerRequest::Update { .. } => "Update",
+            TrackerRequest::Unregister { .. } => "Unregister",
+            TrackerRequest::List { .. } => "List",
+            TrackerRequest::Locate { .. } => "Locate",
+            TrackerRequest::Peers => "Peers",
+            TrackerRequest::Find { .. } => "Find",
+            TrackerRequest::Follow => "Follow",
+        }
+    }
+}
+
 /// The tracker's answer to a [`TrackerRequest`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TrackerReply {
@@ -251,6 +269,17 @@ pub enum PeerRequest {
     Ping,
 }
 
+impl PeerRequest {
+    /// The request's name as on the wire (`GetBlock`, ...), for logs and
+    /// metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerRequest::GetBlock { .. } => "GetBlock",
+            PeerRequest::Ping => "Ping",
+        }
+    }
+}
+
 /// A peer's answer to a [`PeerRequest`]. Decoded, a block's bytes borrow
 /// from the received message instead of being copied out of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -276,4 +305,26 @@ pub enum PeerReply<'a> {
         /// Human-readable reason.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_requests_kind_is_its_tag_on_the_wire() {
+        let tagged =
+            |bytes: Vec<u8>, kind: &str| bytes.windows(kind.len()).any(|w| w == kind.as_bytes());
+        for r in [
+            TrackerRequest::Peers,
+            TrackerRequest::Follow,
+            TrackerRequest::List { after: None },
+        ] {
+            assert!(tagged(crate::encode(&r), r.kind()), "{r:?}");
+        }
+        assert!(tagged(
+            crate::encode(&PeerRequest::Ping),
+            PeerRequest::Ping.kind()
+        ));
+    }
 }

@@ -280,7 +280,13 @@ impl Cluster {
     }
 
     pub fn start_tracker(&mut self) {
-        let cmd = self.tracker_cmd(&self.tracker_addr());
+        self.start_tracker_with(&[]);
+    }
+
+    /// Starts the first tracker (again) with extra environment variables.
+    pub fn start_tracker_with(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = self.tracker_cmd(&self.tracker_addr());
+        cmd.envs(env.iter().copied());
         self.tracker = Some(Proc::spawn(cmd, self.tmp.path().join("tracker.log")));
     }
 
@@ -314,10 +320,14 @@ impl Cluster {
     }
 
     pub fn add_peer(&mut self, name: &str) -> usize {
-        let proc = Proc::spawn(
-            self.peer_cmd(name),
-            self.tmp.path().join(format!("{name}.log")),
-        );
+        self.add_peer_with(name, &[])
+    }
+
+    /// Adds a peer run with extra environment variables.
+    pub fn add_peer_with(&mut self, name: &str, env: &[(&str, &str)]) -> usize {
+        let mut cmd = self.peer_cmd(name);
+        cmd.envs(env.iter().copied());
+        let proc = Proc::spawn(cmd, self.tmp.path().join(format!("{name}.log")));
         self.peers.push(Peer {
             name: name.into(),
             dir: self.dir_of(name),
@@ -619,6 +629,54 @@ pub fn synced_line(c: &Cluster, i: usize, path: &str) -> Option<String> {
 pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {name}="))? + name.len() + 2;
     line[start..].split(' ').next()
+}
+
+/// Parses a Prometheus text-format page (with the `prometheus-parse`
+/// crate, a parser of its own, not ours) into `name{label="v",...}` →
+/// value; labels sorted by name. Panics on a page it cannot parse.
+pub fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a Prometheus text page");
+    let mut out = std::collections::BTreeMap::new();
+    for s in scrape.samples {
+        let mut labels: Vec<_> = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect();
+        labels.sort();
+        let key = if labels.is_empty() {
+            s.metric.clone()
+        } else {
+            format!("{}{{{}}}", s.metric, labels.join(","))
+        };
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+/// GETs `http://addr/metrics` and parses it ([`parse_metrics`]); `None`
+/// while nothing answers there.
+pub fn scrape(addr: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    scrape_with(addr, "")
+}
+
+/// [`scrape`] with extra request header lines (a credential).
+pub fn scrape_with(addr: &str, extra: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    let resp = web::try_get(addr, "/metrics", extra).ok()?;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let ctype = resp.header("content-type").unwrap_or("");
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    Some(parse_metrics(
+        std::str::from_utf8(&resp.body).expect("UTF-8"),
+    ))
 }
 
 /// Deterministic pseudo-random bytes.

@@ -30,6 +30,7 @@
 mod backup;
 mod handle;
 mod index;
+mod metrics;
 mod mirror;
 mod server;
 

@@ -52,6 +52,11 @@ struct Args {
     /// most the default, 8 MiB.
     #[arg(long, env = "ZYNC_PAGE_BYTES", default_value_t = zync_proto::PAGE_BYTES, value_name = "BYTES")]
     page_bytes: usize,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (requests by
+    /// type and their latency, live peers, paths, notification sequence,
+    /// process memory and CPU). Off by default.
+    #[arg(long, env = "ZYNC_METRICS", value_name = "HOST:PORT")]
+    metrics: Option<String>,
     /// Log format.
     #[arg(long, env = "ZYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -87,6 +92,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     )
     .context("cannot start tracker")?;
     let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
+    if let Some(addr) = &args.metrics {
+        zync_net::metrics::serve(addr, &stop)
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     tracker.run(stop)?;
     Ok(())
 }

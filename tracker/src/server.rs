@@ -113,9 +113,16 @@ impl Tracker {
                 });
                 next_tick = now + self.cfg.heartbeat;
             }
+            let m = crate::metrics::metrics();
+            m.published.inc_by(out.len() as u64);
             for n in out.drain(..) {
                 self.publisher.send(encode(&n)).map_err(zerr("publish"))?;
             }
+            m.peers_live.set(self.index.peers.len() as i64);
+            m.paths.set(self.index.current.len() as i64);
+            m.seq.set(self.index.seq as i64);
+            m.active
+                .set(i64::from(self.backup.as_ref().is_none_or(|b| b.active)));
         }
         info!("tracker stopping");
         Ok(())
@@ -136,21 +143,31 @@ impl Tracker {
         }
         let body = frames.pop().unwrap_or_default();
         let now = Instant::now();
+        let mut kind = "malformed";
         let reply = match decode::<TrackerRequest>(&body) {
             Ok(_) if self.standing_by(now) => {
+                kind = "standby";
                 debug!("standing by: a client is sent to the primary");
                 error(
                     ErrorKind::Standby,
                     "a backup tracker standing by: its primary is alive, ask it",
                 )
             }
-            Ok(req) => self.index.handle(req, now, &self.cfg, &self.publish, out),
+            Ok(req) => {
+                kind = req.kind();
+                self.index.handle(req, now, &self.cfg, &self.publish, out)
+            }
             Err(e) => {
                 warn!(error = %e, bytes = body.len(), "rejected request");
                 error(e.kind(), e.to_string())
             }
         };
         frames.push(encode(&reply));
+        let m = crate::metrics::metrics();
+        m.requests.with_label_values(&[kind]).inc();
+        m.latency
+            .with_label_values(&[kind])
+            .observe(now.elapsed().as_secs_f64());
         // A client that went away (or a full queue) loses its reply; the
         // tracker never blocks on one client.
         self.router.try_send_frames(frames).map_err(zerr("reply"))?;

@@ -168,7 +168,7 @@ impl Auth {
 
     /// `GET /login`: the form, or straight on for a live session.
     pub fn login_page(&self, req: &Req) -> Reply {
-        let next = next_of(query_value(&req.url, "next").as_deref());
+        let next = next_of(crate::http::query_value(&req.url, "next").as_deref());
         if let Credential::Session(id) = credential(req) {
             if self.session_live(&id) {
                 return Reply::new(303, crate::reply::Body::Empty).header("Location", next);
@@ -412,13 +412,6 @@ fn next_of(next: Option<&str>) -> String {
         }
         _ => HOME.to_owned(),
     }
-}
-
-fn query_value(url: &str, key: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
 }
 
 fn login_form(status: u16, next: &str, error: Option<&str>) -> Reply {

@@ -27,6 +27,15 @@ pub struct Target {
     pub trailing_slash: bool,
 }
 
+/// The value of `key` in the query string of `url` (decoded), if given.
+pub fn query_value(url: &str, key: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or("");
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// Decodes the path of a request target once, normalizes it (`.` and empty
 /// segments dropped, `..` resolved, never above the root) and validates it
 /// with [`RelPath`], the same rules as every path on the wire.

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod http;
+pub mod metrics;
 pub mod reply;
 pub mod request;
 pub mod router;

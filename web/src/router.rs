@@ -4,6 +4,9 @@
 //! login ([`crate::auth`]); none of them knows of the others or of the
 //! connection handling (`server`), which only calls [`Router::route`].
 //!
+//! `/metrics` (the process's Prometheus series) is answered here, before
+//! either face, behind the login when there is one.
+//!
 //! The static face is public. The cluster face (and `/login`, `/logout`)
 //! refuses a state-changing request from another site's page, and, with a
 //! password set, any request without a valid credential.
@@ -58,6 +61,13 @@ impl Router {
             Err(TargetError::Bad(why)) => return Reply::page(400, "Bad Request", why),
             Err(TargetError::Hidden) => return crate::statics::not_found(),
         };
+        if target
+            .path
+            .as_ref()
+            .is_some_and(|p| p.as_str() == "metrics")
+        {
+            return self.metrics(req);
+        }
         if let Some(c) = &self.cluster {
             if let Some(reply) = self.cluster_face(c, req, rq, &target) {
                 return reply;
@@ -105,6 +115,27 @@ impl Router {
             }
         }
         c.route(&self.state, req, rq, target)
+    }
+
+    /// `/metrics`: every series of the process in the Prometheus text
+    /// format, behind the login when there is one (a scraper sends the
+    /// password as a bearer token or with basic auth).
+    fn metrics(&self, req: &Req) -> Reply {
+        if let Some(a) = &self.auth {
+            if let Err(refusal) = a.admit(req) {
+                return refusal;
+            }
+        }
+        if !req.is_get_or_head() {
+            return Reply::page(405, "Method Not Allowed", "GET or HEAD.")
+                .header("Allow", "GET, HEAD");
+        }
+        if let Some(c) = &self.cluster {
+            c.note_metrics();
+        }
+        Reply::new(200, crate::reply::Body::Bytes(zync_net::metrics::render()))
+            .header("Content-Type", zync_net::metrics::CONTENT_TYPE)
+            .header("Cache-Control", "no-store")
     }
 
     /// True for the paths the cross-site check covers.

@@ -74,6 +74,17 @@ fn handle(router: &Router, mut rq: tiny_http::Request) {
         Body::Events(rx) => send_events(rq, rx),
         _ => rq.respond(reply.into_response()).is_ok(),
     };
+    let m = crate::metrics::metrics();
+    let route = crate::metrics::route_of(&req.url);
+    m.requests
+        .with_label_values(&[route, &status.to_string()])
+        .inc();
+    m.latency
+        .with_label_values(&[route])
+        .observe(t.elapsed().as_secs_f64());
+    if ok {
+        m.sent_bytes.inc_by(bytes);
+    }
     let client = req.remote.map(|a| a.to_string()).unwrap_or_default();
     info!(target: "zync_web::access", method = %req.method, path = %req.path_for_log(), status, bytes,
           client = %client, ms = t.elapsed().as_millis() as u64, hits, complete = ok, "request");

@@ -331,3 +331,251 @@ fn health_check_says_unhealthy_for_a_short_or_foreign_reply_without_panicking() 
         assert_eq!(out.status.success(), healthy, "{reply:?}: {err}");
     }
 }
+
+fn json(addr: &str, path: &str) -> serde_json::Value {
+    let r = get(addr, path, AUTH);
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn post_form(addr: &str, path: &str, form: &str) -> Resp {
+    request(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{AUTH}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+}
+
+/// Two concurrent edits of `doc.txt`: p2 stopped (SIGSTOP) while both p1
+/// and p2 write it, then let go; returns the conflict copy's path.
+fn make_conflict(c: &Cluster, web: &Web) -> (String, String) {
+    std::fs::write(c.dir(0).join("doc.txt"), b"line 1\nline 2\nline 3\n").unwrap();
+    common::wait_file_everywhere(c, "doc.txt", b"line 1\nline 2\nline 3\n");
+    c.peers[1].proc.signal("STOP");
+    std::fs::write(c.dir(1).join("doc.txt"), b"line 1\nline two (p2)\nline 3\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(c.dir(0).join("doc.txt"), b"line 1\nline 2 (p1)\nline 3\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.peers[1].proc.signal("CONT");
+    let mut pair = (String::new(), String::new());
+    wait_for(
+        CONVERGE,
+        || {
+            let list = json(&web.addr, "/api/conflicts");
+            let Some(first) = list.as_array().and_then(|a| a.first()) else {
+                return false;
+            };
+            pair = (
+                first["copy"]["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                first["copy"]["sha256"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            first["original"]["path"] == "doc.txt"
+                && std::fs::exists(c.tmp.path().join("web-data").join(&pair.0)).unwrap_or(false)
+        },
+        "a conflict in /api/conflicts, held by web",
+        c,
+    );
+    pair
+}
+
+#[test]
+fn the_dashboard_browses_searches_shows_status_and_resolves_a_conflict_everywhere() {
+    let c = Cluster::start(2);
+    let web = web_for(&c, &[]);
+    for (p, n) in [
+        ("docs/a.md", 10),
+        ("docs/deep/report.md", 20),
+        ("top.txt", 5),
+    ] {
+        let f = c.dir(0).join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, common::data(n, 1)).unwrap();
+    }
+    wait_for(
+        CONVERGE,
+        || {
+            json(&web.addr, "/api/browse")
+                .get("files")
+                .and_then(|f| f.as_array())
+                .is_some_and(|f| f.len() == 1)
+        },
+        "the root listed",
+        &c,
+    );
+    let root = json(&web.addr, "/api/browse");
+    assert_eq!(root["folders"][0]["name"], "docs");
+    assert_eq!(root["folders"][0]["files"], 2);
+    assert_eq!(root["folders"][0]["bytes"], 30);
+    assert_eq!(root["files"][0]["path"], "top.txt");
+    let docs = json(&web.addr, "/api/browse?dir=docs&limit=1");
+    assert_eq!(docs["folders"][0]["path"], "docs/deep");
+    assert_eq!(
+        (
+            docs["total"].as_u64(),
+            docs["files"].as_array().unwrap().len()
+        ),
+        (Some(1), 1)
+    );
+    let hits = json(&web.addr, "/api/browse?q=REPORT");
+    assert_eq!(hits["total"], 1);
+    assert_eq!(hits["files"][0]["path"], "docs/deep/report.md");
+
+    // Status: every live peer, in sync once all hold everything.
+    wait_for(
+        CONVERGE,
+        || {
+            let s = json(&web.addr, "/api/status");
+            s["peers"].as_array().is_some_and(|p| {
+                p.len() == 3
+                    && p.iter()
+                        .all(|p| p["in_sync"] == true && p["complete_percent"] == 100.0)
+            })
+        },
+        "every peer in sync in /api/status",
+        &c,
+    );
+
+    // A conflict, its diff, and keeping the copy's side from the page.
+    let (copy, copy_sha) = make_conflict(&c, &web);
+    let diff = json(
+        &web.addr,
+        &format!("/api/diff?a=doc.txt&b={}", percent(&copy)),
+    );
+    assert_eq!(diff["text"], true, "{diff}");
+    let lines = diff["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["tag"] == "-" && l["text"].as_str().unwrap().starts_with("line 2")),
+        "{diff}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["tag"] == "+" && l["text"].as_str().unwrap().starts_with("line two")),
+        "{diff}"
+    );
+    let original_sha = json(&web.addr, "/api/conflicts")[0]["original"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A stale page (a side that changed since) is refused, and changes nothing.
+    let stale = post_form(
+        &web.addr,
+        "/api/keep",
+        &format!(
+            "copy={}&keep=copy&copy_sha256={copy_sha}&original_sha256={}",
+            percent(&copy),
+            "0".repeat(64)
+        ),
+    );
+    assert_eq!(
+        stale.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&stale.body)
+    );
+    let copy_bytes = std::fs::read(c.tmp.path().join("web-data").join(&copy)).unwrap();
+    let kept = post_form(
+        &web.addr,
+        "/api/keep",
+        &format!(
+            "copy={}&keep=copy&copy_sha256={copy_sha}&original_sha256={original_sha}",
+            percent(&copy)
+        ),
+    );
+    assert_eq!(kept.status, 200, "{}", String::from_utf8_lossy(&kept.body));
+    // Every peer ends with the chosen content and no copy.
+    common::wait_file_everywhere(&c, "doc.txt", &copy_bytes);
+    common::wait_gone_everywhere(&c, &copy);
+    wait_for(
+        CONVERGE,
+        || {
+            json(&web.addr, "/api/conflicts")
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+        },
+        "no conflict left in /api/conflicts",
+        &c,
+    );
+    assert!(
+        web.log_text().contains("event=conflict_resolved"),
+        "{}",
+        web.log_text()
+    );
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_parse_behind_the_login_and_count_a_sync() {
+    let c = Cluster::start(1);
+    let web = web_for(&c, &[]);
+    let refused = get(&web.addr, "/metrics", "");
+    assert_eq!(refused.status, 401, "metrics are behind the login");
+    let scrape = || common::scrape_with(&web.addr, AUTH).unwrap_or_default();
+    let value =
+        |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    wait_for(
+        CONVERGE,
+        || value(&scrape(), "zync_cluster_peers_live") == 2.0,
+        "two live peers in the metrics",
+        &c,
+    );
+    let before = scrape();
+    std::fs::write(c.dir(0).join("m.bin"), common::data(50_000, 3)).unwrap();
+    wait_for(
+        CONVERGE,
+        || {
+            let m = scrape();
+            value(&m, "zync_peer_synced_total{kind=\"install\"}") >= 1.0
+                && value(&m, "zync_cluster_files") == 1.0
+                && value(&m, "zync_cluster_peer_complete_ratio{peer=\"web\"}") == 1.0
+        },
+        "web's member counts the install, the cluster the file",
+        &c,
+    );
+    let after = scrape();
+    assert!(
+        value(&after, "zync_peer_fetched_bytes_total") >= 50_000.0,
+        "{after:?}"
+    );
+    assert_eq!(value(&after, "zync_cluster_bytes"), 50_000.0);
+    assert_eq!(
+        value(&after, "zync_cluster_peer_held_files{peer=\"p1\"}"),
+        1.0
+    );
+    assert!(
+        value(
+            &after,
+            "zync_web_http_requests_total{route=\"metrics\",status=\"200\"}"
+        ) > value(
+            &before,
+            "zync_web_http_requests_total{route=\"metrics\",status=\"200\"}"
+        ),
+        "{after:?}"
+    );
+    assert!(after.contains_key("zync_web_http_request_duration_seconds{route=\"metrics\"}"));
+}

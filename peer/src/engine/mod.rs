@@ -159,6 +159,8 @@ pub struct Engine {
     peers: HashMap<String, PeerInfo>,
     /// The paths this folder does not sync (`.zyncignore` and defaults).
     ignore: Ignore,
+    /// When the metrics' gauges are next set (once a second).
+    gauges_at: Instant,
 }
 
 impl Engine {
@@ -204,6 +206,7 @@ impl Engine {
             next_rescan: s_rescan.map(|d| Instant::now() + d),
             peers: HashMap::new(),
             ignore: Ignore::load(folder_root.as_path()),
+            gauges_at: Instant::now(),
         }
     }
 
@@ -297,6 +300,16 @@ impl Engine {
             self.next_rescan = self.s.rescan.map(|d| Instant::now() + d);
         }
         self.downloads.wake_due(now);
+        if self.gauges_at <= now {
+            self.gauges_at = now + Duration::from_secs(1);
+            let m = crate::metrics::metrics();
+            let (files, bytes) = self.downloads.needed();
+            m.needed_files.set(files as i64);
+            m.needed_bytes.set(bytes as i64);
+            m.transfers_in_flight.set(self.downloads.active() as i64);
+            m.index_entries.set(self.folder.len() as i64);
+            m.registered.set(i64::from(self.session.is_registered()));
+        }
         if let Err(e) = self.folder.save_if_due(now) {
             error!(error = %e, "could not save the index");
         }
@@ -357,6 +370,10 @@ fn kill_after_install(fault: &str) -> Option<crate::folder::InstallHook> {
 /// The one log line of a new local version: `event=local_change`, or
 /// `event=missed_change` when only the periodic rescan found it.
 fn log_local_change(cause: Cause, kind: &str, e: &FileEntry) {
+    crate::metrics::metrics()
+        .local_changes
+        .with_label_values(&[kind])
+        .inc();
     let sha256 = (!e.deleted).then(|| tracing::field::display(e.sha256.short()));
     let mode = e.mode.map(|m| tracing::field::display(format!("{m:03o}")));
     match cause {

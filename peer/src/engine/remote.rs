@@ -2,6 +2,7 @@
 //! conflict copies, and the download queue.
 
 use super::*;
+use crate::metrics::metrics;
 
 impl Engine {
     /// Applies a remote version of a file, after re-checking the disk.
@@ -50,6 +51,7 @@ impl Engine {
             Step::Delete { target, .. } => match self.folder.delete(fresh, target.clone()) {
                 Ok(removed) => {
                     if removed {
+                        metrics().synced.with_label_values(&["delete"]).inc();
                         info!(event = %"deleted", path = %path, from = %target.modified_by,
                               version = %target.version, "deleted");
                     }
@@ -60,6 +62,7 @@ impl Engine {
             Step::Adopt { target } => {
                 match self.folder.adopt(fresh, target.clone()) {
                     Ok(Some(mode)) => {
+                        metrics().synced.with_label_values(&["mode"]).inc();
                         info!(event = %"mode_synced", path = %path, from = %target.modified_by,
                               mode = %format!("{mode:03o}"), "file mode changed to match");
                     }
@@ -75,6 +78,10 @@ impl Engine {
                     (f.from(), f.fetched(), f.reused(), f.resumed());
                 match self.folder.install(fresh, target.clone(), f) {
                     Ok(_) => {
+                        let m = metrics();
+                        m.synced.with_label_values(&["install"]).inc();
+                        m.fetched_bytes.inc_by(fetched);
+                        m.reused_bytes.inc_by(reused);
                         info!(event = %"synced", path = %path, from = %from, bytes = target.size,
                               ms = took.as_millis() as u64, fetched, reused, resumed,
                               sha256 = %target.sha256.short(), "synced");
@@ -159,6 +166,7 @@ impl Engine {
                 return None;
             }
         };
+        metrics().conflicts.inc();
         info!(event = %"conflict", path = %path, copy = %copy, winner = %winner.modified_by,
               loser = %loser.modified_by, "concurrent edits; losing version kept as a copy");
         let mut version = self
@@ -276,10 +284,12 @@ impl Engine {
             }
             (DonePlan::Forget, Err(e)) => {
                 // Superseded at the tracker: a notification brings what replaced it.
+                metrics().fetch_failures.inc();
                 warn!(event = %"fetch_failed", path = %path, error = %e, "download dropped");
                 self.downloads.finish(&path);
             }
             (_, Err(e)) => {
+                metrics().fetch_failures.inc();
                 let backoff = self.retry_later(path.clone());
                 warn!(event = %"fetch_failed", path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
                       "download failed");

@@ -25,7 +25,9 @@ use crate::reply::{Body, Reply};
 use crate::request::Req;
 use crate::state::State;
 
+mod conflicts;
 mod upload;
+pub mod view;
 
 const DASHBOARD: &str = include_str!("../dashboard.html");
 
@@ -36,6 +38,8 @@ pub struct Cluster {
     data: zync_peer::fsops::Root,
     uploads: PathBuf,
     feeds: Mutex<Vec<Sender<String>>>,
+    /// The listing the dashboard's pages and the metrics are built from.
+    views: view::Views,
 }
 
 /// How zync-web joins the cluster.
@@ -98,6 +102,7 @@ impl Cluster {
             data: zync_peer::fsops::Root::new(data),
             uploads,
             feeds: Mutex::new(Vec::new()),
+            views: view::Views::new(),
         });
         let c2 = Arc::clone(&c);
         std::thread::Builder::new()
@@ -120,6 +125,7 @@ impl Cluster {
                 Event::PeerLeft { name } => serde_json::json!({"event": "peer_left", "peer": name}),
                 Event::Hugz | Event::Forgotten { .. } => continue,
             };
+            self.views.changed();
             let text = line.to_string();
             if let Ok(mut feeds) = self.feeds.lock() {
                 // A feed that is gone or not keeping up is dropped.
@@ -167,6 +173,20 @@ impl Cluster {
             ["api", "peers"] => self.only_get(req, || self.api(self.client.peers())),
             ["api", "hits"] => self.only_get(req, || Reply::json(200, &state.hits())),
             ["api", "events"] => self.only_get(req, || self.events()),
+            ["api", "browse"] => self.only_get(req, || self.browse(req)),
+            ["api", "status"] => {
+                self.only_get(req, || self.with_view(|v| Reply::json(200, &v.status)))
+            }
+            ["api", "conflicts"] => self.only_get(req, || self.with_view(|v| conflicts_json(&v))),
+            ["api", "diff"] => self.only_get(req, || {
+                let q = |k| http::query_value(&req.url, k).unwrap_or_default();
+                self.diff(&q("a"), &q("b"))
+            }),
+            ["api", "keep"] => match req.method {
+                tiny_http::Method::Post => self.keep(rq),
+                _ => Reply::page(405, "Method Not Allowed", "POST a form here.")
+                    .header("Allow", "POST"),
+            },
             ["api", "resolve", ..] if get => match rest(2) {
                 Some(p) => self.resolve(&p),
                 None => Reply::page(400, "Bad Request", "missing path"),
@@ -208,6 +228,71 @@ impl Cluster {
         match r {
             Ok(v) => Reply::json(200, &v),
             Err(e) => Reply::json(503, &serde_json::json!({"error": e.to_string()})),
+        }
+    }
+
+    /// Sets the cluster's metrics from a (cached) listing.
+    pub fn note_metrics(&self) {
+        let view = self.views.get(&self.client).ok();
+        crate::metrics::metrics().set_cluster(view.as_ref().map(|v| &v.status));
+    }
+
+    fn with_view(&self, f: impl FnOnce(std::sync::Arc<view::View>) -> Reply) -> Reply {
+        match self.views.get(&self.client) {
+            Ok(v) => f(v),
+            Err(e) => Reply::json(503, &serde_json::json!({"error": e.to_string()})),
+        }
+    }
+
+    /// `GET /api/browse?dir=D&q=Q&offset=N&limit=M`: a page of folder `D`
+    /// (its folders and files), or of the files below it whose path holds
+    /// `Q`; at most 500 files a page (100 by default).
+    fn browse(&self, req: &Req) -> Reply {
+        let q = |k| http::query_value(&req.url, k).unwrap_or_default();
+        let offset = q("offset").parse().unwrap_or(0);
+        let limit = q("limit").parse().unwrap_or(100).clamp(1, 500);
+        self.with_view(|v| Reply::json(200, &v.page(&q("dir"), q("q").trim(), offset, limit)))
+    }
+
+    /// `POST /api/keep` (form: `copy`, `keep` = `original` or `copy`,
+    /// `copy_sha256`, `original_sha256`): keeps one side of a conflict.
+    fn keep(&self, rq: &mut tiny_http::Request) -> Reply {
+        let mut body = Vec::new();
+        if rq
+            .as_reader()
+            .take(64 * 1024)
+            .read_to_end(&mut body)
+            .is_err()
+        {
+            return Reply::json(400, &serde_json::json!({"error": "cannot read the form"}));
+        }
+        let form: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(&body).into_owned().collect();
+        let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+        let keep = match field("keep") {
+            "original" => conflicts::Keep::Original,
+            "copy" => conflicts::Keep::Copy,
+            _ => {
+                return Reply::json(
+                    400,
+                    &serde_json::json!({"error": "keep is original or copy"}),
+                )
+            }
+        };
+        match self.resolve_conflict(
+            field("copy"),
+            keep,
+            field("copy_sha256"),
+            field("original_sha256"),
+        ) {
+            Ok(path) => {
+                self.views.changed();
+                Reply::json(
+                    200,
+                    &serde_json::json!({"path": path.as_str(), "kept": field("keep")}),
+                )
+            }
+            Err(e) => e.reply(),
         }
     }
 
@@ -368,6 +453,17 @@ impl Cluster {
             Err(err) => Reply::page(503, "Service Unavailable", &err.to_string()),
         }
     }
+}
+
+/// `GET /api/conflicts`: every conflict copy with the file it is a copy
+/// of (`null` when that is gone).
+fn conflicts_json(v: &view::View) -> Reply {
+    let list: Vec<_> = v
+        .conflicts()
+        .into_iter()
+        .map(|(copy, original)| serde_json::json!({"copy": copy, "original": original}))
+        .collect();
+    Reply::json(200, &list)
 }
 
 fn root_has_index(state: &State) -> bool {

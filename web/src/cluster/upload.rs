@@ -161,7 +161,7 @@ impl Cluster {
     }
 
     /// Streams a body into a temp file, hashing it; refuses more than `max` bytes.
-    fn receive(
+    pub(super) fn receive(
         &self,
         body: &mut dyn Read,
         max: u64,
@@ -190,7 +190,7 @@ impl Cluster {
 
     /// Renames a finished upload into the data folder, where the member
     /// picks it up, with the mode of any new file (not the temp file's 0600).
-    fn place(&self, tmp: tempfile::TempPath, path: &RelPath) -> Result<(), UploadError> {
+    pub(super) fn place(&self, tmp: tempfile::TempPath, path: &RelPath) -> Result<(), UploadError> {
         use std::os::unix::fs::PermissionsExt;
         let mode = zync_peer::fsops::mode_for(None);
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
@@ -218,7 +218,7 @@ fn too_large(max: u64) -> Reply {
 }
 
 #[derive(Debug)]
-enum UploadError {
+pub(super) enum UploadError {
     TooLarge,
     Bad(String),
     Io(io::Error),
