@@ -7,8 +7,10 @@
 //!
 //! Routes: `/` (when the root has no index.html) and `/cluster/`: dashboard;
 //! `/api/files`, `/api/peers`, `/api/hits`, `/api/resolve/<path>`,
-//! `/api/events` (server-sent events); `GET|HEAD|PUT /files/<path>`,
-//! `POST /files` (multipart); `GET|HEAD /objects/<sha256>`.
+//! `/api/events` (server-sent events); the dashboard's `/api/browse`,
+//! `/api/status`, `/api/conflicts`, `/api/diff` and `POST /api/keep`
+//! ([`view`], `conflicts`); `GET|HEAD|PUT /files/<path>`, `POST /files`
+//! (multipart); `GET|HEAD /objects/<sha256>`.
 
 use std::io::{self, Read};
 use std::path::PathBuf;

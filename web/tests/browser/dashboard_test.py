@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """A real browser against the real cluster.
 
-Starts zync-tracker, one zync-peer and zync-web (debug binaries from
+Starts zync-tracker, two zync-peers and zync-web (debug binaries from
 target/) and opens the dashboard in headless Chromium (Debian's chromium
 and chromium-driver, driven by Selenium). It logs in through the login
 form (a wrong password first), checks that the dashboard shows the live
-peers and the cluster's files, uploads a file through the upload form,
-checks that the file reaches the peer's folder byte for byte, and logs
-out. Saves a screenshot to target/browser/dashboard.png.
+peers in sync and the cluster's files, browses into a folder by its link
+and back by the breadcrumbs, searches, uploads a file through the upload
+form (it reaches the peer's folder byte for byte), makes a conflict with
+the SIGSTOP trick, sees both versions and their diff on the page, keeps
+the conflict copy with one click (every peer ends with that content and
+no copy), and logs out. Saves screenshots to target/browser/: the
+dashboard (dashboard.png), the conflict view (conflict.png), and a phone
+width (phone.png, checked for horizontal scrolling).
 """
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,8 +95,17 @@ def main():
         os.makedirs(peer_dir)
         with open(os.path.join(peer_dir, "already-there.txt"), "w") as f:
             f.write("hello from peer1\n")
+        os.makedirs(os.path.join(peer_dir, "reports", "2026"))
+        for name in ("q1 summary.txt", "q2 summary.txt", "budget.csv"):
+            with open(os.path.join(peer_dir, "reports", "2026", name), "w") as f:
+                f.write(f"{name}\n")
         procs.append(subprocess.Popen([f"{BIN}/zync-peer", "--tracker", tracker, "run", "--dir", peer_dir,
                                        "--listen", "127.0.0.1:0", "--name", "peer1"], stderr=log("peer1")))
+        peer2_dir = os.path.join(tmp, "peer2")
+        os.makedirs(peer2_dir)
+        peer2 = subprocess.Popen([f"{BIN}/zync-peer", "--tracker", tracker, "run", "--dir", peer2_dir,
+                                  "--listen", "127.0.0.1:0", "--name", "peer2"], stderr=log("peer2"))
+        procs.append(peer2)
         procs.append(subprocess.Popen([f"{BIN}/zync-web", "--tracker", tracker, "--listen", f"127.0.0.1:{web_port}",
                                        "--data", os.path.join(tmp, "web"), "--peer-listen", "127.0.0.1:0",
                                        "--password-file", pw_file], stderr=log("web")))
@@ -119,9 +134,32 @@ def main():
             assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
             w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "peer1"))
             w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "web"))
+            w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "peer2"))
             w.until(EC.text_to_be_present_in_element((By.ID, "files"), "already-there.txt"))
             link = driver.find_element(By.LINK_TEXT, "already-there.txt")
             assert link.get_attribute("href").endswith("/files/already-there.txt"), link.get_attribute("href")
+            # Every peer comes to hold everything: the summary says so.
+            w.until(EC.text_to_be_present_in_element((By.ID, "summary"), "In sync"))
+            shots = os.path.join(ROOT, "target", "browser")
+            os.makedirs(shots, exist_ok=True)
+
+            # Browse into a folder by its link, deeper, and back by the breadcrumbs.
+            driver.find_element(By.PARTIAL_LINK_TEXT, "reports/").click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "crumbs"), "reports"))
+            driver.find_element(By.PARTIAL_LINK_TEXT, "2026/").click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "files"), "budget.csv"))
+            assert "already-there.txt" not in driver.find_element(By.ID, "files").text
+            assert "#dir=reports%2F2026" in driver.current_url, driver.current_url
+            driver.find_element(By.CSS_SELECTOR, '#crumbs a[data-dir="reports"]').click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "files"), "2026/"))
+            # Search (server-side), from this folder down.
+            driver.find_element(By.ID, "search").send_keys("SUMMARY")
+            driver.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "range"), "2 files found"))
+            found = driver.find_element(By.ID, "files").text
+            assert "q1 summary.txt" in found and "budget.csv" not in found, found
+            driver.find_element(By.CSS_SELECTOR, '#crumbs a[data-dir=""]').click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "files"), "already-there.txt"))
 
             upload = os.path.join(tmp, "from the browser ✓.txt")
             body = b"uploaded through the dashboard form\n" * 100
@@ -134,13 +172,53 @@ def main():
 
             target = os.path.join(peer_dir, "browser", "from the browser ✓.txt")
             wait(lambda: os.path.exists(target) and open(target, "rb").read() == body, "upload in peer1's folder")
-            w.until(EC.text_to_be_present_in_element((By.ID, "files"), "browser/from the browser ✓.txt"))
+            w.until(EC.text_to_be_present_in_element((By.ID, "files"), "browser/"))
             w.until(EC.text_to_be_present_in_element((By.ID, "feed"), "from the browser"))
+            driver.save_screenshot(os.path.join(shots, "dashboard.png"))
 
-            shots = os.path.join(ROOT, "target", "browser")
-            os.makedirs(shots, exist_ok=True)
+            # A conflict: peer2 stopped while both peers edit notes.txt.
+            def write(d, text):
+                with open(os.path.join(d, "notes.txt"), "w") as f:
+                    f.write(text)
+            base = "shopping list\nmilk\neggs\nbread\n"
+            write(peer_dir, base)
+            for d in (peer_dir, peer2_dir):
+                wait(lambda d=d: os.path.exists(os.path.join(d, "notes.txt")) and open(os.path.join(d, "notes.txt")).read() == base, "notes.txt everywhere")
+            peer2.send_signal(signal.SIGSTOP)
+            theirs = "shopping list\nmilk\noat milk (peer2)\nbread\n"
+            write(peer2_dir, theirs)
+            time.sleep(0.1)
+            write(peer_dir, "shopping list\nmilk\neggs (peer1)\nbread\n")
+            time.sleep(0.6)
+            peer2.send_signal(signal.SIGCONT)
+            w.until(EC.visibility_of_element_located((By.ID, "conflicts-section")))
+            w.until(EC.text_to_be_present_in_element((By.ID, "conflicts"), "notes.txt"))
+            w.until(EC.visibility_of_element_located((By.ID, "diff-0")))
+            diff = driver.find_element(By.ID, "diff-0").text
+            assert "− eggs (peer1)" in diff or "− oat milk (peer2)" in diff, diff
+            w.until(EC.text_to_be_present_in_element((By.ID, "summary"), "1 conflict"))
+            section = driver.find_element(By.ID, "conflicts-section")
+            driver.execute_script("arguments[0].scrollIntoView()", section)
+            section.screenshot(os.path.join(shots, "conflict.png"))
+            # Keep the conflict copy: every peer ends with its content.
+            copy_path = driver.find_element(By.CSS_SELECTOR, "#conflicts article").get_attribute("data-copy")
+            with open(os.path.join(peer_dir, copy_path)) as f:
+                chosen = f.read()
+            driver.find_element(By.ID, "keep-copy-0").click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "keep-status-0"), "kept the conflict copy"))
+            for d in (peer_dir, peer2_dir, os.path.join(tmp, "web")):
+                wait(lambda d=d: open(os.path.join(d, "notes.txt")).read() == chosen
+                     and not os.path.exists(os.path.join(d, copy_path)), f"the chosen version in {d}")
+            w.until(EC.invisibility_of_element_located((By.ID, "conflicts-section")))
+
+            # A phone's width: nothing scrolls sideways.
+            driver.set_window_size(390, 844)
+            time.sleep(0.5)
+            wide = driver.execute_script("return document.documentElement.scrollWidth")
+            assert wide <= 390, f"the page is {wide}px wide on a 390px screen"
+            driver.save_screenshot(os.path.join(shots, "phone.png"))
+            driver.set_window_size(1280, 900)
             shot = os.path.join(shots, "dashboard.png")
-            driver.save_screenshot(shot)
             # Logging out ends the session: the dashboard asks again.
             driver.find_element(By.CSS_SELECTOR, "#logout button").click()
             w.until(EC.presence_of_element_located((By.ID, "password")))
@@ -151,7 +229,7 @@ def main():
         finally:
             driver.quit()
     except Exception:
-        for n in ("tracker", "peer1", "web"):
+        for n in ("tracker", "peer1", "peer2", "web"):
             print(f"---- {n}.log", file=sys.stderr)
             print(open(os.path.join(tmp, f"{n}.log")).read()[-3000:], file=sys.stderr)
         raise
