@@ -579,3 +579,65 @@ fn metrics_parse_behind_the_login_and_count_a_sync() {
     );
     assert!(after.contains_key("zync_web_http_request_duration_seconds{route=\"metrics\"}"));
 }
+
+#[test]
+fn a_deleted_file_is_among_the_kept_versions_and_a_restore_from_the_page_brings_it_back_everywhere()
+{
+    let c = Cluster::start(2);
+    let web = web_for(&c, &[]);
+    let body = common::data(7_000, 9);
+    std::fs::create_dir_all(c.dir(0).join("old")).unwrap();
+    std::fs::write(c.dir(0).join("old/report.txt"), &body).unwrap();
+    common::wait_file_everywhere(&c, "old/report.txt", &body);
+    let at_web = c.tmp.path().join("web-data/old/report.txt");
+    wait_for(
+        CONVERGE,
+        || std::fs::read(&at_web).is_ok_and(|b| b == body),
+        "the file at web",
+        &c,
+    );
+    std::fs::remove_file(c.dir(0).join("old/report.txt")).unwrap();
+    common::wait_gone_everywhere(&c, "old/report.txt");
+    let mut kept = serde_json::Value::Null;
+    wait_for(
+        CONVERGE,
+        || {
+            kept = json(&web.addr, "/api/versions?dir=old")["versions"][0].clone();
+            kept["path"] == "old/report.txt" && kept["gone"] == true
+        },
+        "the deletion kept at web, the file gone from the listing",
+        &c,
+    );
+    assert_eq!(kept["reason"], "deleted");
+    assert_eq!(kept["size"], 7_000);
+    let form = |sha: &str| {
+        format!(
+            "path=old%2Freport.txt&kept_at_ns={}&sha256={sha}",
+            kept["kept_at_ns"].as_str().unwrap()
+        )
+    };
+    let missing = post_form(&web.addr, "/api/restore", &form(&"0".repeat(64)));
+    assert_eq!(
+        missing.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&missing.body)
+    );
+    let restored = post_form(
+        &web.addr,
+        "/api/restore",
+        &form(kept["sha256"].as_str().unwrap()),
+    );
+    assert_eq!(
+        restored.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&restored.body)
+    );
+    common::wait_file_everywhere(&c, "old/report.txt", &body);
+    assert!(
+        web.log_text().contains("event=restored"),
+        "{}",
+        web.log_text()
+    );
+}

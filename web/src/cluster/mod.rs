@@ -8,8 +8,8 @@
 //! Routes: `/` (when the root has no index.html) and `/cluster/`: dashboard;
 //! `/api/files`, `/api/peers`, `/api/hits`, `/api/resolve/<path>`,
 //! `/api/events` (server-sent events); the dashboard's `/api/browse`,
-//! `/api/status`, `/api/conflicts`, `/api/diff` and `POST /api/keep`
-//! ([`view`], `conflicts`); `GET|HEAD|PUT /files/<path>`, `POST /files`
+//! `/api/status`, `/api/conflicts`, `/api/diff`, `POST /api/keep`,
+//! `/api/versions` and `POST /api/restore` ([`view`], `conflicts`, `kept`); `GET|HEAD|PUT /files/<path>`, `POST /files`
 //! (multipart); `GET|HEAD /objects/<sha256>`.
 
 use std::io::{self, Read};
@@ -28,6 +28,7 @@ use crate::request::Req;
 use crate::state::State;
 
 mod conflicts;
+mod kept;
 mod upload;
 pub mod view;
 
@@ -42,6 +43,8 @@ pub struct Cluster {
     feeds: Mutex<Vec<Sender<String>>>,
     /// The listing the dashboard's pages and the metrics are built from.
     views: view::Views,
+    /// The member's kept versions (what remote changes replaced or deleted).
+    versions: zync_peer::versions::Versions,
 }
 
 /// How zync-web joins the cluster.
@@ -99,9 +102,11 @@ impl Cluster {
         std::thread::Builder::new()
             .name("zync-web-member".into())
             .spawn(move || member.wait())?;
+        let root = zync_peer::fsops::Root::new(data);
         let c = Arc::new(Cluster {
             client: Client::new(&join.context, &join.tracker),
-            data: zync_peer::fsops::Root::new(data),
+            versions: zync_peer::versions::Versions::new(&root, zync_peer::versions::DEFAULT_KEEP),
+            data: root,
             uploads,
             feeds: Mutex::new(Vec::new()),
             views: view::Views::new(),
@@ -184,6 +189,18 @@ impl Cluster {
                 let q = |k| http::query_value(&req.url, k).unwrap_or_default();
                 self.diff(&q("a"), &q("b"))
             }),
+            ["api", "versions"] => self.only_get(req, || {
+                self.kept_versions(&http::query_value(&req.url, "dir").unwrap_or_default())
+            }),
+            ["api", "restore"] => match req.method {
+                tiny_http::Method::Post => {
+                    let form = read_form(rq);
+                    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+                    self.restore_version(field("path"), field("kept_at_ns"), field("sha256"))
+                }
+                _ => Reply::page(405, "Method Not Allowed", "POST a form here.")
+                    .header("Allow", "POST"),
+            },
             ["api", "keep"] => match req.method {
                 tiny_http::Method::Post => self.keep(rq),
                 _ => Reply::page(405, "Method Not Allowed", "POST a form here.")
@@ -259,17 +276,7 @@ impl Cluster {
     /// `POST /api/keep` (form: `copy`, `keep` = `original` or `copy`,
     /// `copy_sha256`, `original_sha256`): keeps one side of a conflict.
     fn keep(&self, rq: &mut tiny_http::Request) -> Reply {
-        let mut body = Vec::new();
-        if rq
-            .as_reader()
-            .take(64 * 1024)
-            .read_to_end(&mut body)
-            .is_err()
-        {
-            return Reply::json(400, &serde_json::json!({"error": "cannot read the form"}));
-        }
-        let form: std::collections::HashMap<String, String> =
-            form_urlencoded::parse(&body).into_owned().collect();
+        let form = read_form(rq);
         let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
         let keep = match field("keep") {
             "original" => conflicts::Keep::Original,
@@ -455,6 +462,14 @@ impl Cluster {
             Err(err) => Reply::page(503, "Service Unavailable", &err.to_string()),
         }
     }
+}
+
+/// A small URL-encoded form (at most 64 KiB; an unreadable body reads as
+/// an empty form, which every handler refuses field by field).
+fn read_form(rq: &mut tiny_http::Request) -> std::collections::HashMap<String, String> {
+    let mut body = Vec::new();
+    let _ = rq.as_reader().take(64 * 1024).read_to_end(&mut body);
+    form_urlencoded::parse(&body).into_owned().collect()
 }
 
 /// `GET /api/conflicts`: every conflict copy with the file it is a copy

@@ -10,7 +10,8 @@ and back by the breadcrumbs, searches, uploads a file through the upload
 form (it reaches the peer's folder byte for byte), makes a conflict with
 the SIGSTOP trick, sees both versions and their diff on the page, keeps
 the conflict copy with one click (every peer ends with that content and
-no copy), and logs out. Saves screenshots to target/browser/: the
+no copy), restores a deleted file from the kept versions (it comes back
+on every peer), and logs out. Saves screenshots to target/browser/: the
 dashboard (dashboard.png), the conflict view (conflict.png), and a phone
 width (phone.png, checked for horizontal scrolling).
 """
@@ -210,6 +211,17 @@ def main():
                 wait(lambda d=d: open(os.path.join(d, "notes.txt")).read() == chosen
                      and not os.path.exists(os.path.join(d, copy_path)), f"the chosen version in {d}")
             w.until(EC.invisibility_of_element_located((By.ID, "conflicts-section")))
+
+            # A deleted file is among the kept versions; Restore brings it back everywhere.
+            gone = os.path.join(peer_dir, "already-there.txt")
+            os.remove(gone)
+            w.until(EC.text_to_be_present_in_element((By.ID, "kept"), "already-there.txt"))
+            row = driver.find_element(By.XPATH, "//tbody[@id='kept']/tr[contains(., 'already-there.txt')]")
+            row.find_element(By.TAG_NAME, "button").click()
+            w.until(EC.text_to_be_present_in_element((By.ID, "kept-status"), "restored already-there.txt"))
+            for d in (peer_dir, peer2_dir):
+                wait(lambda d=d: os.path.exists(os.path.join(d, "already-there.txt"))
+                     and open(os.path.join(d, "already-there.txt")).read() == "hello from peer1\n", f"the restored file in {d}")
 
             # A phone's width: nothing scrolls sideways.
             driver.set_window_size(390, 844)
