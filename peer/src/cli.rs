@@ -12,7 +12,9 @@ use serde::Serialize;
 use zync_net::Context;
 use zync_proto::RelPath;
 
-use crate::client::{Client, ClientError, FetchError, FileRow, PeerRow, TRACKER_TIMEOUT};
+use crate::client::{
+    Client, ClientError, FetchError, FileRow, PeerRow, TransferRow, TRACKER_TIMEOUT,
+};
 use crate::fsops::Root;
 use crate::versions::{pick, Kept, RestoreError, Versions};
 
@@ -42,6 +44,9 @@ pub struct PeerStatus {
     /// With `--watch`: seconds until it holds everything at that rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_s: Option<f64>,
+    /// Its large downloads under way (the largest few), as its last
+    /// heartbeat said.
+    pub transfers: Vec<TransferRow>,
 }
 
 /// `status`: the cluster's current files, and each live peer's part.
@@ -110,6 +115,11 @@ pub fn cluster_status(
                 complete_percent,
                 rate_bytes_per_s: None,
                 eta_s: None,
+                transfers: peers
+                    .iter()
+                    .find(|p| p.name == *name)
+                    .map(|p| p.transfers.clone())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -215,6 +225,25 @@ pub fn print_status(s: &ClusterStatus, json: bool, out: &mut dyn Write) -> io::R
             rate,
             eta
         )?;
+        for t in &p.transfers {
+            let pct = if t.size == 0 {
+                100.0
+            } else {
+                100.0 * t.done as f64 / t.size as f64
+            };
+            let eta = t.eta_s.map_or_else(
+                || "?".to_owned(),
+                |e| humantime::format_duration(Duration::from_secs(e.ceil() as u64)).to_string(),
+            );
+            writeln!(
+                out,
+                "  <- {} {} of {} ({pct:.0}%), {}/s, {eta} to go",
+                t.path,
+                bytesize::ByteSize(t.done),
+                bytesize::ByteSize(t.size),
+                bytesize::ByteSize(t.rate_bytes_per_s),
+            )?;
+        }
     }
     writeln!(
         out,
@@ -629,6 +658,7 @@ mod tests {
             name: name.into(),
             endpoint: String::new(),
             last_seen_ms: 0,
+            transfers: vec![],
         }
     }
 

@@ -76,6 +76,7 @@ fn peer_row(p: PeerInfo) -> PeerRow {
         name: p.name,
         endpoint: p.endpoint,
         last_seen_ms: p.last_seen_ms,
+        transfers: p.transfers.into_iter().map(TransferRow::from).collect(),
     }
 }
 
@@ -88,6 +89,35 @@ pub struct PeerRow {
     pub endpoint: String,
     /// Milliseconds since the tracker last heard from it.
     pub last_seen_ms: u64,
+    /// Its large downloads under way, as its last heartbeat said.
+    pub transfers: Vec<TransferRow>,
+}
+
+/// A download under way, in `peers --json` and `status --json`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct TransferRow {
+    /// The file.
+    pub path: String,
+    /// Its size.
+    pub size: u64,
+    /// Bytes of it in place.
+    pub done: u64,
+    /// Bytes a second since it started.
+    pub rate_bytes_per_s: u64,
+    /// Seconds to go at that rate (`None` before any byte came).
+    pub eta_s: Option<f64>,
+}
+
+impl From<zync_proto::Transfer> for TransferRow {
+    fn from(t: zync_proto::Transfer) -> TransferRow {
+        TransferRow {
+            path: t.path.as_str().to_owned(),
+            size: t.size,
+            done: t.done,
+            rate_bytes_per_s: t.rate,
+            eta_s: (t.rate > 0).then(|| (t.size - t.done) as f64 / t.rate as f64),
+        }
+    }
 }
 
 fn rfc3339(ns: i64) -> String {

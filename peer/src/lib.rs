@@ -234,6 +234,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         );
         move || link::subscriber(ctx, ep_rx, reg, tx, stop)
     });
+    let progress = transfer::Progress::default();
     spawn("zync-heartbeat", {
         let (ctx, tx, stop, reg) = (ctx.clone(), link_tx, stop.clone(), registration.clone());
         let hb = link::Heartbeat {
@@ -246,6 +247,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
             name: cfg.name.clone(),
             device: folder.device(),
             registration: reg,
+            progress: progress.clone(),
         };
         move || hb.run(ctx, tx, stop)
     });
@@ -301,6 +303,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
             view: view.clone(),
             versions: Some(kept.clone()),
         });
+        fetcher.track(progress.clone());
         let (staging, sync_tx) = (staging.clone(), sync_tx.clone());
         spawn(&format!("zync-fetch-{i}"), move || {
             for Job { files } in jobs {

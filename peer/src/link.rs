@@ -164,6 +164,8 @@ pub struct Heartbeat {
     pub device: u64,
     /// Shared with the engine.
     pub registration: Arc<Registration>,
+    /// The downloads under way, reported with each beat.
+    pub progress: crate::transfer::Progress,
 }
 
 impl Heartbeat {
@@ -186,6 +188,7 @@ impl Heartbeat {
             let req = TrackerRequest::Heartbeat {
                 name: self.name.clone(),
                 device: self.device,
+                transfers: self.progress.report(),
             };
             let mut event = match self.tracker.request(&req) {
                 Ok(_) => {

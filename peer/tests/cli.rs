@@ -335,3 +335,49 @@ fn status_says_which_peer_still_needs_what_and_when_all_are_in_sync() {
     );
     assert!(table.contains("no conflict copies"), "{table}");
 }
+
+#[test]
+fn status_shows_a_large_file_moving_with_its_progress_and_then_in_sync() {
+    let mut c = Cluster::start(1);
+    // The sender is reached through a valve that lets 2 MB through, then
+    // holds the rest: the download stops part-way until the valve opens.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let valve = Valve::start(listen.clone(), 2 << 20);
+    let src = c.add_peer_advertised("src", &listen, &valve.addr());
+    c.wait_peers(2);
+    let body = data(24 << 20, 11);
+    fs::write(c.dir(src).join("big.bin"), &body).unwrap();
+    let mut seen = serde_json::Value::Null;
+    wait_for(
+        CONVERGE,
+        || {
+            seen = status(&c, Some("p1"));
+            let t = &seen["peers"][0]["transfers"][0];
+            t["path"] == "big.bin" && t["done"].as_u64().is_some_and(|d| d > 0)
+        },
+        "p1's download of big.bin under way in status",
+        &c,
+    );
+    let p1 = &seen["peers"][0];
+    assert_eq!(p1["in_sync"], false, "{seen}");
+    assert_eq!(p1["bytes_needed"], body.len() as u64, "{seen}");
+    let t = &p1["transfers"][0];
+    assert_eq!(t["size"], body.len() as u64, "{seen}");
+    assert!(t["done"].as_u64().unwrap() < body.len() as u64, "{seen}");
+    let table = String::from_utf8(c.cli(&["status", "--all"]).stdout).unwrap();
+    assert!(table.contains("<- big.bin"), "{table}");
+
+    valve.open();
+    wait_file_everywhere(&c, "big.bin", &body);
+    wait_for(
+        CONVERGE,
+        || {
+            let s = status(&c, None);
+            s["peers"].as_array().unwrap().iter().all(|p| {
+                p["in_sync"] == true && p["transfers"].as_array().is_some_and(|t| t.is_empty())
+            })
+        },
+        "every peer in sync, nothing under way",
+        &c,
+    );
+}

@@ -111,6 +111,7 @@ fn tracker_rejects_garbage_and_keeps_serving() {
     let truncated = encode(&TrackerRequest::Heartbeat {
         name: "p1".into(),
         device: 1,
+        transfers: vec![],
     });
     assert_eq!(
         tracker_error(&ask(&ctx, &ep, &truncated[..truncated.len() - 2])),
@@ -275,6 +276,7 @@ impl FakeHolder {
                     let _ = hb.request(&TrackerRequest::Heartbeat {
                         name: name.clone(),
                         device: 66,
+                        transfers: vec![],
                     });
                     last_hb = std::time::Instant::now();
                 }

@@ -237,10 +237,17 @@ mod tests {
 
     fn all_messages() -> Vec<Vec<u8>> {
         let e = sample_entry();
+        let moving = crate::Transfer {
+            path: RelPath::new("big/video.mkv").unwrap(),
+            size: 1 << 30,
+            done: 1 << 20,
+            rate: 50 << 20,
+        };
         let peer = PeerInfo {
             name: "p1".into(),
             endpoint: "tcp://1.2.3.4:5".into(),
             last_seen_ms: 7,
+            transfers: vec![moving.clone()],
         };
         let cf = ClusterFile {
             entry: e.clone(),
@@ -256,6 +263,12 @@ mod tests {
             encode(&TrackerRequest::Heartbeat {
                 name: "p1".into(),
                 device: 9,
+                transfers: vec![],
+            }),
+            encode(&TrackerRequest::Heartbeat {
+                name: "p1".into(),
+                device: 9,
+                transfers: vec![moving],
             }),
             encode(&TrackerRequest::Update {
                 name: "p1".into(),
@@ -363,26 +376,26 @@ mod tests {
     fn every_message_round_trips() {
         let msgs = all_messages();
         // Decode each with its own type and re-encode: identical bytes.
-        let reenc: Vec<Vec<u8>> = msgs[..10]
+        let reenc: Vec<Vec<u8>> = msgs[..11]
             .iter()
             .map(|b| encode(&decode::<TrackerRequest>(b).unwrap()))
             .chain(
-                msgs[10..18]
+                msgs[11..19]
                     .iter()
                     .map(|b| encode(&decode::<TrackerReply>(b).unwrap())),
             )
             .chain(
-                msgs[18..23]
+                msgs[19..24]
                     .iter()
                     .map(|b| encode(&decode::<Notification>(b).unwrap())),
             )
             .chain(
-                msgs[23..25]
+                msgs[24..26]
                     .iter()
                     .map(|b| encode(&decode::<PeerRequest>(b).unwrap())),
             )
             .chain(
-                msgs[25..]
+                msgs[26..]
                     .iter()
                     .map(|b| encode(&decode::<PeerReply>(b).unwrap())),
             )
@@ -396,7 +409,8 @@ mod tests {
         assert_eq!(
             hex::encode(encode(&TrackerRequest::Heartbeat {
                 name: "p1".into(),
-                device: 9
+                device: 9,
+                transfers: vec![],
             })),
             "9202 81a9486561727462656174 82a46e616d65a27031a6646576696365 09".replace(' ', "")
         );
@@ -436,6 +450,7 @@ mod tests {
         let full = encode(&TrackerRequest::Heartbeat {
             name: "p1".into(),
             device: 9,
+            transfers: vec![],
         });
         for cut in 1..full.len() {
             let r = decode::<TrackerRequest>(&full[..cut]);

@@ -26,7 +26,7 @@ pub use entry::{FileEntry, PackedEntry, Resolution, Spans, MODE_BITS};
 pub use hash::{Hash, HashParseError};
 pub use msg::{
     ClusterFile, ErrorKind, Event, Notification, PeerInfo, PeerReply, PeerRequest, TrackerReply,
-    TrackerRequest,
+    TrackerRequest, Transfer, MAX_TRANSFERS,
 };
 pub use path::{PathError, RelPath};
 pub use version::{Causality, VersionVector};

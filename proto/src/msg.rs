@@ -30,6 +30,10 @@ pub enum TrackerRequest {
         name: String,
         /// Device id given at registration.
         device: u64,
+        /// Downloads under way, the largest first, at most
+        /// [`MAX_TRANSFERS`] (empty: left out on the wire).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        transfers: Vec<Transfer>,
     },
     /// These entries changed on the peer (new versions it now holds).
     Update {
@@ -176,6 +180,34 @@ pub struct PeerInfo {
     pub endpoint: String,
     /// Milliseconds since the tracker last heard from it.
     pub last_seen_ms: u64,
+    /// Its downloads under way, as its last heartbeat said (empty: left
+    /// out on the wire).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<Transfer>,
+}
+
+/// Most downloads a heartbeat reports (the largest; a peer may have more
+/// under way).
+pub const MAX_TRANSFERS: usize = 16;
+
+/// A download under way, as its peer reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The file.
+    pub path: RelPath,
+    /// Its size.
+    pub size: u64,
+    /// Bytes of it this peer has (verified, or taken from its own disk).
+    pub done: u64,
+    /// Bytes a second since the download started.
+    pub rate: u64,
+}
+
+impl Transfer {
+    /// Whether it can be what a peer reports: `done` within `size`.
+    pub fn is_consistent(&self) -> bool {
+        self.done <= self.size
+    }
 }
 
 /// Kinds of error replies, shared by tracker and peers.

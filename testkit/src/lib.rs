@@ -753,3 +753,107 @@ impl Tap {
         self.seen.lock().unwrap().len()
     }
 }
+
+/// A TCP relay on a free loopback port to `target` whose replies (bytes
+/// from `target` back to the client) flow only while it has budget: it
+/// lets through [`Valve::start`]'s `budget` bytes, then holds the rest
+/// until [`Valve::open`]. A download through it stops part-way, for as
+/// long as a test needs, without stopping any process.
+pub struct Valve {
+    pub port: u16,
+    budget: std::sync::Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+}
+
+impl Valve {
+    pub fn start(target: String, budget: u64) -> Valve {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Condvar, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gate = Arc::new((Mutex::new(budget), Condvar::new()));
+        let g = gate.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to, metered) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        false,
+                    ),
+                    (server, client, true),
+                ] {
+                    let g = g.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            let mut sent = 0;
+                            while sent < n {
+                                let mut allowed = n - sent;
+                                if metered {
+                                    let (lock, cv) = &*g;
+                                    let mut left = lock.lock().unwrap();
+                                    while *left == 0 {
+                                        left = cv.wait(left).unwrap();
+                                    }
+                                    allowed = allowed.min(*left as usize);
+                                    *left -= allowed as u64;
+                                }
+                                if to.write_all(&buf[sent..sent + allowed]).is_err() {
+                                    return;
+                                }
+                                sent += allowed;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Valve { port, budget: gate }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Lets everything through from now on.
+    pub fn open(&self) {
+        let (lock, cv) = &*self.budget;
+        *lock.lock().unwrap() = u64::MAX;
+        cv.notify_all();
+    }
+}
+
+impl Cluster {
+    /// Adds a peer that serves on `listen` and tells the cluster to reach
+    /// it at `advertise` (a [`Valve`] or [`Tap`] in front of it).
+    pub fn add_peer_advertised(&mut self, name: &str, listen: &str, advertise: &str) -> usize {
+        let mut cmd = self.command(peer_bin());
+        cmd.args([
+            "--tracker",
+            &self.trackers(),
+            "run",
+            "--listen",
+            listen,
+            "--advertise",
+            advertise,
+            "--name",
+            name,
+            "--dir",
+        ])
+        .arg(self.dir_of(name));
+        let proc = Proc::spawn(cmd, self.tmp.path().join(format!("{name}.log")));
+        self.peers.push(Peer {
+            name: name.into(),
+            dir: self.dir_of(name),
+            proc,
+        });
+        self.peers.len() - 1
+    }
+}

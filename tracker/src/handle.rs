@@ -50,6 +50,7 @@ impl Index {
                     name: name.clone(),
                     endpoint,
                     last_seen_ms: 0,
+                    transfers: Vec::new(),
                 };
                 let n = self.next(Event::PeerJoined { peer: info });
                 out.push(n);
@@ -60,10 +61,15 @@ impl Index {
                     heartbeat_ms: cfg.heartbeat.as_millis() as u64,
                 }
             }
-            TrackerRequest::Heartbeat { name, device } => {
+            TrackerRequest::Heartbeat {
+                name,
+                device,
+                transfers,
+            } => {
                 if !self.touch(&name, device, now) {
                     return unknown_peer(&name);
                 }
+                self.set_transfers(&name, transfers);
                 TrackerReply::Ok
             }
             TrackerRequest::Update {
@@ -455,6 +461,7 @@ mod tests {
         let hb = TrackerRequest::Heartbeat {
             name: "a".into(),
             device: 1,
+            transfers: vec![],
         };
         let r = ix.handle(hb, Instant::now(), &Config::default(), "", &mut out);
         assert!(matches!(

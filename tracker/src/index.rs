@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info};
 use zync_proto::{
-    ClusterFile, Event, FileEntry, Hash, Notification, PackedEntry, PeerInfo, RelPath, PAGE_BYTES,
+    ClusterFile, Event, FileEntry, Hash, Notification, PackedEntry, PeerInfo, RelPath, Transfer,
+    MAX_TRANSFERS, PAGE_BYTES,
 };
 
 use crate::LOGGED_PER_BATCH;
@@ -25,6 +26,9 @@ pub(crate) struct Peer {
     pub(crate) device: Option<u64>,
     pub(crate) endpoint: String,
     pub(crate) last_seen: Instant,
+    /// Its downloads under way, as its last heartbeat said (at most
+    /// `MAX_TRANSFERS`): only passed on, in `Peers` and `List` replies.
+    pub(crate) transfers: Vec<Transfer>,
 }
 
 impl Peer {
@@ -35,6 +39,7 @@ impl Peer {
             device,
             endpoint,
             last_seen,
+            transfers: Vec::new(),
         }
     }
 }
@@ -429,6 +434,7 @@ impl Index {
             name: name.to_owned(),
             endpoint: p.endpoint.clone(),
             last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
+            transfers: p.transfers.clone(),
         }
     }
 
@@ -546,6 +552,16 @@ impl Index {
     }
 
     /// Refreshes a registered peer's liveness; false if it is not registered.
+    /// Keeps what `name` said it has under way (what makes sense of it: at
+    /// most `MAX_TRANSFERS`, none past its size).
+    pub(crate) fn set_transfers(&mut self, name: &str, mut transfers: Vec<Transfer>) {
+        if let Some(p) = self.peers.get_mut(name) {
+            transfers.truncate(MAX_TRANSFERS);
+            transfers.retain(Transfer::is_consistent);
+            p.transfers = transfers;
+        }
+    }
+
     pub(crate) fn touch(&mut self, name: &str, device: u64, now: Instant) -> bool {
         match self.peers.get_mut(name) {
             Some(p) if p.device == Some(device) => {

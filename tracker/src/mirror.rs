@@ -209,6 +209,7 @@ mod tests {
         let hb = TrackerRequest::Heartbeat {
             name: "p1".into(),
             device: 1,
+            transfers: vec![],
         };
         assert!(matches!(
             ask(&mut copy, hb.clone(), &mut out),

@@ -408,6 +408,7 @@ fn heartbeats(
                 let hb = TrackerRequest::Heartbeat {
                     name: name.clone(),
                     device: *device,
+                    transfers: vec![],
                 };
                 let _ = sock.send_frames([Vec::new(), encode(&hb)]);
             }

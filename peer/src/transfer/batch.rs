@@ -84,7 +84,13 @@ impl Fetcher {
             }));
         }
         for (entry, holders) in one_by_one {
-            let r = self.fetch_from(&entry, &holders, staging, &mut |_| {});
+            let tracked = self.progress.as_ref().map(|p| p.track(&entry));
+            let r = self.fetch_from(&entry, &holders, staging, &mut |n| {
+                if let Some(t) = &tracked {
+                    t.advance(n);
+                }
+            });
+            drop(tracked);
             if !done(entry, r) {
                 return;
             }

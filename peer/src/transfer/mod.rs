@@ -37,10 +37,12 @@ use crate::hashing::Stat;
 
 mod batch;
 mod durable;
+mod progress;
 mod stream;
 
 pub use batch::{batchable, Want, BATCH_FILES, SMALL_FILE};
 pub use durable::{sync_groups, SyncGroup};
+pub use progress::{Progress, Tracked};
 pub use stream::{Block, BlockStream};
 
 /// Why a fetch failed.
@@ -256,6 +258,8 @@ pub struct Fetcher {
     pub stall_timeout: Duration,
     /// What the last try got from holders and an earlier download.
     last_try: Tally,
+    /// Where downloads of large files are tracked while under way.
+    progress: Option<Progress>,
 }
 
 /// What one try of a download got, for the figures of the try after it.
@@ -299,6 +303,7 @@ impl Fetcher {
             idle: Vec::new(),
             local: None,
             last_try: Tally::default(),
+            progress: None,
             next_id: 1,
             window: 16,
             stall_timeout: Duration::from_secs(5),
@@ -413,6 +418,12 @@ impl Fetcher {
     /// kept) hold are copied from them instead of fetched.
     pub fn reuse(&mut self, local: LocalBlocks) {
         self.local = Some(local);
+    }
+
+    /// From now on, the downloads [`Fetcher::fetch_many`] makes one by one
+    /// (large files) are tracked in `progress` while under way.
+    pub fn track(&mut self, progress: Progress) {
+        self.progress = Some(progress);
     }
 
     /// Downloads `entry` into a temp file in `staging`, calling

@@ -223,6 +223,27 @@ def main():
                 wait(lambda d=d: os.path.exists(os.path.join(d, "already-there.txt"))
                      and open(os.path.join(d, "already-there.txt")).read() == "hello from peer1\n", f"the restored file in {d}")
 
+            # How a download under way is drawn (the API side is tested with
+            # a real stalled download in peer/tests/cli.rs): one /api/status
+            # answer with a transfer, rendered by the page's own code.
+            driver.execute_script("""
+                window.realFetch = window.fetch;
+                const moving = {files: 1, bytes: 100, conflicts: 0, unavailable: 0, peers: [{
+                    name: "peerX", in_sync: false, files_needed: 1, bytes_needed: 100, files_held: 0,
+                    bytes_held: 0, complete_percent: 0,
+                    transfers: [{path: "big.iso", size: 100, done: 40, rate_bytes_per_s: 10, eta_s: 6}]}]};
+                window.fetch = (url, o) => url === "/api/status"
+                    ? Promise.resolve(new Response(JSON.stringify(moving), {status: 200}))
+                    : window.realFetch(url, o);
+                status();
+            """)
+            w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "big.iso"))
+            bar = driver.find_element(By.CSS_SELECTOR, ".transfer [role=progressbar]")
+            assert bar.get_attribute("aria-valuenow") == "40", bar.get_attribute("aria-valuenow")
+            assert "about 6 s left" in driver.find_element(By.ID, "peers").text
+            driver.execute_script("window.fetch = window.realFetch; status();")
+            w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "peer2"))
+
             # A phone's width: nothing scrolls sideways.
             driver.set_window_size(390, 844)
             time.sleep(0.5)
