@@ -13,7 +13,7 @@ use zync_net::Context;
 use zync_proto::RelPath;
 
 use crate::client::{
-    Client, ClientError, FetchError, FileRow, PeerRow, TransferRow, TRACKER_TIMEOUT,
+    Client, ClientError, ErrorRow, FetchError, FileRow, PeerRow, TransferRow, TRACKER_TIMEOUT,
 };
 use crate::fsops::Root;
 use crate::versions::{pick, Kept, RestoreError, Versions};
@@ -47,6 +47,10 @@ pub struct PeerStatus {
     /// Its large downloads under way (the largest few), as its last
     /// heartbeat said.
     pub transfers: Vec<TransferRow>,
+    /// Its downloads waiting to be tried again after a failure.
+    pub failing: u64,
+    /// The latest of those failures.
+    pub errors: Vec<ErrorRow>,
 }
 
 /// `status`: the cluster's current files, and each live peer's part.
@@ -100,6 +104,7 @@ pub fn cluster_status(
         .iter()
         .map(|name| {
             let (files_held, bytes_held) = held[name];
+            let row = peers.iter().find(|p| p.name == *name);
             let complete_percent = match (bytes, total) {
                 (0, 0) => 100.0,
                 (0, t) => 100.0 * files_held as f64 / t as f64,
@@ -115,11 +120,9 @@ pub fn cluster_status(
                 complete_percent,
                 rate_bytes_per_s: None,
                 eta_s: None,
-                transfers: peers
-                    .iter()
-                    .find(|p| p.name == *name)
-                    .map(|p| p.transfers.clone())
-                    .unwrap_or_default(),
+                transfers: row.map(|p| p.transfers.clone()).unwrap_or_default(),
+                failing: row.map_or(0, |p| p.failing),
+                errors: row.map(|p| p.errors.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -243,6 +246,17 @@ pub fn print_status(s: &ClusterStatus, json: bool, out: &mut dyn Write) -> io::R
                 bytesize::ByteSize(t.size),
                 bytesize::ByteSize(t.rate_bytes_per_s),
             )?;
+        }
+        if p.failing > 0 {
+            writeln!(
+                out,
+                "  !! {} download{} failing, tried again after a pause; the latest:",
+                p.failing,
+                if p.failing == 1 { "" } else { "s" }
+            )?;
+            for e in &p.errors {
+                writeln!(out, "     {}: {}", e.path, e.error)?;
+            }
         }
     }
     writeln!(
@@ -659,6 +673,8 @@ mod tests {
             endpoint: String::new(),
             last_seen_ms: 0,
             transfers: vec![],
+            failing: 0,
+            errors: vec![],
         }
     }
 

@@ -77,6 +77,8 @@ fn peer_row(p: PeerInfo) -> PeerRow {
         endpoint: p.endpoint,
         last_seen_ms: p.last_seen_ms,
         transfers: p.transfers.into_iter().map(TransferRow::from).collect(),
+        failing: p.failing,
+        errors: p.errors.into_iter().map(ErrorRow::from).collect(),
     }
 }
 
@@ -91,6 +93,29 @@ pub struct PeerRow {
     pub last_seen_ms: u64,
     /// Its large downloads under way, as its last heartbeat said.
     pub transfers: Vec<TransferRow>,
+    /// Its downloads waiting to be tried again after a failure.
+    pub failing: u64,
+    /// The latest of those failures.
+    pub errors: Vec<ErrorRow>,
+}
+
+/// A failed download waiting to be tried again, in `peers --json` and
+/// `status --json`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct ErrorRow {
+    /// The file.
+    pub path: String,
+    /// Why its last try failed.
+    pub error: String,
+}
+
+impl From<zync_proto::Failure> for ErrorRow {
+    fn from(f: zync_proto::Failure) -> ErrorRow {
+        ErrorRow {
+            path: f.path.as_str().to_owned(),
+            error: f.error,
+        }
+    }
 }
 
 /// A download under way, in `peers --json` and `status --json`.

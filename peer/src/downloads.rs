@@ -108,6 +108,11 @@ impl Downloads {
         (self.paths.len(), bytes)
     }
 
+    /// How many paths wait out a backoff after a failed try.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// The version wanted for `path`, if any.
     pub fn wanted(&self, path: &RelPath) -> Option<&FileEntry> {
         self.paths.get(path).and_then(|d| d.wanted.as_ref())

@@ -341,6 +341,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         backlog: cfg.backlog.max(1),
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
+        progress: progress.clone(),
     };
     // Hashers: local files are hashed off the engine's thread.
     let hashers = hashing::Hashers::spawn(HASHERS, {

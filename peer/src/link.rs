@@ -185,10 +185,13 @@ impl Heartbeat {
                 return;
             }
             let generation = self.registration.generation.load(Ordering::Acquire);
+            let (failing, errors) = self.progress.failures();
             let req = TrackerRequest::Heartbeat {
                 name: self.name.clone(),
                 device: self.device,
                 transfers: self.progress.report(),
+                failing,
+                errors,
             };
             let mut event = match self.tracker.request(&req) {
                 Ok(_) => {

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub needed_bytes: IntGauge,
     /// Download slots in use (a batch of small files takes one each).
     pub transfers_in_flight: IntGauge,
+    /// Downloads waiting to be tried again after a failure.
+    pub failing_files: IntGauge,
     /// Entries in the local index (files and deletions it remembers).
     pub index_entries: IntGauge,
     /// 1 while registered with a tracker.
@@ -96,6 +98,10 @@ impl Metrics {
                 "zync_peer_transfers_in_flight",
                 "Download slots in use (a batch of small files takes one each).",
             ),
+            failing_files: gauge(
+                "zync_peer_failing_files",
+                "Downloads waiting to be tried again after a failure.",
+            ),
             index_entries: gauge(
                 "zync_peer_index_entries",
                 "Entries in the local index (files and remembered deletions).",
@@ -129,6 +135,7 @@ impl Metrics {
         register(&m.needed_files);
         register(&m.needed_bytes);
         register(&m.transfers_in_flight);
+        register(&m.failing_files);
         register(&m.index_entries);
         register(&m.registered);
         register(&m.served);

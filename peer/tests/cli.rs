@@ -310,6 +310,30 @@ fn status_says_which_peer_still_needs_what_and_when_all_are_in_sync() {
     let all = status(&c, None);
     assert_eq!(all["peers"].as_array().unwrap().len(), 2, "{all}");
     assert!(!c.cli(&["status", "--name", "nobody"]).status.success());
+    // p2 keeps failing to put the file in place, and says why.
+    let mut seen = serde_json::Value::Null;
+    wait_for(
+        CONVERGE,
+        || {
+            seen = status(&c, Some("p2"));
+            seen["peers"][0]["failing"] == 1
+                && seen["peers"][0]["errors"][0]["path"] == "blocked/inside.bin"
+        },
+        "p2's failing download in status",
+        &c,
+    );
+    assert!(
+        !seen["peers"][0]["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{seen}"
+    );
+    let table = String::from_utf8(c.cli(&["status", "--name", "p2"]).stdout).unwrap();
+    assert!(
+        table.contains("!! 1 download failing") && table.contains("blocked/inside.bin:"),
+        "{table}"
+    );
 
     // p2's file goes: every peer ends with everything, and says so.
     fs::remove_file(c.dir(1).join("blocked")).unwrap();
@@ -319,13 +343,11 @@ fn status_says_which_peer_still_needs_what_and_when_all_are_in_sync() {
         || {
             let s = status(&c, None);
             s["files"] == 1
-                && s["peers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|p| p["in_sync"] == true && p["complete_percent"] == 100.0)
+                && s["peers"].as_array().unwrap().iter().all(|p| {
+                    p["in_sync"] == true && p["complete_percent"] == 100.0 && p["failing"] == 0
+                })
         },
-        "every peer in sync",
+        "every peer in sync, nothing failing",
         &c,
     );
     let table = String::from_utf8(c.cli(&["status", "--all"]).stdout).unwrap();

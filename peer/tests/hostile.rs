@@ -112,6 +112,8 @@ fn tracker_rejects_garbage_and_keeps_serving() {
         name: "p1".into(),
         device: 1,
         transfers: vec![],
+        failing: 0,
+        errors: vec![],
     });
     assert_eq!(
         tracker_error(&ask(&ctx, &ep, &truncated[..truncated.len() - 2])),
@@ -277,6 +279,8 @@ impl FakeHolder {
                         name: name.clone(),
                         device: 66,
                         transfers: vec![],
+                        failing: 0,
+                        errors: vec![],
                     });
                     last_hb = std::time::Instant::now();
                 }

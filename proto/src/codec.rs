@@ -248,6 +248,11 @@ mod tests {
             endpoint: "tcp://1.2.3.4:5".into(),
             last_seen_ms: 7,
             transfers: vec![moving.clone()],
+            failing: 3,
+            errors: vec![crate::Failure::new(
+                RelPath::new("a/b").unwrap(),
+                "every holder failed",
+            )],
         };
         let cf = ClusterFile {
             entry: e.clone(),
@@ -264,11 +269,15 @@ mod tests {
                 name: "p1".into(),
                 device: 9,
                 transfers: vec![],
+                failing: 0,
+                errors: vec![],
             }),
             encode(&TrackerRequest::Heartbeat {
                 name: "p1".into(),
                 device: 9,
                 transfers: vec![moving],
+                failing: 1,
+                errors: vec![crate::Failure::new(RelPath::new("x").unwrap(), "disk full")],
             }),
             encode(&TrackerRequest::Update {
                 name: "p1".into(),
@@ -411,6 +420,8 @@ mod tests {
                 name: "p1".into(),
                 device: 9,
                 transfers: vec![],
+                failing: 0,
+                errors: vec![],
             })),
             "9202 81a9486561727462656174 82a46e616d65a27031a6646576696365 09".replace(' ', "")
         );
@@ -451,6 +462,8 @@ mod tests {
             name: "p1".into(),
             device: 9,
             transfers: vec![],
+            failing: 0,
+            errors: vec![],
         });
         for cut in 1..full.len() {
             let r = decode::<TrackerRequest>(&full[..cut]);

@@ -25,8 +25,8 @@ pub use codec::{block_reply_head, decode, encode, DecodeError};
 pub use entry::{FileEntry, PackedEntry, Resolution, Spans, MODE_BITS};
 pub use hash::{Hash, HashParseError};
 pub use msg::{
-    ClusterFile, ErrorKind, Event, Notification, PeerInfo, PeerReply, PeerRequest, TrackerReply,
-    TrackerRequest, Transfer, MAX_TRANSFERS,
+    ClusterFile, ErrorKind, Event, Failure, Notification, PeerInfo, PeerReply, PeerRequest,
+    TrackerReply, TrackerRequest, Transfer, MAX_ERROR_LEN, MAX_TRANSFERS,
 };
 pub use path::{PathError, RelPath};
 pub use version::{Causality, VersionVector};

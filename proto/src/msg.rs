@@ -34,6 +34,14 @@ pub enum TrackerRequest {
         /// [`MAX_TRANSFERS`] (empty: left out on the wire).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         transfers: Vec<Transfer>,
+        /// Downloads waiting to be tried again after a failure (0: left out
+        /// on the wire).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        failing: u64,
+        /// The latest of those failures, at most [`MAX_TRANSFERS`] (empty:
+        /// left out on the wire).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<Failure>,
     },
     /// These entries changed on the peer (new versions it now holds).
     Update {
@@ -184,6 +192,44 @@ pub struct PeerInfo {
     /// out on the wire).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfers: Vec<Transfer>,
+    /// Its downloads waiting to be tried again after a failure, as its
+    /// last heartbeat said (0: left out on the wire).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failing: u64,
+    /// The latest of those failures (empty: left out on the wire).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Failure>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Longest error message a [`Failure`] carries, in bytes.
+pub const MAX_ERROR_LEN: usize = 300;
+
+/// A download that failed and waits to be tried again, as its peer
+/// reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The file.
+    pub path: RelPath,
+    /// Why the last try failed (at most [`MAX_ERROR_LEN`] bytes).
+    pub error: String,
+}
+
+impl Failure {
+    /// A failure of `path`, its message cut to [`MAX_ERROR_LEN`] bytes.
+    pub fn new(path: RelPath, error: &str) -> Failure {
+        let mut end = error.len().min(MAX_ERROR_LEN);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        Failure {
+            path,
+            error: error[..end].to_owned(),
+        }
+    }
 }
 
 /// Most downloads a heartbeat reports (the largest; a peer may have more

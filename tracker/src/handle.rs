@@ -51,6 +51,8 @@ impl Index {
                     endpoint,
                     last_seen_ms: 0,
                     transfers: Vec::new(),
+                    failing: 0,
+                    errors: vec![],
                 };
                 let n = self.next(Event::PeerJoined { peer: info });
                 out.push(n);
@@ -65,11 +67,13 @@ impl Index {
                 name,
                 device,
                 transfers,
+                failing,
+                errors,
             } => {
                 if !self.touch(&name, device, now) {
                     return unknown_peer(&name);
                 }
-                self.set_transfers(&name, transfers);
+                self.set_transfers(&name, transfers, failing, errors);
                 TrackerReply::Ok
             }
             TrackerRequest::Update {
@@ -462,6 +466,8 @@ mod tests {
             name: "a".into(),
             device: 1,
             transfers: vec![],
+            failing: 0,
+            errors: vec![],
         };
         let r = ix.handle(hb, Instant::now(), &Config::default(), "", &mut out);
         assert!(matches!(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info};
 use zync_proto::{
-    ClusterFile, Event, FileEntry, Hash, Notification, PackedEntry, PeerInfo, RelPath, Transfer,
-    MAX_TRANSFERS, PAGE_BYTES,
+    ClusterFile, Event, Failure, FileEntry, Hash, Notification, PackedEntry, PeerInfo, RelPath,
+    Transfer, MAX_TRANSFERS, PAGE_BYTES,
 };
 
 use crate::LOGGED_PER_BATCH;
@@ -29,6 +29,10 @@ pub(crate) struct Peer {
     /// Its downloads under way, as its last heartbeat said (at most
     /// `MAX_TRANSFERS`): only passed on, in `Peers` and `List` replies.
     pub(crate) transfers: Vec<Transfer>,
+    /// Its downloads waiting after a failure, and the latest failures, as
+    /// its last heartbeat said: passed on likewise.
+    pub(crate) failing: u64,
+    pub(crate) errors: Vec<Failure>,
 }
 
 impl Peer {
@@ -40,6 +44,8 @@ impl Peer {
             endpoint,
             last_seen,
             transfers: Vec::new(),
+            failing: 0,
+            errors: vec![],
         }
     }
 }
@@ -435,6 +441,8 @@ impl Index {
             endpoint: p.endpoint.clone(),
             last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
             transfers: p.transfers.clone(),
+            failing: p.failing,
+            errors: p.errors.clone(),
         }
     }
 
@@ -552,13 +560,26 @@ impl Index {
     }
 
     /// Refreshes a registered peer's liveness; false if it is not registered.
-    /// Keeps what `name` said it has under way (what makes sense of it: at
-    /// most `MAX_TRANSFERS`, none past its size).
-    pub(crate) fn set_transfers(&mut self, name: &str, mut transfers: Vec<Transfer>) {
+    /// Keeps what `name` said it has under way and failing (what makes
+    /// sense of it: at most `MAX_TRANSFERS` of each, no transfer past its
+    /// size, messages cut to `MAX_ERROR_LEN`).
+    pub(crate) fn set_transfers(
+        &mut self,
+        name: &str,
+        mut transfers: Vec<Transfer>,
+        failing: u64,
+        mut errors: Vec<Failure>,
+    ) {
         if let Some(p) = self.peers.get_mut(name) {
             transfers.truncate(MAX_TRANSFERS);
             transfers.retain(Transfer::is_consistent);
+            errors.truncate(MAX_TRANSFERS);
+            for e in &mut errors {
+                *e = Failure::new(e.path.clone(), &e.error);
+            }
             p.transfers = transfers;
+            p.failing = failing;
+            p.errors = errors;
         }
     }
 

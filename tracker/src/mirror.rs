@@ -210,6 +210,8 @@ mod tests {
             name: "p1".into(),
             device: 1,
             transfers: vec![],
+            failing: 0,
+            errors: vec![],
         };
         assert!(matches!(
             ask(&mut copy, hb.clone(), &mut out),

@@ -409,6 +409,8 @@ fn heartbeats(
                     name: name.clone(),
                     device: *device,
                     transfers: vec![],
+                    failing: 0,
+                    errors: vec![],
                 };
                 let _ = sock.send_frames([Vec::new(), encode(&hb)]);
             }

@@ -96,6 +96,8 @@ pub struct Setup {
     pub observer: Option<Sender<Notification>>,
     /// How often to rescan the folder behind the watcher (`None`: never).
     pub rescan: Option<Duration>,
+    /// Where the failed downloads are told to the heartbeat.
+    pub progress: crate::transfer::Progress,
 }
 
 /// Why a path is being looked at; says which event a change found is logged as.
@@ -159,8 +161,12 @@ pub struct Engine {
     peers: HashMap<String, PeerInfo>,
     /// The paths this folder does not sync (`.zyncignore` and defaults).
     ignore: Ignore,
-    /// When the metrics' gauges are next set (once a second).
+    /// When the metrics' gauges (and the failures heartbeats report) are
+    /// next set (once a second).
     gauges_at: Instant,
+    /// The latest download failures still waiting to be tried again, by
+    /// path, oldest first (at most `MAX_TRANSFERS`).
+    failures: hashlink::LinkedHashMap<RelPath, String>,
 }
 
 impl Engine {
@@ -207,6 +213,7 @@ impl Engine {
             peers: HashMap::new(),
             ignore: Ignore::load(folder_root.as_path()),
             gauges_at: Instant::now(),
+            failures: hashlink::LinkedHashMap::new(),
         }
     }
 
@@ -309,6 +316,19 @@ impl Engine {
             m.transfers_in_flight.set(self.downloads.active() as i64);
             m.index_entries.set(self.folder.len() as i64);
             m.registered.set(i64::from(self.session.is_registered()));
+            let failing = self.downloads.waiting();
+            m.failing_files.set(failing as i64);
+            // A path no longer wanted (installed, superseded, ignored) has
+            // nothing left to fail.
+            let downloads = &self.downloads;
+            self.failures.retain(|p, _| downloads.wanted(p).is_some());
+            let latest = self
+                .failures
+                .iter()
+                .rev()
+                .map(|(p, e)| zync_proto::Failure::new(p.clone(), e))
+                .collect();
+            self.s.progress.set_failures(failing as u64, latest);
         }
         if let Err(e) = self.folder.save_if_due(now) {
             error!(error = %e, "could not save the index");

@@ -90,7 +90,8 @@ impl Engine {
                         return warn!(path = %path, error = %e, "not installing a download");
                     }
                     Err(e) => {
-                        let backoff = self.retry_later(path.clone());
+                        let why = format!("cannot put the downloaded file in place: {e}");
+                        let backoff = self.retry_later(path.clone(), why);
                         return warn!(path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
                                      "cannot put the downloaded file in place");
                     }
@@ -99,6 +100,7 @@ impl Engine {
             }
         };
         let gone = self.downloads.finish(&path);
+        self.failures.remove(&path);
         self.drop_partial_of(gone);
         self.report(target);
     }
@@ -109,6 +111,7 @@ impl Engine {
     pub(super) fn hold_back(&mut self, r: FileEntry) {
         let path = r.path.clone();
         if !r.deleted {
+            self.note_failure(path.clone(), "cannot check the local file".into());
             let backoff = self.downloads.want_later(r, Instant::now());
             warn!(path = %path, retry_in = %humantime::format_duration(backoff),
                   "cannot check the local file; not replacing it yet");
@@ -287,10 +290,11 @@ impl Engine {
                 metrics().fetch_failures.inc();
                 warn!(event = %"fetch_failed", path = %path, error = %e, "download dropped");
                 self.downloads.finish(&path);
+                self.failures.remove(&path);
             }
             (_, Err(e)) => {
                 metrics().fetch_failures.inc();
-                let backoff = self.retry_later(path.clone());
+                let backoff = self.retry_later(path.clone(), e.to_string());
                 warn!(event = %"fetch_failed", path = %path, error = %e, retry_in = %humantime::format_duration(backoff),
                       "download failed");
             }
@@ -299,10 +303,24 @@ impl Engine {
     }
 
     /// Schedules the wanted version of `path` to be fetched again, after a
-    /// backoff that doubles per failure (1 s to 30 s); returns the backoff.
-    pub(super) fn retry_later(&mut self, path: RelPath) -> Duration {
-        self.downloads
+    /// backoff that doubles per failure (1 s to 30 s), because of `why`;
+    /// returns the backoff.
+    pub(super) fn retry_later(&mut self, path: RelPath, why: String) -> Duration {
+        let backoff = self
+            .downloads
             .retry_later(&path, Instant::now())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.note_failure(path, why);
+        backoff
+    }
+
+    /// Keeps `why` as the latest failure of `path`, for the heartbeats to
+    /// report (only the latest [`zync_proto::MAX_TRANSFERS`]).
+    pub(super) fn note_failure(&mut self, path: RelPath, why: String) {
+        self.failures.remove(&path);
+        self.failures.insert(path, why);
+        while self.failures.len() > zync_proto::MAX_TRANSFERS {
+            self.failures.pop_front();
+        }
     }
 }

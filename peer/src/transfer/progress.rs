@@ -2,16 +2,21 @@
 //! tracker (and `status` and the dashboard show them): each large file's
 //! size, bytes done so far and rate. Small files travel in batches and
 //! are done before a heartbeat could tell of them; they are not tracked.
+//! Also the downloads that failed and wait to be tried again, which the
+//! engine sets once a second.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use zync_proto::{FileEntry, RelPath, Transfer, MAX_TRANSFERS};
+use zync_proto::{Failure, FileEntry, RelPath, Transfer, MAX_TRANSFERS};
 
 /// The downloads under way; clones share them.
 #[derive(Clone, Default)]
-pub struct Progress(Arc<Mutex<HashMap<RelPath, Live>>>);
+pub struct Progress {
+    live: Arc<Mutex<HashMap<RelPath, Live>>>,
+    failures: Arc<Mutex<(u64, Vec<Failure>)>>,
+}
 
 struct Live {
     size: u64,
@@ -28,7 +33,22 @@ pub struct Tracked {
 impl Progress {
     fn lock(&self) -> MutexGuard<'_, HashMap<RelPath, Live>> {
         // A panic elsewhere while holding it left a map still worth reading.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the downloads waiting after a failure: how many, and the
+    /// latest failures (at most [`MAX_TRANSFERS`] are kept).
+    pub fn set_failures(&self, failing: u64, mut latest: Vec<Failure>) {
+        latest.truncate(MAX_TRANSFERS);
+        *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = (failing, latest);
+    }
+
+    /// What [`Progress::set_failures`] last set.
+    pub fn failures(&self) -> (u64, Vec<Failure>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Starts tracking the download of `entry`.
@@ -128,6 +148,18 @@ mod tests {
         assert_eq!(p.report().len(), 1);
         drop(small);
         assert!(p.report().is_empty());
+    }
+
+    #[test]
+    fn failures_are_kept_as_last_set_and_bounded() {
+        let p = Progress::default();
+        assert_eq!(p.failures(), (0, vec![]));
+        let f = |i: usize| Failure::new(RelPath::new(format!("f{i}")).unwrap(), "no holder");
+        p.set_failures(40, (0..40).map(f).collect());
+        let (n, latest) = p.failures();
+        assert_eq!((n, latest.len()), (40, MAX_TRANSFERS));
+        p.set_failures(0, vec![]);
+        assert_eq!(p.failures(), (0, vec![]));
     }
 
     #[test]

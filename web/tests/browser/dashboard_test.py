@@ -231,7 +231,8 @@ def main():
                 const moving = {files: 1, bytes: 100, conflicts: 0, unavailable: 0, peers: [{
                     name: "peerX", in_sync: false, files_needed: 1, bytes_needed: 100, files_held: 0,
                     bytes_held: 0, complete_percent: 0,
-                    transfers: [{path: "big.iso", size: 100, done: 40, rate_bytes_per_s: 10, eta_s: 6}]}]};
+                    transfers: [{path: "big.iso", size: 100, done: 40, rate_bytes_per_s: 10, eta_s: 6}],
+                    failing: 1, errors: [{path: "<b>odd</b>.txt", error: "disk full"}]}]};
                 window.fetch = (url, o) => url === "/api/status"
                     ? Promise.resolve(new Response(JSON.stringify(moving), {status: 200}))
                     : window.realFetch(url, o);
@@ -240,7 +241,9 @@ def main():
             w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "big.iso"))
             bar = driver.find_element(By.CSS_SELECTOR, ".transfer [role=progressbar]")
             assert bar.get_attribute("aria-valuenow") == "40", bar.get_attribute("aria-valuenow")
-            assert "about 6 s left" in driver.find_element(By.ID, "peers").text
+            peers_text = driver.find_element(By.ID, "peers").text
+            assert "about 6 s left" in peers_text, peers_text
+            assert "1 download failing" in peers_text and "<b>odd</b>.txt: disk full" in peers_text, peers_text
             driver.execute_script("window.fetch = window.realFetch; status();")
             w.until(EC.text_to_be_present_in_element((By.ID, "peers"), "peer2"))
 
