@@ -661,4 +661,21 @@ fn ignored_paths_never_leave_their_peer_and_a_pattern_added_or_dropped_later_tak
     wait_file_everywhere(&c, "local.log", b"p2's log");
     assert!(!b.join("build").exists(), "still ignored");
     assert!(c.peers[0].proc.log_text().contains("event=ignore_changed"));
+
+    // A sub-folder's own file: its patterns are relative to it, and its
+    // negation brings back there what the root's file hides.
+    fs::write(a.join(".zyncignore"), "build/\n*.bak\n").unwrap();
+    wait_file_everywhere(&c, ".zyncignore", b"build/\n*.bak\n");
+    fs::create_dir_all(a.join("logs/deep")).unwrap();
+    fs::write(a.join("logs/.zyncignore"), "*.txt\n!*.bak\n").unwrap();
+    wait_file_everywhere(&c, "logs/.zyncignore", b"*.txt\n!*.bak\n");
+    fs::write(a.join("logs/deep/x.txt"), b"ignored in logs/").unwrap();
+    fs::write(a.join("logs/y.bak"), b"kept in logs/").unwrap();
+    fs::write(a.join("z.bak"), b"ignored at the top").unwrap();
+    fs::write(a.join("top.txt"), b"synced at the top").unwrap();
+    wait_file_everywhere(&c, "logs/y.bak", b"kept in logs/");
+    wait_file_everywhere(&c, "top.txt", b"synced at the top");
+    fs::write(a.join("logs/after.md"), b"last").unwrap();
+    wait_file_everywhere(&c, "logs/after.md", b"last");
+    assert!(!b.join("logs/deep").exists() && !b.join("z.bak").exists());
 }

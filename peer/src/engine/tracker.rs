@@ -201,21 +201,21 @@ impl Engine {
     /// registered there is nothing to queue: registering sends the whole
     /// index (and a first scan of a large folder would queue all of it).
     pub(super) fn report(&mut self, entry: FileEntry) {
-        if entry.path.as_str() == IGNORE_FILE {
-            self.ignore_changed();
+        if entry.path.components().last() == Some(IGNORE_FILE) {
+            self.ignore_changed(&entry.path);
         }
         if self.session.is_registered() {
             self.outbox.push(entry);
         }
     }
 
-    /// `.zyncignore` changed here (an edit, or the cluster's version put in
-    /// place): with new rules, a path no longer ignored is looked at again,
-    /// here (a rescan) and in the cluster (the index fetched again); one
-    /// now ignored is left as it is.
-    fn ignore_changed(&mut self) {
-        if self.ignore.reload(self.folder.root().dir()) {
-            info!(event = %"ignore_changed", path = %IGNORE_FILE, "ignore patterns changed; looking at the folder and the cluster again");
+    /// A `.zyncignore` changed here (an edit, or the cluster's version put
+    /// in place): with new rules, a path no longer ignored is looked at
+    /// again, here (a rescan) and in the cluster (the index fetched again);
+    /// one now ignored is left as it is.
+    fn ignore_changed(&mut self, file: &RelPath) {
+        if self.ignore.reload(file) {
+            info!(event = %"ignore_changed", path = %file, "ignore patterns changed; looking at the folder and the cluster again");
             self.scan(Cause::Scan);
             self.session.resync();
         }
