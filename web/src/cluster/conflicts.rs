@@ -214,14 +214,15 @@ impl Cluster {
             let mut reader = self.reader(f, &copy_entry)?;
             let (tmp, _, sha) = self
                 .receive(&mut reader, u64::MAX)
-                .map_err(|e| ResolveError::Io(io::Error::other(format!("{e:?}"))))?;
+                .map_err(|e| ResolveError::Io(e.into_io()))?;
             if sha != copy_entry.sha256 {
                 return Err(ResolveError::Changed(format!(
                     "{copy}: content changed while it was read"
                 )));
             }
-            self.place(tmp, &original)
-                .map_err(|e| ResolveError::Io(io::Error::other(format!("{e:?}"))))?;
+            // The kept content keeps its own mode too.
+            self.place(tmp, &original, copy_entry.mode)
+                .map_err(|e| ResolveError::Io(e.into_io()))?;
         }
         self.data.remove_and_prune(&copy)?;
         let kept = match keep {

@@ -181,9 +181,7 @@ impl Cluster {
             ["api", "hits"] => self.only_get(req, || Reply::json(200, &state.hits())),
             ["api", "events"] => self.only_get(req, || self.events()),
             ["api", "browse"] => self.only_get(req, || self.browse(req)),
-            ["api", "status"] => {
-                self.only_get(req, || self.with_view(|v| Reply::json(200, &v.status)))
-            }
+            ["api", "status"] => self.only_get(req, || self.status()),
             ["api", "conflicts"] => self.only_get(req, || self.with_view(|v| conflicts_json(&v))),
             ["api", "diff"] => self.only_get(req, || {
                 let q = |k| http::query_value(&req.url, k).unwrap_or_default();
@@ -261,6 +259,22 @@ impl Cluster {
             Ok(v) => f(v),
             Err(e) => Reply::json(503, &serde_json::json!({"error": e.to_string()})),
         }
+    }
+
+    /// `GET /api/status`: every live peer's part, from the cached listing
+    /// and the peers as they are now (their transfers move without any
+    /// notification saying so).
+    fn status(&self) -> Reply {
+        let peers = match self.client.peers() {
+            Ok(p) => p,
+            Err(e) => return Reply::json(503, &serde_json::json!({"error": e.to_string()})),
+        };
+        self.with_view(
+            |v| match zync_peer::cli::cluster_status(&v.files, &peers, None) {
+                Ok(s) => Reply::json(200, &s),
+                Err(e) => Reply::json(500, &serde_json::json!({"error": e.to_string()})),
+            },
+        )
     }
 
     /// `GET /api/browse?dir=D&q=Q&offset=N&limit=M`: a page of folder `D`

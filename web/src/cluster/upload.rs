@@ -30,7 +30,7 @@ impl Cluster {
         }
         match self
             .receive(rq.as_reader(), max)
-            .and_then(|(tmp, size, sha)| self.place(tmp, path).map(|_| (size, sha)))
+            .and_then(|(tmp, size, sha)| self.place(tmp, path, None).map(|_| (size, sha)))
         {
             Ok((size, sha)) => {
                 info!(event = %"uploaded", path = %path, bytes = size, sha256 = %sha.short(), "upload joined the cluster");
@@ -84,7 +84,7 @@ impl Cluster {
         };
         let mut done = Vec::new();
         for (tmp, path, size, sha) in files {
-            if let Err(e) = self.place(tmp, &path) {
+            if let Err(e) = self.place(tmp, &path, None) {
                 warn!(path = %path, error = ?e, "upload failed");
                 return Reply::page(500, "Internal Server Error", "could not store the upload");
             }
@@ -189,10 +189,16 @@ impl Cluster {
     }
 
     /// Renames a finished upload into the data folder, where the member
-    /// picks it up, with the mode of any new file (not the temp file's 0600).
-    pub(super) fn place(&self, tmp: tempfile::TempPath, path: &RelPath) -> Result<(), UploadError> {
+    /// picks it up, with `mode` masked by the umask (`None`: that of any
+    /// new file; never the temp file's 0600).
+    pub(super) fn place(
+        &self,
+        tmp: tempfile::TempPath,
+        path: &RelPath,
+        mode: Option<u32>,
+    ) -> Result<(), UploadError> {
         use std::os::unix::fs::PermissionsExt;
-        let mode = zync_peer::fsops::mode_for(None);
+        let mode = zync_peer::fsops::mode_for(mode);
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
             .map_err(UploadError::Io)?;
         self.data
@@ -231,6 +237,15 @@ impl From<io::Error> for UploadError {
 }
 
 impl UploadError {
+    /// As an I/O error, for callers that are not uploads.
+    pub(super) fn into_io(self) -> io::Error {
+        match self {
+            UploadError::TooLarge => io::Error::other("too large"),
+            UploadError::Bad(why) => io::Error::other(why),
+            UploadError::Io(e) => e,
+        }
+    }
+
     /// The response for a failed upload.
     fn reply(self, max: u64) -> Reply {
         match self {

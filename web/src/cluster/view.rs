@@ -61,8 +61,13 @@ impl Views {
                 return Ok(Arc::clone(v));
             }
         }
-        self.dirty.store(false, Ordering::Release);
-        let (files, peers) = client.listing()?;
+        // A change that comes while the listing is read marks it again.
+        let was_dirty = self.dirty.swap(false, Ordering::AcqRel);
+        let (files, peers) = client.listing().inspect_err(|_| {
+            if was_dirty {
+                self.dirty.store(true, Ordering::Release);
+            }
+        })?;
         let status = cluster_status(&files, &peers, None).map_err(|_| ClientError::Unexpected)?;
         let v = Arc::new(View {
             files,
