@@ -304,18 +304,18 @@ impl Cluster {
     }
 
     fn peer_cmd(&self, name: &str) -> Command {
+        self.peer_cmd_at(name, "127.0.0.1:0", None)
+    }
+
+    /// `zync-peer run` for `name`, serving on `listen`, reached at
+    /// `advertise` if given.
+    fn peer_cmd_at(&self, name: &str, listen: &str, advertise: Option<&str>) -> Command {
         let mut cmd = self.command(peer_bin());
-        cmd.args([
-            "--tracker",
-            &self.trackers(),
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--dir",
-        ])
-        .arg(self.dir_of(name));
+        cmd.args(["--tracker", &self.trackers(), "run", "--listen", listen]);
+        if let Some(a) = advertise {
+            cmd.args(["--advertise", a]);
+        }
+        cmd.args(["--name", name, "--dir"]).arg(self.dir_of(name));
         cmd
     }
 
@@ -327,6 +327,11 @@ impl Cluster {
     pub fn add_peer_with(&mut self, name: &str, env: &[(&str, &str)]) -> usize {
         let mut cmd = self.peer_cmd(name);
         cmd.envs(env.iter().copied());
+        self.spawn_peer(name, cmd)
+    }
+
+    /// Starts `cmd` as the peer `name` (its log beside the others).
+    fn spawn_peer(&mut self, name: &str, cmd: Command) -> usize {
         let proc = Proc::spawn(cmd, self.tmp.path().join(format!("{name}.log")));
         self.peers.push(Peer {
             name: name.into(),
@@ -834,26 +839,7 @@ impl Cluster {
     /// Adds a peer that serves on `listen` and tells the cluster to reach
     /// it at `advertise` (a [`Valve`] or [`Tap`] in front of it).
     pub fn add_peer_advertised(&mut self, name: &str, listen: &str, advertise: &str) -> usize {
-        let mut cmd = self.command(peer_bin());
-        cmd.args([
-            "--tracker",
-            &self.trackers(),
-            "run",
-            "--listen",
-            listen,
-            "--advertise",
-            advertise,
-            "--name",
-            name,
-            "--dir",
-        ])
-        .arg(self.dir_of(name));
-        let proc = Proc::spawn(cmd, self.tmp.path().join(format!("{name}.log")));
-        self.peers.push(Peer {
-            name: name.into(),
-            dir: self.dir_of(name),
-            proc,
-        });
-        self.peers.len() - 1
+        let cmd = self.peer_cmd_at(name, listen, Some(advertise));
+        self.spawn_peer(name, cmd)
     }
 }

@@ -174,18 +174,14 @@ impl Metrics {
         self.cluster_peers.set(s.peers.len() as i64);
         for p in &s.peers {
             let l = [p.name.as_str()];
-            self.peer_held_files
-                .with_label_values(&l)
-                .set(p.files_held as i64);
-            self.peer_held_bytes
-                .with_label_values(&l)
-                .set(p.bytes_held as i64);
-            self.peer_needed_files
-                .with_label_values(&l)
-                .set(p.files_needed as i64);
-            self.peer_needed_bytes
-                .with_label_values(&l)
-                .set(p.bytes_needed as i64);
+            for (series, v) in [
+                (&self.peer_held_files, p.files_held),
+                (&self.peer_held_bytes, p.bytes_held),
+                (&self.peer_needed_files, p.files_needed),
+                (&self.peer_needed_bytes, p.bytes_needed),
+            ] {
+                series.with_label_values(&l).set(v as i64);
+            }
             self.peer_complete
                 .with_label_values(&l)
                 .set(p.complete_percent / 100.0);
