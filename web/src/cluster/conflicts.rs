@@ -3,7 +3,8 @@
 //!
 //! Keeping a side is an ordinary edit of this member's folder, which its
 //! embedded peer reports like any other: keeping the copy's content writes
-//! it over the original (every peer then keeps the replaced content among
+//! it (read from the member's own copy, hashed as it is copied) over the
+//! original (every peer then keeps the replaced content among
 //! its versions), and either way the copy is deleted (likewise kept as a
 //! version where it is deleted). Both sides are named with the content the
 //! page showed: if either changed since, nothing is done (409).
@@ -13,8 +14,8 @@ use std::io::{self, Read};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::info;
-use zync_peer::client::FetchError;
-use zync_proto::{FileEntry, Hash, RelPath};
+use zync_peer::client::{FetchError, Fetcher};
+use zync_proto::{Hash, RelPath};
 
 use super::{Cluster, StreamReader};
 use crate::reply::Reply;
@@ -110,27 +111,16 @@ impl Cluster {
         if e.size > max {
             return Ok(None);
         }
-        let mut out = Vec::with_capacity(e.size as usize);
-        self.reader(f, &e)?
-            .read_to_end(&mut out)
-            .map_err(FetchError::Io)?;
-        Ok(Some(out))
-    }
-
-    /// A reader of `e`'s whole content from its holders, each block verified.
-    fn reader(
-        &self,
-        mut f: zync_peer::client::Fetcher,
-        e: &FileEntry,
-    ) -> Result<StreamReader, FetchError> {
         let blocks = e.spans().count() as u64;
-        let stream = f.stream(e, 0, blocks)?;
-        Ok(StreamReader {
-            stream,
+        let mut reader = StreamReader {
+            stream: f.stream(&e, 0, blocks)?,
             left: e.size,
             buf: Default::default(),
             pos: 0,
-        })
+        };
+        let mut out = Vec::with_capacity(e.size as usize);
+        reader.read_to_end(&mut out).map_err(FetchError::Io)?;
+        Ok(Some(out))
     }
 
     /// `GET /api/diff?a=PATH&b=PATH`: the line diff of two text files of at
@@ -173,7 +163,7 @@ impl Cluster {
             .conflict_original()
             .ok_or_else(|| ResolveError::Bad(format!("{copy} is not a conflict copy")))?;
         let mut f = self.fetcher();
-        let current = |f: &mut zync_peer::client::Fetcher, p: &RelPath| match f.lookup(p) {
+        let current = |f: &mut Fetcher, p: &RelPath| match f.lookup(p) {
             Ok(e) if !e.deleted => Ok(Some(e)),
             Ok(_) | Err(FetchError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -193,36 +183,42 @@ impl Cluster {
                 "{original} changed since the page showed it; look again"
             )));
         }
-        // The copy is removed here, where this member holds it: it must be
-        // the content the page showed, never an edit made since.
-        let local = self.data.file(&copy);
-        match sha256_of(&local) {
-            Ok(h) if h == copy_entry.sha256 => {}
-            Ok(_) => {
-                return Err(ResolveError::Changed(format!(
-                    "{copy} here differs from the cluster's; look again in a moment"
-                )))
-            }
+        // The copy is read, and removed, here, where this member holds it:
+        // it must be the content the page showed, never an edit made since.
+        let mut local = match self.data.open(&copy) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(ResolveError::Changed(format!(
                     "{copy} has not reached this node yet; try again in a moment"
                 )))
             }
             Err(e) => return Err(e.into()),
-        }
-        if keep == Keep::Copy {
-            let mut reader = self.reader(f, &copy_entry)?;
-            let (tmp, _, sha) = self
-                .receive(&mut reader, u64::MAX)
-                .map_err(|e| ResolveError::Io(e.into_io()))?;
-            if sha != copy_entry.sha256 {
-                return Err(ResolveError::Changed(format!(
-                    "{copy}: content changed while it was read"
-                )));
+        };
+        let differs = || {
+            ResolveError::Changed(format!(
+                "{copy} here differs from the cluster's; look again in a moment"
+            ))
+        };
+        match keep {
+            Keep::Copy => {
+                // Copied and hashed in one read; placed only if it hashed right.
+                let (tmp, _, sha) = self
+                    .receive(&mut local, u64::MAX)
+                    .map_err(|e| ResolveError::Io(e.into_io()))?;
+                if sha != copy_entry.sha256 {
+                    return Err(differs());
+                }
+                // The kept content keeps its own mode too.
+                self.place(tmp, &original, copy_entry.mode)
+                    .map_err(|e| ResolveError::Io(e.into_io()))?;
             }
-            // The kept content keeps its own mode too.
-            self.place(tmp, &original, copy_entry.mode)
-                .map_err(|e| ResolveError::Io(e.into_io()))?;
+            Keep::Original => {
+                let mut h = Sha256::new();
+                io::copy(&mut local, &mut h)?;
+                if Hash::from(h) != copy_entry.sha256 {
+                    return Err(differs());
+                }
+            }
         }
         self.data.remove_and_prune(&copy)?;
         let kept = match keep {
@@ -233,14 +229,6 @@ impl Cluster {
               "conflict resolved from the dashboard");
         Ok(original)
     }
-}
-
-/// The SHA-256 of the file at `p`, read in a stream.
-fn sha256_of(p: &std::path::Path) -> io::Result<Hash> {
-    let mut f = std::fs::File::open(p)?;
-    let mut h = Sha256::new();
-    io::copy(&mut f, &mut h)?;
-    Ok(Hash::from(h))
 }
 
 #[cfg(test)]
