@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
 pub use prometheus;
 use prometheus::core::Collector;
@@ -50,26 +50,19 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// `shutdown` fires; returns the address it bound (so `:0` can be used).
 /// Anything else gets a 404; a method other than GET or HEAD a 405.
 pub fn serve(addr: &str, shutdown: &Shutdown) -> io::Result<SocketAddr> {
-    let server = tiny_http::Server::http(addr).map_err(io::Error::other)?;
+    let server = Arc::new(tiny_http::Server::http(addr).map_err(io::Error::other)?);
     let bound = server
         .server_addr()
         .to_ip()
         .ok_or_else(|| io::Error::other("the metrics endpoint is not a TCP address"))?;
-    let stop = shutdown.clone();
     std::thread::Builder::new()
         .name("zync-metrics".into())
-        .spawn(move || {
-            while !stop.is_triggered() {
-                match server.recv_timeout(Duration::from_millis(250)) {
-                    Ok(Some(rq)) => answer(rq),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics endpoint: cannot accept");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
+        .spawn({
+            let server = Arc::clone(&server);
+            // Ends when the shutdown unblocks the server.
+            move || server.incoming_requests().for_each(answer)
         })?;
+    shutdown.on_trigger(move || server.unblock());
     tracing::info!(endpoint = %format!("http://{bound}/metrics"), "metrics served");
     Ok(bound)
 }
@@ -134,6 +127,12 @@ mod tests {
         );
         assert!(page.contains("\nzync_test_things_total 7\n"), "{page}");
         assert!(get(addr, "/other").contains(" 404 "));
+        // The shutdown ends the endpoint: its port closes.
         stop.trigger();
+        let closed = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::net::TcpStream::connect(addr).is_err()
+        });
+        assert!(closed, "still listening after the shutdown");
     }
 }
