@@ -450,6 +450,19 @@ impl Server {
                         }));
                     }
 
+                    // zync patch: the listener's receive timeout (which the
+                    // accepted sockets inherit) also bounds accept(): no
+                    // client came in that time. Not an error; wait again at
+                    // once (a pause here would delay the next client).
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            IoErrorKind::WouldBlock | IoErrorKind::TimedOut | IoErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue;
+                    }
+
                     Err(e) if !listener_is_unusable(&e) => {
                         log::warn!("Error accepting new client (retrying): {}", e);
                         thread::sleep(pause);

@@ -16,6 +16,7 @@ dashboard (dashboard.png), the conflict view (conflict.png), and a phone
 width (phone.png, checked for horizontal scrolling).
 """
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -268,12 +269,14 @@ def main():
         for n in ("tracker", "peer1", "peer2", "web"):
             print(f"---- {n}.log", file=sys.stderr)
             print(open(os.path.join(tmp, f"{n}.log")).read()[-3000:], file=sys.stderr)
+        print(f"the cluster's folders and whole logs are kept in {tmp}", file=sys.stderr)
         raise
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(timeout=10)
+    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

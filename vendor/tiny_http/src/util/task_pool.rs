@@ -13,17 +13,29 @@ pub struct TaskPool {
 }
 
 struct Sharing {
-    // list of the tasks to be done by worker threads
-    todo: Mutex<VecDeque<Box<dyn FnMut() + Send>>>,
+    // the tasks to be done by worker threads, and how many threads wait
+    // for one (zync patch: counted under the same lock as the tasks)
+    todo: Mutex<Todo>,
 
     // condvar that will be notified whenever a task is added to `todo`
     condvar: Condvar,
 
     // number of total worker threads running
     active_tasks: AtomicUsize,
+}
 
-    // number of idle worker threads
-    waiting_tasks: AtomicUsize,
+// zync patch: upstream counted idle threads in an atomic that a woken thread
+// decremented only once it had run again. Two tasks spawned before the first
+// woken thread ran both saw it as idle: the second was queued with no thread
+// left to take it, and waited until some other task ended. In handler mode a
+// task is a whole connection, so a request (a browser's event stream) could
+// wait for another keep-alive connection to time out, 15 s or more. Now a
+// task is queued only while more threads wait than tasks are queued;
+// otherwise it gets a thread of its own.
+struct Todo {
+    tasks: VecDeque<Box<dyn FnMut() + Send>>,
+    // threads waiting on the condvar, woken or not yet running again
+    idle: usize,
 }
 
 /// Minimum number of active threads.
@@ -50,10 +62,12 @@ impl TaskPool {
     pub fn new() -> TaskPool {
         let pool = TaskPool {
             sharing: Arc::new(Sharing {
-                todo: Mutex::new(VecDeque::new()),
+                todo: Mutex::new(Todo {
+                    tasks: VecDeque::new(),
+                    idle: 0,
+                }),
                 condvar: Condvar::new(),
                 active_tasks: AtomicUsize::new(0),
-                waiting_tasks: AtomicUsize::new(0),
             }),
         };
 
@@ -67,13 +81,14 @@ impl TaskPool {
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+        let mut todo = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
-        } else {
-            queue.push_back(code);
+        if todo.idle > todo.tasks.len() {
+            todo.tasks.push_back(code);
             self.sharing.condvar.notify_one();
+        } else {
+            drop(todo);
+            self.add_thread(Some(code));
         }
     }
 
@@ -94,11 +109,11 @@ impl TaskPool {
 
                     let task;
                     loop {
-                        if let Some(poped_task) = todo.pop_front() {
+                        if let Some(poped_task) = todo.tasks.pop_front() {
                             task = poped_task;
                             break;
                         }
-                        let _waiting_guard = Registration::new(&sharing.waiting_tasks);
+                        todo.idle += 1;
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
@@ -112,8 +127,9 @@ impl TaskPool {
                                 todo = new_lock;
                                 !waitres.timed_out()
                             };
+                        todo.idle -= 1;
 
-                        if !received && todo.is_empty() {
+                        if !received && todo.tasks.is_empty() {
                             return;
                         }
                     }
@@ -133,5 +149,48 @@ impl Drop for TaskPool {
             .active_tasks
             .store(999_999_999, Ordering::Release);
         self.sharing.condvar.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    // zync patch: tasks that hold their thread (as a connection does) all
+    // start, however fast they come, even while the pool's idle threads
+    // are still waking up.
+    #[test]
+    fn every_task_starts_while_the_others_still_run() {
+        for _ in 0..50 {
+            let pool = TaskPool::new();
+            // Let the first threads reach their wait.
+            thread::sleep(Duration::from_millis(20));
+            let (started, starts) = mpsc::channel();
+            let release = Arc::new((Mutex::new(false), Condvar::new()));
+            const N: usize = 12;
+            for _ in 0..N {
+                let (started, release) = (started.clone(), Arc::clone(&release));
+                pool.spawn(Box::new(move || {
+                    let _ = started.send(());
+                    let (lock, cv) = &*release;
+                    let mut go = lock.lock().unwrap();
+                    while !*go {
+                        go = cv.wait(go).unwrap();
+                    }
+                }));
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for n in 0..N {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(
+                    starts.recv_timeout(left).is_ok(),
+                    "only {n} of {N} tasks started: the others wait for a thread"
+                );
+            }
+            *release.0.lock().unwrap() = true;
+            release.1.notify_all();
+        }
     }
 }
