@@ -194,8 +194,15 @@ impl Root {
     /// installed, or take in a user's write made right after the rename and so
     /// pass that write off as ours.
     pub fn place(&self, tmp: tempfile::TempPath, rel: &RelPath) -> io::Result<Stat> {
-        let target = self.prepare_target(rel)?;
         let stat = Stat::of(&std::fs::symlink_metadata(&tmp)?);
+        self.place_as(tmp, rel, stat)
+    }
+
+    /// [`Root::place`] for a temp file whose `stat` was taken through its
+    /// descriptor once it was final (nothing writes a staged download after
+    /// that): no lookup of it by name.
+    pub fn place_as(&self, tmp: tempfile::TempPath, rel: &RelPath, stat: Stat) -> io::Result<Stat> {
+        let target = self.prepare_target(rel)?;
         // A directory at the target stays: renaming a file onto one fails
         // (EISDIR), empty or not.
         tmp.persist(&target).map_err(|e| match e.error.kind() {

@@ -47,6 +47,8 @@ impl Engine {
             },
             _ => fresh,
         };
+        // Whether an install renamed the download's partial file into place.
+        let mut placed_partial = false;
         let target = match step {
             Step::Delete { target, .. } => match self.folder.delete(fresh, target.clone()) {
                 Ok(removed) => {
@@ -76,8 +78,10 @@ impl Engine {
                 let Some((f, took)) = fetched else { return };
                 let (from, fetched, reused, resumed) =
                     (f.from(), f.fetched(), f.reused(), f.resumed());
+                let partial = f.is_partial_of(&self.s.staging, &target);
                 match self.folder.install(fresh, target.clone(), f) {
                     Ok(_) => {
+                        placed_partial = partial;
                         let m = metrics();
                         m.synced.with_label_values(&["install"]).inc();
                         m.fetched_bytes.inc_by(fetched);
@@ -101,7 +105,9 @@ impl Engine {
         };
         let gone = self.downloads.finish(&path);
         self.failures.remove(&path);
-        self.drop_partial_of(gone);
+        // The partial file of the content just installed is in place now:
+        // no need to look for it in staging.
+        self.drop_partial_of(gone.filter(|g| !(placed_partial && g.sha256 == target.sha256)));
         self.report(target);
     }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 use zync_net::{self as net, Socket};
@@ -239,15 +239,16 @@ fn write_small(
     let mut file = std::fs::File::create(&path)?;
     let temp = tempfile::TempPath::try_from_path(&path)?;
     file.write_all(bytes)?;
-    Ok(Written {
-        handle: file,
-        mtime: UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64),
-        fetched: Fetched {
+    Ok(Written::new(
+        file,
+        entry,
+        Fetched {
             file: temp,
             from: vec![from.to_owned()],
             fetched: bytes.len() as u64,
             reused: 0,
             resumed: 0,
+            stat: None,
         },
-    })
+    ))
 }

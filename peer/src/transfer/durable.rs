@@ -79,11 +79,11 @@ pub fn sync_groups(groups: Vec<(SyncGroup, Vec<Written>)>) -> Vec<Result<Fetched
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .and_then(|dirs| dirs.into_iter().min_by_key(|(n, _)| *n));
-    let batch: Vec<Written> = files.into_iter().flatten().collect();
+    let mut batch: Vec<Written> = files.into_iter().flatten().collect();
     let together = batch.len() >= MIN_FILES && dirty_bytes().is_some_and(|d| d <= MAX_DIRTY);
     if let (true, Some((_, dir))) = (together, first) {
-        let timed = batch.iter().all(|w| w.handle.set_modified(w.mtime).is_ok());
-        if timed && syncfs(&dir).is_ok() {
+        let finished = batch.iter_mut().all(|w| w.finish().is_ok());
+        if finished && syncfs(&dir).is_ok() {
             return batch.into_iter().map(|w| Ok(w.fetched)).collect();
         }
     }
@@ -194,12 +194,14 @@ mod tests {
                     handle: std::fs::OpenOptions::new().write(true).open(&path).unwrap(),
                     mtime: std::time::UNIX_EPOCH
                         + std::time::Duration::from_secs(1_000_000 + i as u64),
+                    mode: 0o640,
                     fetched: Fetched {
                         file: tempfile::TempPath::try_from_path(&path).unwrap(),
                         from: Vec::new(),
                         fetched: 100,
                         reused: 0,
                         resumed: 0,
+                        stat: None,
                     },
                 }
             })
@@ -207,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_of_any_size_come_back_whole_with_their_mtimes() {
+    fn groups_of_any_size_come_back_whole_with_their_mtimes_modes_and_stats() {
         let dir = tempfile::tempdir().unwrap();
         // Below the minimum for a `syncfs` (one by one) and above it
         // (together), in one group and in several.
@@ -233,6 +235,16 @@ mod tests {
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + i as u64);
                 assert_eq!(m.modified().unwrap(), want, "file {i} of {sizes:?}");
                 assert_eq!(std::fs::read(&f.file).unwrap(), vec![i as u8; 100]);
+                // The mode it is installed with, and the stat the engine
+                // records for it without looking it up again.
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(
+                    m.permissions().mode() & 0o777,
+                    0o640,
+                    "file {i} of {sizes:?}"
+                );
+                let lstat = crate::hashing::Stat::of(&std::fs::symlink_metadata(&f.file).unwrap());
+                assert_eq!(f.stat, Some(lstat), "file {i} of {sizes:?}");
             }
         }
     }

@@ -147,6 +147,10 @@ pub struct Fetched {
     reused: u64,
     /// Bytes already in place from an earlier, interrupted try.
     resumed: u64,
+    /// The temp file's stat once it was final (mtime and mode set), taken
+    /// through its descriptor off the engine's thread; `None` when not
+    /// taken (then it is looked up when installed).
+    stat: Option<Stat>,
 }
 
 impl Fetched {
@@ -190,11 +194,22 @@ impl Fetched {
         self
     }
 
+    /// Whether its file is the partial download of `entry` in `staging`
+    /// (the name a failed try would have left).
+    pub fn is_partial_of(&self, staging: &Path, entry: &FileEntry) -> bool {
+        self.file
+            .file_name()
+            .is_some_and(|n| n == partial_name(entry).as_str())
+            && self.file.parent() == Some(staging)
+    }
+
     /// The inode of the temp file, which it keeps when renamed into place.
     pub fn ino(&self) -> Option<u64> {
-        std::fs::symlink_metadata(&self.file)
-            .ok()
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        self.stat.map(|s| s.ino).or_else(|| {
+            std::fs::symlink_metadata(&self.file)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        })
     }
 
     /// Gives it permission bits `mode` and renames it into place at `rel`
@@ -202,8 +217,16 @@ impl Fetched {
     /// [`crate::folder::Folder`] installs.
     pub(crate) fn install(self, root: &Root, rel: &RelPath, mode: u32) -> io::Result<Stat> {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&self.file, std::fs::Permissions::from_mode(mode))?;
-        root.place(self.file, rel)
+        match self.stat {
+            // The usual case: the sync gave it this mode already.
+            Some(stat) if stat.mode == Some(mode & zync_proto::MODE_BITS) => {
+                root.place_as(self.file, rel, stat)
+            }
+            _ => {
+                std::fs::set_permissions(&self.file, std::fs::Permissions::from_mode(mode))?;
+                root.place(self.file, rel)
+            }
+        }
     }
 
     /// A local temp file whose content is checked against `sha256` here, as
@@ -217,6 +240,7 @@ impl Fetched {
             fetched: 0,
             reused: 0,
             resumed: 0,
+            stat: None,
         })
     }
 
@@ -688,39 +712,62 @@ impl Fetcher {
                 want: entry.sha256,
             });
         }
-        let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
         let temp = match temp {
             Some(t) => t,
             None => tempfile::TempPath::try_from_path(path)?,
         };
-        Ok(Written {
-            handle: file,
-            mtime,
-            fetched: Fetched {
+        Ok(Written::new(
+            file,
+            entry,
+            Fetched {
                 file: temp,
                 from,
                 fetched,
                 reused,
                 resumed,
+                stat: None,
             },
-        })
+        ))
     }
 }
 
 /// A verified download whose bytes may still be in the page cache:
-/// [`Written::sync`] gives it its mtime and makes it durable, and only then
-/// is it a [`Fetched`] that can be installed.
+/// [`Written::sync`] gives it its mtime and mode and makes it durable, and
+/// only then is it a [`Fetched`] that can be installed.
 pub struct Written {
     handle: std::fs::File,
     mtime: std::time::SystemTime,
+    /// The permission bits it is installed with.
+    mode: u32,
     fetched: Fetched,
 }
 
 impl Written {
-    /// Sets the entry's modification time and waits until the content is
-    /// on disk.
-    pub fn sync(self) -> Result<Fetched, FetchError> {
+    /// The download of `entry`, written through `handle`.
+    fn new(handle: std::fs::File, entry: &FileEntry, fetched: Fetched) -> Written {
+        Written {
+            handle,
+            mtime: UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64),
+            mode: crate::fsops::mode_for(entry.mode),
+            fetched,
+        }
+    }
+
+    /// Gives it the entry's modification time and mode and takes its
+    /// stat, all through the descriptor: the engine, which installs it,
+    /// then needs no lookup of the temp file by name.
+    fn finish(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         self.handle.set_modified(self.mtime)?;
+        self.handle
+            .set_permissions(std::fs::Permissions::from_mode(self.mode))?;
+        self.fetched.stat = Some(Stat::of(&self.handle.metadata()?));
+        Ok(())
+    }
+
+    /// [`Written::finish`], then waits until the content is on disk.
+    pub fn sync(mut self) -> Result<Fetched, FetchError> {
+        self.finish()?;
         self.handle.sync_data()?;
         Ok(self.fetched)
     }
