@@ -74,9 +74,22 @@ pub struct Config {
     /// The sockets' context: secured with the cluster key, or plaintext
     /// (`--insecure`).
     pub context: net::Context,
-    /// Receives every cluster notification the peer applies (for dashboards).
-    /// A full channel drops notifications rather than slowing the peer.
-    pub observer: Option<crossbeam_channel::Sender<zync_proto::Notification>>,
+    /// Receives every cluster notification the peer applies, and word of
+    /// each index snapshot it applies whole (for dashboards). A full
+    /// channel drops them rather than slowing the peer.
+    pub observer: Option<crossbeam_channel::Sender<Observed>>,
+}
+
+/// What a peer tells its [`Config::observer`].
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// A notification, applied in sequence.
+    Note(Box<zync_proto::Notification>),
+    /// An index snapshot was applied whole: what changed since the last
+    /// notification passed on came in it, not as notifications (after a
+    /// gap, or registering again with a restarted or other tracker), so
+    /// anything derived from the notifications should be taken again.
+    Snapshot,
 }
 
 /// The default [`Config::backlog`]: about a second of small files, so the

@@ -233,16 +233,13 @@ fn no_live_holder_is_a_503() {
     assert_eq!(r.status, 503);
 }
 
-#[test]
-fn events_stream_live() {
-    let c = Cluster::start(1);
-    let web = web_for(&c, &[]);
-    c.wait_peers(2);
-    let s = TcpStream::connect(&web.addr).unwrap();
+/// Opens zync-web's event stream; its lines arrive on a thread of their
+/// own, so waiting for one never costs a line half read. The status line
+/// is checked.
+fn event_lines(addr: &str) -> std::sync::mpsc::Receiver<String> {
+    let s = TcpStream::connect(addr).unwrap();
     (&s).write_all(format!("GET /api/events HTTP/1.1\r\nHost: t\r\n{AUTH}\r\n").as_bytes())
         .unwrap();
-    // Lines arrive on a thread of their own, so waiting for one never
-    // costs a line half read.
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(s).lines() {
@@ -254,10 +251,14 @@ fn events_stream_live() {
     });
     let first = lines.recv_timeout(CONVERGE).unwrap();
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    // zync-web's member hears of changes through its tracker subscription,
-    // which may still be connecting: a change published before that is
-    // caught up by a snapshot, not streamed. So write until one streams,
-    // and time the one that did.
+    lines
+}
+
+/// Writes files at peer 0 until one streams as a `changed` event (zync-web's
+/// member hears of changes through its tracker subscription, which may
+/// still be connecting: a change published before that is caught up by a
+/// snapshot, not streamed); returns how long the one that did took.
+fn until_a_change_streams(c: &Cluster, lines: &std::sync::mpsc::Receiver<String>) -> Duration {
     let deadline = Instant::now() + CONVERGE;
     for n in 0.. {
         assert!(Instant::now() < deadline, "no event streamed");
@@ -268,15 +269,72 @@ fn events_stream_live() {
         while let Ok(line) = lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
             if line.starts_with("data: ") && line.contains(&name) {
                 assert!(line.contains("\"changed\""), "{line}");
-                assert!(
-                    t.elapsed() < Duration::from_secs(2),
-                    "event took {:?}",
-                    t.elapsed()
-                );
-                return;
+                return t.elapsed();
             }
         }
     }
+    unreachable!()
+}
+
+#[test]
+fn events_stream_live() {
+    let c = Cluster::start(1);
+    let web = web_for(&c, &[]);
+    c.wait_peers(2);
+    let lines = event_lines(&web.addr);
+    let took = until_a_change_streams(&c, &lines);
+    assert!(took < Duration::from_secs(2), "event took {took:?}");
+}
+
+#[test]
+fn a_change_caught_up_by_a_snapshot_reaches_the_event_stream() {
+    let mut c = Cluster::start(1);
+    let web = web_for(&c, &[]);
+    c.wait_peers(2);
+    let lines = event_lines(&web.addr);
+    // Live: its first snapshot (and word of it) is behind it.
+    until_a_change_streams(&c, &lines);
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{sig}"), web.child.id().to_string()])
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig}");
+    };
+    // While zync-web is stopped, the tracker restarts (a new start, a new
+    // publish port) and learns a change from the peer: zync-web's member
+    // can only hear of it in the index snapshot it takes when it
+    // registers again, never as a notification.
+    signal("STOP");
+    c.tracker.as_mut().unwrap().kill();
+    std::fs::write(c.dir(0).join("while-away.txt"), b"away").unwrap();
+    c.start_tracker();
+    wait_for(
+        CONVERGE,
+        || String::from_utf8_lossy(&c.cli(&["ls"]).stdout).contains("while-away.txt"),
+        "the restarted tracker to list the change",
+        &c,
+    );
+    signal("CONT");
+    // An open page hears of it (a resync makes it take everything again).
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no event told of the change\n{}", c.logs()));
+        if line.starts_with("data: ")
+            && (line.contains("\"resync\"") || line.contains("while-away.txt"))
+        {
+            break;
+        }
+    }
+    let r = get(&web.addr, "/api/browse", AUTH);
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("while-away.txt"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
 #[test]

@@ -92,8 +92,9 @@ pub struct Setup {
     pub workers: usize,
     /// Downloads that may wait before the next snapshot page is fetched.
     pub backlog: usize,
-    /// Gets a copy of every notification applied.
-    pub observer: Option<Sender<Notification>>,
+    /// Gets a copy of every notification applied, and word of each
+    /// snapshot applied whole.
+    pub observer: Option<Sender<crate::Observed>>,
     /// How often to rescan the folder behind the watcher (`None`: never).
     pub rescan: Option<Duration>,
     /// Where the failed downloads are told to the heartbeat.

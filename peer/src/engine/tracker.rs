@@ -142,6 +142,11 @@ impl Engine {
                     for f in files {
                         self.apply_cluster_file(f);
                     }
+                    if !more {
+                        if let Some(o) = &self.s.observer {
+                            let _ = o.try_send(crate::Observed::Snapshot);
+                        }
+                    }
                 }
                 // Still snapshotting: the next turn of the loop asks again.
                 Ok(_) => return,
@@ -167,7 +172,7 @@ impl Engine {
             }
             NoteVerdict::Apply => {
                 if let Some(o) = &self.s.observer {
-                    let _ = o.try_send(n.clone());
+                    let _ = o.try_send(crate::Observed::Note(Box::new(n.clone())));
                 }
                 let event = n.event;
                 match event {

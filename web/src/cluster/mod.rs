@@ -20,7 +20,8 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 use zync_peer::client::{Block, BlockStream, Client, ClientError, FetchError, Fetcher};
-use zync_proto::{Event, FileEntry, Hash, Notification, RelPath};
+use zync_peer::Observed;
+use zync_proto::{Event, FileEntry, Hash, RelPath};
 
 use crate::http::{self, Range, Target};
 use crate::reply::{Body, Reply};
@@ -83,7 +84,7 @@ impl Cluster {
         let data = join.data.canonicalize()?;
         let uploads = data.join(zync_proto::STATE_DIR_NAME).join("uploads");
         std::fs::create_dir_all(&uploads)?;
-        let (obs_tx, obs_rx) = bounded::<Notification>(1024);
+        let (obs_tx, obs_rx) = bounded::<Observed>(1024);
         let cfg = zync_peer::Config {
             dir: data.clone(),
             tracker: join.tracker.clone(),
@@ -118,8 +119,18 @@ impl Cluster {
         Ok(c)
     }
 
-    fn broadcast(&self, rx: Receiver<Notification>) {
-        for n in rx {
+    fn broadcast(&self, rx: Receiver<Observed>) {
+        for seen in rx {
+            let n = match seen {
+                Observed::Note(n) => *n,
+                // Changes came in a snapshot, not one by one: pages take
+                // everything again.
+                Observed::Snapshot => {
+                    self.views.changed();
+                    self.send_to_feeds(serde_json::json!({"event": "resync"}).to_string());
+                    continue;
+                }
+            };
             let line = match &n.event {
                 Event::FileChanged { file } => serde_json::json!({
                     "event": if file.entry.deleted { "deleted" } else { "changed" },
@@ -133,11 +144,15 @@ impl Cluster {
                 Event::Hugz | Event::Forgotten { .. } => continue,
             };
             self.views.changed();
-            let text = line.to_string();
-            if let Ok(mut feeds) = self.feeds.lock() {
-                // A feed that is gone or not keeping up is dropped.
-                feeds.retain(|f| f.try_send(text.clone()).is_ok());
-            }
+            self.send_to_feeds(line.to_string());
+        }
+    }
+
+    /// Passes an event's JSON to every open event stream.
+    fn send_to_feeds(&self, text: String) {
+        if let Ok(mut feeds) = self.feeds.lock() {
+            // A feed that is gone or not keeping up is dropped.
+            feeds.retain(|f| f.try_send(text.clone()).is_ok());
         }
     }
 
