@@ -69,7 +69,8 @@ fn wait_synced(c: &Cluster, i: usize, path: &str, content: &[u8]) -> (u64, u64, 
 fn an_edit_in_the_middle_fetches_only_its_blocks() {
     let c = Cluster::start(2);
     let mut body = common::data(40 * BLOCK + 1234, 7);
-    std::fs::write(c.dir(0).join("big.bin"), &body).unwrap();
+    // Whole, so that p2 never syncs a half-written version to reuse from.
+    c.put_whole(0, "big.bin", &body);
     common::wait_file_everywhere(&c, "big.bin", &body);
     let (fetched, reused, from) = wait_synced(&c, 1, "big.bin", &body);
     assert_eq!(
@@ -90,7 +91,7 @@ fn an_edit_in_the_middle_fetches_only_its_blocks() {
 /// Writes `body` over `old` as big.bin on p1, and checks that p2 fetched
 /// exactly the chunks `old` lacks (at most 2 MiB) and reused the rest.
 fn write_and_expect_fresh(c: &Cluster, old: &[u8], body: &[u8], why: &str) {
-    std::fs::write(c.dir(0).join("big.bin"), body).unwrap();
+    c.put_whole(0, "big.bin", body);
     common::wait_file_everywhere(c, "big.bin", body);
     let (fetched, reused, _) = wait_synced(c, 1, "big.bin", body);
     let want = fresh_bytes(old, body);

@@ -378,6 +378,20 @@ impl Cluster {
         &self.peers[i].dir
     }
 
+    /// Puts `body` at `rel` in peer `i`'s folder whole: written beside the
+    /// folders and renamed in. A file written in place can be seen (and
+    /// synced) half-written when the writer pauses, as a loaded machine
+    /// makes it; a test that counts what one version's sync fetched needs
+    /// there to be no version in between.
+    pub fn put_whole(&self, i: usize, rel: &str, body: &[u8]) {
+        let staged = self
+            .tmp
+            .path()
+            .join(format!(".staged-{}", rel.replace('/', "_")));
+        std::fs::write(&staged, body).expect("write the staged file");
+        std::fs::rename(&staged, self.dir(i).join(rel)).expect("rename it into the folder");
+    }
+
     /// Runs a one-shot `zync-peer` command against this cluster's trackers.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         self.cli_at(&self.trackers(), args)
