@@ -160,7 +160,7 @@ fn a_rotted_local_block_is_fetched_not_reused() {
     filetime::set_file_mtime(&file, mtime).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     body[4 * BLOCK] ^= 0x55;
-    std::fs::write(c.dir(0).join("r.bin"), &body).unwrap();
+    c.put_whole(0, "r.bin", &body);
 
     // p2 ends with the right bytes: the rotted block came from p1, not its disk.
     wait_for(
