@@ -10,6 +10,10 @@ use std::hash::BuildHasher;
 const HASH_WINDOW: usize = 1024;
 /// Most files a scan looks at in one turn of the engine's loop.
 const SCAN_STEP: usize = 4096;
+/// Paths the walk of a scan hands over at a time, from its own thread.
+const WALK_CHUNK: usize = 1024;
+/// Chunks the walk may be ahead of the scan.
+const WALK_AHEAD: usize = 8;
 
 /// A scan of the whole folder in progress.
 pub(super) struct Scan {
@@ -89,10 +93,9 @@ impl Engine {
     /// Starts looking at every path on disk or in the index (a scan in
     /// progress starts over). [`Engine::continue_scan`] takes it on.
     pub(super) fn scan(&mut self, cause: Cause) {
-        let root = self.folder.root().clone();
         self.scanning = Some(Scan {
             cause,
-            walk: root.files(root.dir()),
+            walk: walk_ahead(self.folder.root()),
             key: RandomState::new(),
             seen: HashSet::new(),
             to_hash: 0,
@@ -338,6 +341,36 @@ impl Engine {
     pub(super) fn resume_deferred(&mut self, rel: &RelPath) {
         if let Some(r) = self.deferred.remove(rel) {
             self.apply_remote(r, None);
+        }
+    }
+}
+
+/// The walk of the whole folder, run ahead on a thread of its own: reading
+/// directories and turning names into checked paths then takes the other
+/// core, while the engine's thread compares each file with the index. The
+/// walk only finds names; each file is looked at (`lstat`) when the scan
+/// comes to it, and the watcher, started before any scan, covers a change
+/// between the two. Dropping the iterator (a scan started over) ends the
+/// thread at its next chunk.
+fn walk_ahead(root: &fsops::Root) -> Box<dyn Iterator<Item = RelPath> + Send> {
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<RelPath>>(WALK_AHEAD);
+    let walker = root.clone();
+    let spawned = std::thread::Builder::new()
+        .name("zync-walk".into())
+        .spawn(move || {
+            let mut walk = walker.files(walker.dir());
+            loop {
+                let chunk: Vec<RelPath> = walk.by_ref().take(WALK_CHUNK).collect();
+                if chunk.is_empty() || tx.send(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Box::new(rx.into_iter().flatten()),
+        Err(e) => {
+            warn!(error = %e, "cannot start a thread for the walk; walking on the engine's");
+            root.files(root.dir())
         }
     }
 }

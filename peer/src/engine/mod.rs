@@ -13,7 +13,7 @@
 //! disk holds then. A local edit made while a pull was running is indexed
 //! first, becomes a version of its own, and is never overwritten silently.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,8 +39,14 @@ use crate::transfer::{self, FetchError, Fetched};
 use zync_net::{self as net, NetError, TrackerClient};
 
 mod local;
+mod pager;
 mod remote;
 mod tracker;
+
+pub use pager::{Page, Pager};
+
+/// How long the engine waits for the tracker's answer to a request.
+pub const TRACKER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything the engine is told.
 pub enum Input {
@@ -66,6 +72,8 @@ pub enum Input {
         /// How long it took.
         took: Duration,
     },
+    /// The pager's reply to the engine's ask for a snapshot page.
+    Page(Page),
 }
 
 /// A download job for the worker pool: one file, or up to
@@ -99,6 +107,8 @@ pub struct Setup {
     pub rescan: Option<Duration>,
     /// Where the failed downloads are told to the heartbeat.
     pub progress: crate::transfer::Progress,
+    /// Fetches the snapshot's pages off the engine's thread.
+    pub pager: Pager,
 }
 
 /// Why a path is being looked at; says which event a change found is logged as.
@@ -125,6 +135,20 @@ pub struct Engine {
     registration: Arc<Registration>,
     /// The tracker session's state machine.
     session: Session,
+    /// The snapshot page asked of the pager and not yet answered: the
+    /// ask's number and the page's cursor.
+    page_asked: Option<(u64, Option<RelPath>)>,
+    /// Asks for pages made so far (they number them).
+    page_asks: u64,
+    /// Entries of the last page not yet applied: applied a slice at a
+    /// time, so downloads finishing meanwhile go on being installed.
+    page_left: VecDeque<ClusterFile>,
+    /// Whether `page_left` is the snapshot's last page.
+    page_last: bool,
+    /// Notifications that came while a page was asked for or being
+    /// applied: applied after it, in the order they came, as they would
+    /// be had the page been fetched on this thread.
+    held_notes: Vec<Notification>,
     outbox: Vec<FileEntry>,
     /// Every path being downloaded or waiting to be, one state each.
     downloads: Downloads,
@@ -181,8 +205,7 @@ impl Engine {
         sub_endpoints: Sender<String>,
         registration: Arc<Registration>,
     ) -> Engine {
-        let tracker =
-            TrackerClient::following(ctx, &s.tracker, Duration::from_secs(2), s.choice.clone());
+        let tracker = TrackerClient::following(ctx, &s.tracker, TRACKER_TIMEOUT, s.choice.clone());
         let fault = std::env::var("ZYNC_FAULT").ok();
         if let Some(hook) = fault.as_deref().and_then(kill_after_install) {
             folder.on_install(hook);
@@ -204,6 +227,11 @@ impl Engine {
             sub_endpoints,
             registration,
             session: Session::new(Instant::now()),
+            page_asked: None,
+            page_asks: 0,
+            page_left: VecDeque::new(),
+            page_last: false,
+            held_notes: Vec::new(),
             outbox: Vec::new(),
             downloads: Downloads::new(workers, transfer::BATCH_FILES),
             unstable: BTreeSet::new(),
@@ -230,7 +258,7 @@ impl Engine {
             self.flush_outbox();
             self.note_scan_reported();
             self.dispatch();
-            let wait = match self.scan_can_go() {
+            let wait = match self.scan_can_go() || !self.page_left.is_empty() {
                 true => Duration::ZERO, // after a look at what came in
                 false => self
                     .next_deadline()
@@ -294,9 +322,10 @@ impl Engine {
         if self.scanned_once && self.session.start_register(now) {
             self.register();
         }
-        if self.session.wants_snapshot() {
+        if self.session.wants_snapshot() || !self.page_left.is_empty() {
             self.snapshot();
         }
+        self.release_held_notes();
         if self.unstable_at.is_some_and(|t| t <= now) {
             self.unstable_at = None;
             for p in std::mem::take(&mut self.unstable) {
@@ -341,6 +370,7 @@ impl Engine {
             Input::Fs(paths) => self.on_fs(paths),
             Input::Rescan => self.scan(Cause::Scan),
             Input::Link(LinkEvent::Note(n)) => self.on_note(*n),
+            Input::Page(page) => self.on_page(page),
             Input::Hashed { path, result } => self.on_hashed(path, result),
             Input::Link(LinkEvent::TrackerLost { generation }) => {
                 if self.session.is_registered() && self.is_current(generation) {

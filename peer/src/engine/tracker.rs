@@ -4,6 +4,18 @@
 
 use super::*;
 
+/// Entries of a snapshot page applied per turn of the engine's loop
+/// (some milliseconds' work).
+const PAGE_SLICE: usize = 1024;
+
+/// Batches of a registration read from the index ahead of the one being
+/// sent.
+const REGISTER_AHEAD: usize = 2;
+
+/// Most notifications held while a snapshot page comes; past it, the
+/// snapshot is taken again instead.
+const MAX_HELD_NOTES: usize = 65_536;
+
 impl Engine {
     /// True if a heartbeat sent under `generation` was sent after the latest
     /// registration (else what it found out is already out of date).
@@ -18,12 +30,13 @@ impl Engine {
             return self.register_failed(format!("cannot save the index first: {e}"));
         }
         // Read from the index batch by batch, as they are sent: memory
-        // holds one batch, whatever the size of the folder.
+        // holds a few batches, whatever the size of the folder.
+        let (name, device) = (self.s.name.clone(), self.folder.device());
         let mut batches = batch(self.folder.entries().map(|le| le.entry));
         let first = batches.next().unwrap_or_default();
         let req = TrackerRequest::Register {
-            name: self.s.name.clone(),
-            device: self.folder.device(),
+            name: name.clone(),
+            device,
             endpoint: self.s.advertise.clone(),
             files: first,
         };
@@ -33,15 +46,35 @@ impl Engine {
             true => self.tracker.request_next(&req),
             false => self.tracker.request_first(&req),
         };
+        let tracker = &mut self.tracker;
         let reply = first.and_then(|r| {
-            for files in batches {
-                let req = TrackerRequest::Update {
-                    name: self.s.name.clone(),
-                    device: self.folder.device(),
-                    files,
-                };
-                self.tracker.request(&req)?;
-            }
+            // The rest as updates, sent from a thread of their own: this
+            // thread reads the next batch from the index while the tracker
+            // takes in the last one.
+            std::thread::scope(|scope| {
+                let (tx, rx) = crossbeam_channel::bounded::<Vec<FileEntry>>(REGISTER_AHEAD);
+                let sender = scope.spawn(move || {
+                    for files in rx {
+                        let (name, device) = (name.clone(), device);
+                        tracker.request(&TrackerRequest::Update {
+                            name,
+                            device,
+                            files,
+                        })?;
+                    }
+                    Ok::<_, NetError>(())
+                });
+                for files in batches {
+                    if tx.send(files).is_err() {
+                        break; // the sender failed: its error says why
+                    }
+                }
+                drop(tx);
+                // A panic there is one here, as when this thread sent.
+                sender
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })?;
             Ok(r)
         });
         match reply {
@@ -67,6 +100,7 @@ impl Engine {
                     .heartbeat_ms
                     .store(heartbeat_ms, Ordering::Relaxed);
                 self.registration.generation.fetch_add(1, Ordering::Release);
+                self.forget_pages();
                 let host = net::host_of(&tracker).to_owned();
                 let _ = self.sub_endpoints.send(net::reachable(&publish, &host));
                 self.outbox.clear();
@@ -101,64 +135,144 @@ impl Engine {
     }
 
     /// Fetches the cluster index page by page and applies each page as it
-    /// comes, as long as the download queue has room: a page waits until
-    /// fewer than `backlog` downloads are in progress
-    /// ([`crate::Config::backlog`]), so a late joiner queues at most that
-    /// many and one page, however large the cluster's index. Downloads
-    /// waiting out a backoff (their holders gone, say) do not count: they
-    /// must not keep the rest of the index from being learnt.
-    /// Notifications are applied in sequence between pages
-    /// ([`crate::session`] says why that is sound).
+    /// comes, as long as the download queue has room: a page is asked for
+    /// only while fewer than `backlog` downloads are in progress
+    /// ([`crate::Config::backlog`]) with what is left of the last page, so
+    /// a late joiner queues at most that many and one page, however large
+    /// the cluster's index. Downloads waiting out a backoff (their holders
+    /// gone, say) do not count: they must not keep the rest of the index
+    /// from being learnt.
+    ///
+    /// Pages are asked of the [`Pager`], one at a time, and applied a slice
+    /// per turn of the loop: the engine goes on installing downloads while
+    /// the tracker builds the next page and while a page is applied.
+    /// Notifications that come meanwhile are held and applied after the
+    /// page, in sequence ([`crate::session`] says why that is sound).
     pub(super) fn snapshot(&mut self) {
-        while let Some(after) = self.session.next_page() {
-            if self.downloads.in_progress() >= self.s.backlog {
-                return; // the loop asks again as downloads finish
+        self.apply_page_slice();
+        if self.page_asked.is_some() {
+            return;
+        }
+        let Some(after) = self.session.next_page() else {
+            return;
+        };
+        if self.downloads.in_progress() + self.page_left.len() >= self.s.backlog {
+            return; // the loop asks again as downloads finish
+        }
+        self.page_asks += 1;
+        if self.s.pager.ask(self.page_asks, after.clone()) {
+            self.page_asked = Some((self.page_asks, after));
+        } else {
+            error!("the pager's thread is gone; cannot fetch the cluster index");
+        }
+    }
+
+    /// The pager's reply to a page asked for.
+    pub(super) fn on_page(&mut self, Page { id, reply }: Page) {
+        let after = match self.page_asked.take() {
+            Some((asked, after)) if asked == id => after,
+            other => {
+                // Asked before the session started over: of no use now.
+                self.page_asked = other;
+                return debug!(
+                    ask = id,
+                    "dropping a snapshot page asked for before the session started over"
+                );
             }
-            match self.tracker.request(&TrackerRequest::List { after }) {
-                Ok(TrackerReply::Snapshot {
-                    epoch,
+        };
+        if self.session.next_page().as_ref() != Some(&after) {
+            return debug!("dropping a snapshot page the session no longer wants");
+        }
+        match reply {
+            Ok(TrackerReply::Snapshot {
+                epoch,
+                seq,
+                files,
+                next,
+                peers,
+            }) => {
+                let more = next.is_some();
+                if !self.session.page(Instant::now(), epoch, seq, next) {
+                    // A tracker other than the one we registered with: start over.
+                    return;
+                }
+                debug!(
                     seq,
-                    files,
-                    next,
-                    peers,
-                }) => {
-                    let more = next.is_some();
-                    if !self.session.page(Instant::now(), epoch, seq, next) {
-                        // A tracker other than the one we registered with: start over.
-                        return;
-                    }
-                    debug!(
-                        seq,
-                        files = files.len(),
-                        more,
-                        queued = self.downloads.len(),
-                        "applying snapshot page"
-                    );
-                    self.peers = peers
-                        .into_iter()
-                        .filter(|p| p.name != self.s.name)
-                        .map(|p| (p.name.clone(), p))
-                        .collect();
-                    for f in files {
-                        self.apply_cluster_file(f);
-                    }
-                    if !more {
-                        if let Some(o) = &self.s.observer {
-                            let _ = o.try_send(crate::Observed::Snapshot);
-                        }
-                    }
-                }
-                // Still snapshotting: the next turn of the loop asks again.
-                Ok(_) => return,
-                Err(e) => {
-                    warn!(error = %e, "cannot fetch the cluster index");
-                    return self.session.lost(Instant::now(), false);
-                }
+                    files = files.len(),
+                    more,
+                    queued = self.downloads.len(),
+                    "applying snapshot page"
+                );
+                self.peers = peers
+                    .into_iter()
+                    .filter(|p| p.name != self.s.name)
+                    .map(|p| (p.name.clone(), p))
+                    .collect();
+                self.page_left.extend(files);
+                self.page_last = !more;
+                self.apply_page_slice();
+            }
+            // Still snapshotting: the next turn of the loop asks again.
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot fetch the cluster index");
+                self.session.lost(Instant::now(), false);
             }
         }
     }
 
+    /// Applies the next slice of the last page; once the snapshot's last
+    /// page is applied whole, tells the observer.
+    fn apply_page_slice(&mut self) {
+        if self.page_left.is_empty() {
+            return;
+        }
+        for _ in 0..PAGE_SLICE {
+            let Some(f) = self.page_left.pop_front() else {
+                break;
+            };
+            self.apply_cluster_file(f);
+        }
+        if self.page_left.is_empty() && std::mem::take(&mut self.page_last) {
+            if let Some(o) = &self.s.observer {
+                let _ = o.try_send(crate::Observed::Snapshot);
+            }
+        }
+    }
+
+    /// Applies the notifications held while a page was asked for or
+    /// applied, once neither is so.
+    pub(super) fn release_held_notes(&mut self) {
+        if self.held_notes.is_empty() || self.page_asked.is_some() || !self.page_left.is_empty() {
+            return;
+        }
+        for n in std::mem::take(&mut self.held_notes) {
+            self.on_note(n);
+        }
+    }
+
+    /// Starts the snapshot over with nothing of an earlier one pending:
+    /// a reply to a page asked for before is dropped when it comes.
+    fn forget_pages(&mut self) {
+        self.page_asked = None;
+        self.page_left.clear();
+        self.page_last = false;
+        self.held_notes.clear();
+    }
+
     pub(super) fn on_note(&mut self, n: Notification) {
+        if self.page_asked.is_some() || !self.page_left.is_empty() {
+            if self.held_notes.len() < MAX_HELD_NOTES {
+                return self.held_notes.push(n);
+            }
+            // So many changes while one page came: take the index again.
+            warn!(
+                held = self.held_notes.len(),
+                "too many notifications while a snapshot page came; fetching the snapshot again"
+            );
+            self.forget_pages();
+            return self.session.resync();
+        }
         let (before, hugz) = (self.session.seq(), matches!(n.event, Event::Hugz));
         match self.session.note(Instant::now(), n.epoch, n.seq, hugz) {
             NoteVerdict::Ignore => {
@@ -227,9 +341,11 @@ impl Engine {
     }
 
     /// Logs, once, when the tracker has acknowledged every file the first
-    /// scan found: registration sends the index as the walk left it, and
-    /// the files still being hashed then follow as updates. From this line
-    /// on, the cluster can fetch every file this peer had at start.
+    /// scan found (registration sends the index as the walk left it, and
+    /// the files still being hashed then follow as updates) and the peer
+    /// has taken in the cluster's index. From this line on, the cluster
+    /// can fetch every file this peer had at start, and the peer knows
+    /// what it lacks.
     pub(super) fn note_scan_reported(&mut self) {
         if self.scan_reported
             || !self.scanned_once
@@ -238,6 +354,8 @@ impl Engine {
             || !self.unstable.is_empty()
             || !self.outbox.is_empty()
             || !self.session.is_registered()
+            || self.session.wants_snapshot()
+            || !self.page_left.is_empty()
         {
             return;
         }
