@@ -355,11 +355,12 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         observer: cfg.observer.clone(),
         rescan: (!cfg.rescan.is_zero()).then_some(cfg.rescan),
         progress: progress.clone(),
-        pager: engine::Pager::spawn(&ctx, &cfg.tracker, choice.clone(), PAGE_TIMEOUT, tx.clone())
-            .map_err(|source| StartError::Thread {
-            what: "zync-pager",
-            source,
-        })?,
+        pager: engine::Pager::spawn(&ctx, &cfg.tracker, choice.clone(), tx.clone()).map_err(
+            |source| StartError::Thread {
+                what: "zync-pager",
+                source,
+            },
+        )?,
     };
     // Hashers: local files are hashed off the engine's thread.
     let hashers = hashing::Hashers::spawn(HASHERS, {
@@ -386,10 +387,6 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         })?;
     Ok(Peer { engine })
 }
-
-/// How long the pager waits for a snapshot page: as long as the engine
-/// waits for its own requests to the tracker.
-const PAGE_TIMEOUT: Duration = engine::TRACKER_TIMEOUT;
 
 /// Threads hashing local files (a large file also uses a second thread of
 /// its own while it is hashed).

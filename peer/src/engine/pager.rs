@@ -13,13 +13,11 @@
 //! ask carries a number, so a reply to an ask from before the session
 //! started over is recognised and dropped.
 
-use std::time::Duration;
-
 use crossbeam_channel::{unbounded, Sender};
 use zync_net::{self as net, NetError, TrackerClient};
 use zync_proto::{RelPath, TrackerReply, TrackerRequest};
 
-use super::Input;
+use super::{Input, TRACKER_TIMEOUT};
 
 /// One page asked for: the page after `after`, for the ask numbered `id`.
 struct Ask {
@@ -42,17 +40,16 @@ pub struct Pager {
 
 impl Pager {
     /// Starts the pager's thread, asking whichever of `trackers` `choice`
-    /// says (as the engine's own requests do) and giving up on an answer
-    /// after `timeout`; replies go to `out`.
+    /// says and waiting for an answer as long as the engine's own requests
+    /// do; replies go to `out`.
     pub fn spawn(
         ctx: &net::Context,
         trackers: &str,
         choice: net::Choice,
-        timeout: Duration,
         out: Sender<Input>,
     ) -> std::io::Result<Pager> {
         let (asks, rx) = unbounded::<Ask>();
-        let mut tracker = TrackerClient::following(ctx, trackers, timeout, choice);
+        let mut tracker = TrackerClient::following(ctx, trackers, TRACKER_TIMEOUT, choice);
         std::thread::Builder::new()
             .name("zync-pager".into())
             .spawn(move || {

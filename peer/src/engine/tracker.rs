@@ -243,7 +243,7 @@ impl Engine {
     /// Applies the notifications held while a page was asked for or
     /// applied, once neither is so.
     pub(super) fn release_held_notes(&mut self) {
-        if self.held_notes.is_empty() || self.page_asked.is_some() || !self.page_left.is_empty() {
+        if self.held_notes.is_empty() || self.page_pending() {
             return;
         }
         for n in std::mem::take(&mut self.held_notes) {
@@ -260,8 +260,14 @@ impl Engine {
         self.held_notes.clear();
     }
 
+    /// Whether a snapshot page is asked for or not yet applied whole:
+    /// notifications wait for it.
+    fn page_pending(&self) -> bool {
+        self.page_asked.is_some() || !self.page_left.is_empty()
+    }
+
     pub(super) fn on_note(&mut self, n: Notification) {
-        if self.page_asked.is_some() || !self.page_left.is_empty() {
+        if self.page_pending() {
             if self.held_notes.len() < MAX_HELD_NOTES {
                 return self.held_notes.push(n);
             }
