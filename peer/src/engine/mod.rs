@@ -468,10 +468,14 @@ fn tombstone(path: RelPath, version: VersionVector, by: &str) -> FileEntry {
     }
 }
 
-/// Splits entries into batches of at most [`PAGE_BYTES`] (estimated), so no
-/// tracker message comes near the message size limit; lazily, so a large
-/// index is never all in memory at once.
-fn batch(entries: impl IntoIterator<Item = FileEntry>) -> impl Iterator<Item = Vec<FileEntry>> {
+/// Splits entries into batches of at most `bytes` (estimated; at most
+/// [`PAGE_BYTES`], so no tracker message comes near the message size
+/// limit); lazily, so a large index is never all in memory at once.
+fn batch(
+    entries: impl IntoIterator<Item = FileEntry>,
+    bytes: usize,
+) -> impl Iterator<Item = Vec<FileEntry>> {
+    let bytes = bytes.min(PAGE_BYTES);
     let mut entries = entries.into_iter().peekable();
     let mut first = true;
     std::iter::from_fn(move || {
@@ -479,7 +483,7 @@ fn batch(entries: impl IntoIterator<Item = FileEntry>) -> impl Iterator<Item = V
         let mut size = 0;
         while let Some(e) = entries.peek() {
             let est = e.size_hint();
-            if size + est > PAGE_BYTES && !b.is_empty() {
+            if size + est > bytes && !b.is_empty() {
                 break;
             }
             size += est;
@@ -515,12 +519,12 @@ mod tests {
     #[test]
     fn batches_keep_every_entry_in_order_within_the_page_size() {
         assert_eq!(
-            batch(Vec::new()).collect::<Vec<_>>(),
+            batch(Vec::new(), PAGE_BYTES).collect::<Vec<_>>(),
             vec![Vec::new()],
             "one empty batch"
         );
         let n = 3 * PAGE_BYTES / entry(0).size_hint() + 7;
-        let batches: Vec<Vec<FileEntry>> = batch((0..n).map(entry)).collect();
+        let batches: Vec<Vec<FileEntry>> = batch((0..n).map(entry), PAGE_BYTES).collect();
         assert!(batches.len() >= 3, "{} batches", batches.len());
         for b in &batches {
             assert!(!b.is_empty());

@@ -12,6 +12,12 @@ const PAGE_SLICE: usize = 1024;
 /// sent.
 const REGISTER_AHEAD: usize = 2;
 
+/// Most bytes of entries in one batch of a registration. Smaller than a
+/// page: the batches read ahead, the one sent and the tracker's decoded
+/// copy are all in memory at once (at [`PAGE_BYTES`], ~50 MB of a peer's
+/// peak at a million files), and the batches overlap anyway.
+const REGISTER_BYTES: usize = 1 << 20;
+
 /// Most notifications held while a snapshot page comes; past it, the
 /// snapshot is taken again instead.
 const MAX_HELD_NOTES: usize = 65_536;
@@ -32,7 +38,7 @@ impl Engine {
         // Read from the index batch by batch, as they are sent: memory
         // holds a few batches, whatever the size of the folder.
         let (name, device) = (self.s.name.clone(), self.folder.device());
-        let mut batches = batch(self.folder.entries().map(|le| le.entry));
+        let mut batches = batch(self.folder.entries().map(|le| le.entry), REGISTER_BYTES);
         let first = batches.next().unwrap_or_default();
         let req = TrackerRequest::Register {
             name: name.clone(),
@@ -379,7 +385,7 @@ impl Engine {
         if let Err(e) = self.folder.flush_journal() {
             return error!(error = %e, "cannot journal local changes; not reporting them yet");
         }
-        for files in batch(std::mem::take(&mut self.outbox)) {
+        for files in batch(std::mem::take(&mut self.outbox), PAGE_BYTES) {
             let req = TrackerRequest::Update {
                 name: self.s.name.clone(),
                 device: self.folder.device(),
