@@ -517,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_keep_every_entry_in_order_within_the_page_size() {
+    fn batches_keep_every_entry_in_order_within_the_size_asked_and_a_page() {
         assert_eq!(
             batch(Vec::new(), PAGE_BYTES).collect::<Vec<_>>(),
             vec![Vec::new()],
@@ -532,5 +532,16 @@ mod tests {
         }
         let all: Vec<FileEntry> = batches.into_iter().flatten().collect();
         assert_eq!(all, (0..n).map(entry).collect::<Vec<_>>());
+        // Smaller batches on request; never larger than a page.
+        let small = batch((0..n).map(entry), PAGE_BYTES / 8);
+        let sizes: Vec<usize> = small
+            .map(|b| b.iter().map(FileEntry::size_hint).sum())
+            .collect();
+        assert!(sizes.len() >= 24, "{} batches", sizes.len());
+        assert!(sizes.iter().all(|&s| s <= PAGE_BYTES / 8));
+        let capped = batch((0..n).map(entry), 2 * PAGE_BYTES);
+        assert!(capped
+            .map(|b| b.iter().map(FileEntry::size_hint).sum::<usize>())
+            .all(|s| s <= PAGE_BYTES));
     }
 }

@@ -13,9 +13,10 @@ const PAGE_SLICE: usize = 1024;
 const REGISTER_AHEAD: usize = 2;
 
 /// Most bytes of entries in one batch of a registration. Smaller than a
-/// page: the batches read ahead, the one sent and the tracker's decoded
-/// copy are all in memory at once (at [`PAGE_BYTES`], ~50 MB of a peer's
-/// peak at a million files), and the batches overlap anyway.
+/// page: the batches read ahead, the one being sent and its encrypted copy
+/// in libzmq are all in memory at once (at [`PAGE_BYTES`], ~70 MB of a
+/// restarted peer's peak at a million files), and the sender thread keeps
+/// small batches overlapping as well as large ones.
 const REGISTER_BYTES: usize = 1 << 20;
 
 /// Most notifications held while a snapshot page comes; past it, the
