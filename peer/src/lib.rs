@@ -318,24 +318,38 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         });
         fetcher.track(progress.clone());
         let (staging, sync_tx) = (staging.clone(), sync_tx.clone());
+        let dir = transfer::batch_dir(&staging, i);
+        let batch_dir = match std::fs::create_dir_all(&dir) {
+            Ok(()) => dir,
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e,
+                      "cannot make a fetch worker's folder; its small files go to staging itself");
+                staging.clone()
+            }
+        };
         spawn(&format!("zync-fetch-{i}"), move || {
             for Job { files } in jobs {
                 let t = Instant::now();
                 let group = transfer::SyncGroup::open(&staging);
                 let mut written = Vec::new();
-                fetcher.fetch_many(files, &staging, &mut |entry, result| match result {
-                    Ok(w) => {
-                        written.push(((entry, t), w));
-                        true
-                    }
-                    Err(e) => tx
-                        .send(Input::Done {
-                            entry,
-                            result: Err(e),
-                            took: t.elapsed(),
-                        })
-                        .is_ok(),
-                });
+                fetcher.fetch_many(
+                    files,
+                    &staging,
+                    &batch_dir,
+                    &mut |entry, result| match result {
+                        Ok(w) => {
+                            written.push(((entry, t), w));
+                            true
+                        }
+                        Err(e) => tx
+                            .send(Input::Done {
+                                entry,
+                                result: Err(e),
+                                took: t.elapsed(),
+                            })
+                            .is_ok(),
+                    },
+                );
                 if !written.is_empty() && sync_tx.send((group, written)).is_err() {
                     return;
                 }

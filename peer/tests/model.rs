@@ -394,10 +394,7 @@ impl Driver {
         }
         self.wait_converged("at the end");
         for i in 0..PEERS {
-            let tmp = self.c.dir(i).join(".zync").join("tmp");
-            let left: Vec<_> = fs::read_dir(&tmp)
-                .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-                .unwrap_or_default();
+            let left = staged_files(self.c.dir(i));
             if !left.is_empty() {
                 self.fail(&format!("p{} left temp files: {left:?}", i + 1));
             }

@@ -89,7 +89,7 @@ fn large_file_arrives_intact() {
     }
     // Staging folders are empty afterwards.
     for i in 0..3 {
-        assert_eq!(fs::read_dir(c.dir(i).join(".zync/tmp")).unwrap().count(), 0);
+        assert_eq!(staged_files(c.dir(i)), Vec::<String>::new());
     }
 }
 

@@ -619,6 +619,28 @@ pub fn wait_gone_everywhere(c: &Cluster, rel: &str) {
     );
 }
 
+/// Every file in the staging folder (`.zync/tmp`) of the folder `dir`, its
+/// fetch workers' folders included, by its name there: what a download or
+/// an upload left behind. The folders themselves do not count.
+pub fn staged_files(dir: &Path) -> Vec<String> {
+    fn walk(at: &Path, under: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(at).into_iter().flatten().flatten() {
+            let name = format!("{under}{}", e.file_name().to_string_lossy());
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path(), &format!("{name}/"), out),
+                _ => out.push(name),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &dir.join(zync_proto::STATE_DIR_NAME).join("tmp"),
+        "",
+        &mut out,
+    );
+    out
+}
+
 /// The length of the largest partial download (`.zync/tmp/*.part`) of the
 /// folder `dir` (0 when there is none).
 pub fn partial_len(dir: &Path) -> u64 {

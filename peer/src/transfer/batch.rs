@@ -43,13 +43,15 @@ impl Fetcher {
     /// Downloads every file of `batch` into the staging folder, handing
     /// each result to `done` as it is ready (in no set order). Small files
     /// whose first holder is known and that no local file holds are asked
-    /// of it together; the rest, and whatever that holder did not send
-    /// right, go through [`Fetcher::fetch_from`]. Stops early when `done`
-    /// returns false.
+    /// of it together and written in `batch_dir` (a worker's own folder
+    /// in staging, see [`batch_dir`]); the rest, and whatever that holder
+    /// did not send right, go through [`Fetcher::fetch_from`]. Stops early
+    /// when `done` returns false.
     pub fn fetch_many(
         &mut self,
         batch: Vec<Want>,
         staging: &Path,
+        batch_dir: &Path,
         done: &mut dyn FnMut(FileEntry, Result<Written, FetchError>) -> bool,
     ) {
         let mut one_by_one: Vec<Want> = Vec::new();
@@ -74,7 +76,7 @@ impl Fetcher {
             }
         }
         for (holder, group) in by_holder {
-            let Some(left) = self.pipelined(&holder, group, staging, done) else {
+            let Some(left) = self.pipelined(&holder, group, batch_dir, done) else {
                 return;
             };
             // The others said to hold them, then the tracker.
@@ -98,13 +100,13 @@ impl Fetcher {
     }
 
     /// Asks `holder` for every file of `group` on one connection, up to
-    /// [`PIPELINE`] at once; returns what it did not send right (`None`
-    /// when `done` said to stop).
+    /// [`PIPELINE`] at once, writing each in `dir`; returns what it did
+    /// not send right (`None` when `done` said to stop).
     fn pipelined(
         &mut self,
         holder: &PeerInfo,
         group: Vec<Want>,
-        staging: &Path,
+        dir: &Path,
         done: &mut dyn FnMut(FileEntry, Result<Written, FetchError>) -> bool,
     ) -> Option<Vec<Want>> {
         let Some(endpoint) = net::pick_endpoint(&holder.endpoint) else {
@@ -207,7 +209,7 @@ impl Fetcher {
                         continue;
                     }
                 };
-                let written = write_small(&entry, &bytes, staging, &holder.name);
+                let written = write_small(&entry, &bytes, dir, &holder.name);
                 if !done(entry, written) {
                     return None;
                 }
@@ -228,14 +230,27 @@ impl Fetcher {
     }
 }
 
-/// Writes a small file's verified bytes to its staging file.
+/// The folder in `staging` where fetch worker `worker` writes the small
+/// files of its batches. Every create there takes the folder's lock, and
+/// so does every rename out of it: with all workers creating in one
+/// folder while the engine renames out of it, waiting on that one lock was
+/// 15 % of each worker's time and 6.5 % of the engine's in a late join of
+/// 200,000 small files. (A batch's file is written whole, so it is never
+/// a partial download to resume: those stay in `staging` itself.) The
+/// start-up clean of staging removes these folders with what was left in
+/// them.
+pub fn batch_dir(staging: &Path, worker: usize) -> std::path::PathBuf {
+    staging.join(format!("batch-{worker}"))
+}
+
+/// Writes a small file's verified bytes to a file of its own in `dir`.
 fn write_small(
     entry: &FileEntry,
     bytes: &[u8],
-    staging: &Path,
+    dir: &Path,
     from: &str,
 ) -> Result<Written, FetchError> {
-    let path = staging.join(partial_name(entry));
+    let path = dir.join(partial_name(entry));
     let mut file = std::fs::File::create(&path)?;
     let temp = tempfile::TempPath::try_from_path(&path)?;
     file.write_all(bytes)?;

@@ -40,7 +40,7 @@ mod durable;
 mod progress;
 mod stream;
 
-pub use batch::{batchable, Want, BATCH_FILES, SMALL_FILE};
+pub use batch::{batch_dir, batchable, Want, BATCH_FILES, SMALL_FILE};
 pub use durable::{sync_groups, SyncGroup};
 pub use progress::{Progress, Tracked};
 pub use stream::{Block, BlockStream};
@@ -843,7 +843,8 @@ pub fn drop_partial(staging: &Path, entry: &FileEntry) {
 
 /// Cleans the staging folder: partial downloads untouched for
 /// [`PARTIAL_MAX_AGE`] and anything else (a temp file of an interrupted
-/// upload or restore) go; recent partial downloads stay to be resumed.
+/// upload or restore, a fetch worker's [`batch_dir`] and what it held) go;
+/// recent partial downloads stay to be resumed.
 /// Returns how many files went.
 pub fn clean_staging(staging: &Path, max_age: Duration, everything_else: bool) -> usize {
     let Ok(dir) = std::fs::read_dir(staging) else {
@@ -1136,8 +1137,15 @@ mod tests {
         let other = dir.path().join(".tmpXYZ");
         std::fs::write(&part, b"p").unwrap();
         std::fs::write(&other, b"o").unwrap();
-        assert_eq!(clean_staging(dir.path(), PARTIAL_MAX_AGE, true), 1);
+        // A worker's folder of small files, and one a crash left there.
+        let batch = batch_dir(dir.path(), 0);
+        std::fs::create_dir(&batch).unwrap();
+        std::fs::write(batch.join("abc-def.part"), b"s").unwrap();
+        assert_eq!(clean_staging(dir.path(), PARTIAL_MAX_AGE, false), 0);
+        assert!(batch.exists(), "a running worker's folder stays");
+        assert_eq!(clean_staging(dir.path(), PARTIAL_MAX_AGE, true), 2);
         assert!(part.exists() && !other.exists(), "a recent partial stays");
+        assert!(!batch.exists(), "what a batch left is not resumed");
         assert_eq!(clean_staging(dir.path(), PARTIAL_MAX_AGE, false), 0);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(
