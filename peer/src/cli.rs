@@ -463,7 +463,10 @@ pub fn versions_of(folder: &Path) -> Result<(Root, Versions), VersionsError> {
             path: folder.display().to_string(),
             source,
         })?;
-    let root = Root::new(dir);
+    let root = Root::new(dir).map_err(|source| VersionsError::Folder {
+        path: folder.display().to_string(),
+        source,
+    })?;
     // The keeping time matters only to the running peer's pruning.
     let v = Versions::new(&root, crate::versions::DEFAULT_KEEP);
     Ok((root, v))

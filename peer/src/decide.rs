@@ -231,6 +231,11 @@ pub fn plan_missing(local: Option<&LocalEntry>, replica: &str, now: u64) -> Loca
 
 fn next_version(local: Option<&LocalEntry>, replica: &str, now: u64) -> VersionVector {
     let mut v = local.map(|l| l.entry.version.clone()).unwrap_or_default();
+    if v.get(replica) == u64::MAX {
+        // Never from an honest cluster: counters from the network are kept
+        // near the clock (`FileEntry::acceptable`).
+        tracing::error!(replica, version = %v, "version counter exhausted; this change cannot be made newer");
+    }
     v.bump_at(replica, now);
     v
 }

@@ -57,9 +57,8 @@ impl ServedView {
     /// offset in it: where a download may read it instead of fetching it.
     /// The file may have changed since it was indexed, so what is read
     /// must be checked against `block`.
-    pub fn find_block(&self, block: &Hash) -> Option<(std::path::PathBuf, u64)> {
-        let (path, at) = self.index.find_block(block)?;
-        Some((self.root.file(&path), at))
+    pub fn find_block(&self, block: &Hash) -> Option<(RelPath, u64)> {
+        self.index.find_block(block)
     }
 }
 
@@ -170,7 +169,7 @@ impl Folder {
     /// Hashes the file `seen` found; what it returns is seen anew (the
     /// stat the file had, unchanged, while it was read).
     pub fn hash(&self, seen: &Seen) -> Result<(Hashed, Seen), HashError> {
-        let h = hashing::hash_file(&self.root.file(&seen.path))?;
+        let h = hashing::hash_in(&self.root, &seen.path)?;
         let again = Seen {
             path: seen.path.clone(),
             found: Found::File(h.stat),
@@ -294,15 +293,19 @@ impl Folder {
                     entry: target.clone(),
                     ino: None,
                 })?;
-                self.root.set_mode(&target.path, mode)?;
-                // The stat looked at, with the new mode: a stat taken now
-                // could take in a user's edit made since and pass it off
-                // as ours (as [`Root::place`] explains).
-                stat = Some(Stat {
-                    mode: Some(mode),
-                    ..st
-                });
-                changed = Some(mode);
+                if self.root.set_mode(&target.path, mode)? {
+                    // The stat looked at, with the new mode: a stat taken
+                    // now could take in a user's edit made since and pass
+                    // it off as ours (as [`Root::place`] explains).
+                    stat = Some(Stat {
+                        mode: Some(mode),
+                        ..st
+                    });
+                    changed = Some(mode);
+                } else {
+                    tracing::warn!(path = %target.path, mode = %format!("{mode:03o}"),
+                                   "file has other hard links; its mode is left alone");
+                }
             }
         }
         // Buffered: losing it costs only a re-hash that merges again.
@@ -462,7 +465,10 @@ mod tests {
         let mut index = LocalIndex::load(dir.path()).unwrap();
         index.put(entry("kept", b"k", false), Some(stat(1)));
         index.put(entry("gone", b"", true), None);
-        let mut f = Folder::new(index, Root::new(dir.path().canonicalize().unwrap()));
+        let mut f = Folder::new(
+            index,
+            Root::new(dir.path().canonicalize().unwrap()).unwrap(),
+        );
         let view = f.view();
         let p = |s: &str| RelPath::new(s).unwrap();
         assert_eq!(view.lookup(&p("kept")), Some((Hash::of(b"k"), 1)));
@@ -505,11 +511,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         let index = LocalIndex::load(dir.path()).unwrap();
-        let mut f = Folder::new(index, Root::new(root.clone()));
+        let mut f = Folder::new(index, Root::new(root.clone()).unwrap());
         let view = f.view();
         let p = |s: &str| RelPath::new(s).unwrap();
         let (x, y, z) = (Hash::of(b"x"), Hash::of(b"y"), Hash::of(b"z"));
-        let at = |s: &str, off: u64| Some((root.join(s), off));
+        let at = |s: &str, off: u64| Some((RelPath::new(s).unwrap(), off));
 
         f.put(two_blocks("a", b"x", b"y"), Some(stat(1)));
         assert_eq!(
@@ -546,7 +552,7 @@ mod tests {
         drop((f, view));
         let f = Folder::new(
             LocalIndex::load(dir.path()).unwrap(),
-            Root::new(root.clone()),
+            Root::new(root.clone()).unwrap(),
         );
         assert_eq!(f.view().find_block(&z), at("b", zync_proto::BLOCK_SIZE));
         assert_eq!(
@@ -559,7 +565,10 @@ mod tests {
     fn only_a_tombstone_the_forgotten_one_equals_or_supersedes_is_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let index = LocalIndex::load(dir.path()).unwrap();
-        let mut f = Folder::new(index, Root::new(dir.path().canonicalize().unwrap()));
+        let mut f = Folder::new(
+            index,
+            Root::new(dir.path().canonicalize().unwrap()).unwrap(),
+        );
         let versioned = |path: &str, deleted: bool, bumps: &[&str]| {
             let mut e = entry(path, b"x", deleted);
             for b in bumps {
@@ -589,7 +598,7 @@ mod tests {
     /// A folder in a temp dir with `a` = "old" on disk and indexed.
     fn folder_with_a() -> (tempfile::TempDir, Folder) {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path().canonicalize().unwrap());
+        let root = Root::new(dir.path().canonicalize().unwrap()).unwrap();
         std::fs::create_dir_all(root.state()).unwrap();
         let index = LocalIndex::load(root.state()).unwrap();
         let mut f = Folder::new(index, root);

@@ -1,14 +1,21 @@
 //! File-system operations on a synced folder, all addressed by [`RelPath`]
-//! through one type, [`Root`]: the only place a `RelPath` becomes a path on
-//! disk. It resolves a path safely (no symlinked or non-directory
-//! ancestors, so a path can only land inside the folder), installs a
+//! through one type, [`Root`]: the only place a `RelPath` reaches the disk.
+//! It resolves every path from the folder's descriptor without following
+//! any symlink (`openat2`), so a path can only land inside the folder; it
+//! reads, stats, installs a
 //! finished temp file, removes a file and the folders it leaves empty, and
 //! walks the folder (never into its state folder).
 
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
 
 use tracing::warn;
 use zync_proto::{PathError, RelPath, MODE_BITS, STATE_DIR_NAME};
@@ -53,19 +60,43 @@ pub enum Found {
 }
 
 /// A synced folder's root (canonical): every path of the folder on disk is
-/// made here, from a [`RelPath`].
+/// reached here, from a [`RelPath`], and only here.
+///
+/// Every access resolves the path from a descriptor of the folder opened at
+/// start, with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: a symlink
+/// anywhere on the way (a symlinked folder inside the synced one, or one
+/// swapped in while the peer works) is never followed, so a path from the
+/// network or the index can only name something inside the folder. Changes
+/// (rename, unlink, link) are made relative to the parent folder's
+/// descriptor, opened the same way.
 #[derive(Clone, Debug)]
 pub struct Root {
     dir: PathBuf,
     state: PathBuf,
+    fd: Arc<OwnedFd>,
 }
+
+/// How every path below the root is resolved: inside it, no link followed.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
 
 impl Root {
     /// The folder at `dir`, which must be canonical (no symlink, absolute),
-    /// so that a path inside it can be recognised by its prefix.
-    pub fn new(dir: PathBuf) -> Root {
+    /// so that a path inside it can be recognised by its prefix. Opens it.
+    pub fn new(dir: PathBuf) -> io::Result<Root> {
+        let fd = rustix::fs::open(
+            &dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| with_path(e.into(), &dir))?;
         let state = dir.join(STATE_DIR_NAME);
-        Root { dir, state }
+        Ok(Root {
+            dir,
+            state,
+            fd: Arc::new(fd),
+        })
     }
 
     /// The folder itself.
@@ -78,9 +109,8 @@ impl Root {
         &self.state
     }
 
-    /// `rel` on disk. Reading through it is safe; to write, use
-    /// [`Root::prepare_target`] (or a method built on it), which checks the
-    /// ancestors.
+    /// `rel` on disk, for messages and tests. Never open it: a symlinked
+    /// folder on the way would be followed; use the methods of `Root`.
     pub fn file(&self, rel: &RelPath) -> PathBuf {
         self.dir.join(rel.as_str())
     }
@@ -95,15 +125,65 @@ impl Root {
         p.starts_with(&self.state)
     }
 
-    /// Opens `rel` for reading.
+    /// Opens `path` (relative, `.` for the folder) below the root with
+    /// `flags`, following no link.
+    fn beneath(&self, path: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(
+                &*self.fd,
+                path,
+                flags | OFlags::CLOEXEC,
+                Mode::empty(),
+                BENEATH,
+            ) {
+                // The kernel could not rule out an escape because of a
+                // concurrent rename: try again, a few times.
+                Err(Errno::AGAIN) if tries < 8 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// Opens `rel` for reading: a regular file inside the folder, reached
+    /// without following any link.
     pub fn open(&self, rel: &RelPath) -> io::Result<File> {
-        File::open(self.file(rel))
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let f = File::from(
+            self.beneath(rel.as_str(), flags)
+                .map_err(|e| self.error(e, rel))?,
+        );
+        if !f.metadata()?.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file", self.file(rel).display()),
+            ));
+        }
+        Ok(f)
+    }
+
+    /// An error of a path below the root, saying which, and what a link on
+    /// the way means.
+    fn error(&self, e: Errno, rel: &RelPath) -> io::Error {
+        let path = self.file(rel);
+        match e {
+            Errno::LOOP | Errno::XDEV => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: a symlink on the way (never followed)", path.display()),
+            ),
+            Errno::NOTDIR => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a plain directory on the way", path.display()),
+            ),
+            e => with_path(e.into(), &path),
+        }
     }
 
     /// Every syncable file at or under `dir` (a path inside the folder), as
-    /// the walk finds them, skipping the state folder; a name that cannot
-    /// be synced is logged and left out. An iterator that owns its state,
-    /// so a long walk can be taken a step at a time.
+    /// the walk finds them, skipping the state folder and never going
+    /// through a symlink; a name that cannot be synced is logged and left
+    /// out. An iterator that owns its state, so a long walk can be taken a
+    /// step at a time.
     pub fn files(&self, dir: &Path) -> Box<dyn Iterator<Item = RelPath> + Send> {
         let root = self.clone();
         let walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
@@ -129,59 +209,55 @@ impl Root {
         Box::new(files)
     }
 
-    /// Looks at `rel` without following a final symlink.
+    /// Looks at `rel` without following any symlink: one on the way, or
+    /// at the path itself, is [`Found::Other`] (never synced, never
+    /// followed).
     pub fn look(&self, rel: &RelPath) -> io::Result<Found> {
-        match std::fs::symlink_metadata(self.file(rel)) {
-            Ok(m) if m.file_type().is_file() => Ok(Found::File(Stat::of(&m))),
-            Ok(m) if m.file_type().is_dir() => Ok(Found::Dir),
-            Ok(_) => Ok(Found::Other),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Ok(Found::Missing)
-            }
-            Err(e) => Err(e),
-        }
+        let fd = match self.beneath(rel.as_str(), OFlags::PATH | OFlags::NOFOLLOW) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(Found::Missing),
+            Err(Errno::LOOP | Errno::XDEV) => return Ok(Found::Other),
+            Err(e) => return Err(self.error(e, rel)),
+        };
+        let m = File::from(fd).metadata()?;
+        Ok(if m.file_type().is_file() {
+            Found::File(Stat::of(&m))
+        } else if m.file_type().is_dir() {
+            Found::Dir
+        } else {
+            Found::Other
+        })
     }
 
-    /// `rel` on disk, after checking that no existing ancestor below the
-    /// root is a symlink or a non-directory, and creating the missing ones.
-    pub fn prepare_target(&self, rel: &RelPath) -> io::Result<PathBuf> {
-        self.resolve(rel, true)
+    /// The folder holding `rel`, opened below the root (created, with its
+    /// missing ancestors, if `create`), and `rel`'s name in it. An
+    /// ancestor that is a symlink or not a directory is an error.
+    fn parent<'a>(&self, rel: &'a RelPath, create: bool) -> io::Result<(OwnedFd, &'a str)> {
+        let s = rel.as_str();
+        let (dir, name) = s.rsplit_once('/').unwrap_or((".", s));
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        match self.beneath(dir, flags) {
+            Ok(fd) => return Ok((fd, name)),
+            Err(Errno::NOENT) if create => {}
+            Err(e) => return Err(self.error(e, rel)),
+        }
+        // Made one folder at a time, each opened from the one before.
+        let mut cur = self.beneath(".", flags).map_err(|e| self.error(e, rel))?;
+        for c in dir.split('/') {
+            match rustix::fs::mkdirat(&cur, c, Mode::from_bits_truncate(0o777)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(self.error(e, rel)),
+            }
+            cur = rustix::fs::openat2(&cur, c, flags | OFlags::CLOEXEC, Mode::empty(), BENEATH)
+                .map_err(|e| self.error(e, rel))?;
+        }
+        Ok((cur, name))
     }
 
-    /// `rel` on disk, after checking its existing ancestors as
-    /// [`Root::prepare_target`] does; with `create`, the missing ones are
-    /// made, else one missing is an error (NotFound).
-    fn resolve(&self, rel: &RelPath, create: bool) -> io::Result<PathBuf> {
-        let mut cur = self.dir.clone();
-        let comps: Vec<&str> = rel.components().collect();
-        for c in &comps[..comps.len().saturating_sub(1)] {
-            cur.push(c);
-            match std::fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("{} is not a plain directory", cur.display()),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    std::fs::create_dir(&cur).or_else(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })?
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(self.file(rel))
+    /// Creates the missing folders on the way to `rel`, checking that no
+    /// existing one is a symlink or not a directory.
+    pub fn prepare_parent(&self, rel: &RelPath) -> io::Result<()> {
+        self.parent(rel, true).map(drop)
     }
 
     /// Moves a finished temp file to `rel` atomically (same file system):
@@ -202,57 +278,117 @@ impl Root {
     /// descriptor once it was final (nothing writes a staged download after
     /// that): no lookup of it by name.
     pub fn place_as(&self, tmp: tempfile::TempPath, rel: &RelPath, stat: Stat) -> io::Result<Stat> {
-        let target = self.prepare_target(rel)?;
+        let (parent, name) = self.parent(rel, true)?;
         // A directory at the target stays: renaming a file onto one fails
         // (EISDIR), empty or not.
-        tmp.persist(&target).map_err(|e| match e.error.kind() {
-            io::ErrorKind::IsADirectory => io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is a directory", target.display()),
-            ),
-            _ => e.error,
-        })?;
+        match rustix::fs::renameat(CWD, &*tmp, &parent, name) {
+            Ok(()) => {}
+            Err(Errno::ISDIR) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is a directory", self.file(rel).display()),
+                ))
+            }
+            Err(e) => return Err(self.error(e, rel)),
+        }
+        // Renamed: the temp path is gone and must not be removed.
+        let _ = tmp.keep();
         Ok(stat)
     }
 
     /// Gives the file at `rel` the permission bits `mode`, through a handle
-    /// opened without following a symlink: a link put there meanwhile is
-    /// refused, never followed out of the folder.
-    pub fn set_mode(&self, rel: &RelPath, mode: u32) -> io::Result<()> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let path = self.resolve(rel, false)?;
-        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags.bits() as i32)
-            .open(&path)?;
-        if !f.metadata()?.file_type().is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a file", path.display()),
-            ));
+    /// opened without following any symlink. A file with other hard links
+    /// is left alone (returns false): one of them may be outside the
+    /// folder, and the cluster must not change a file there.
+    pub fn set_mode(&self, rel: &RelPath, mode: u32) -> io::Result<bool> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let f = self.open(rel)?;
+        if f.metadata()?.nlink() > 1 {
+            return Ok(false);
         }
-        f.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS))
+        f.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS))?;
+        Ok(true)
     }
 
-    /// Renames `from` to `to` (creating `to`'s folders). Returns the
-    /// stat taken before the rename, for the reasons given at [`Root::place`]: a
-    /// change made in between only makes the stat stale, so the file is looked
-    /// at again, never missed.
+    /// The stat of the regular file at `rel` (opened as [`Root::look`]
+    /// does), or an error saying what is there instead.
+    fn file_stat(&self, parent: &OwnedFd, name: &str, rel: &RelPath) -> io::Result<Stat> {
+        let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.error(e, rel))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file", self.file(rel).display()),
+            ));
+        }
+        Ok(Stat {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ino: st.st_ino,
+            mode: Some(st.st_mode & MODE_BITS),
+        })
+    }
+
+    /// Renames the file `from` to `to` (creating `to`'s folders). Returns
+    /// the stat taken before the rename, for the reasons given at
+    /// [`Root::place`]: a change made in between only makes the stat stale,
+    /// so the file is looked at again, never missed.
     pub fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<Stat> {
-        let target = self.prepare_target(to)?;
-        let source = self.file(from);
-        let stat = Stat::of(&std::fs::symlink_metadata(&source)?);
-        std::fs::rename(&source, &target)?;
+        let (src, src_name) = self.parent(from, false)?;
+        let stat = self.file_stat(&src, src_name, from)?;
+        let (dst, dst_name) = self.parent(to, true)?;
+        rustix::fs::renameat(&src, src_name, &dst, dst_name).map_err(|e| self.error(e, from))?;
         Ok(stat)
     }
 
-    /// Removes `rel` (if present) and then each parent folder it leaves
-    /// empty, up to but not including the root.
+    /// Moves the file at `rel` out of the folder, to `target` (an absolute
+    /// path in the state folder).
+    pub fn move_out(&self, rel: &RelPath, target: &Path) -> io::Result<()> {
+        let (src, name) = self.parent(rel, false)?;
+        self.file_stat(&src, name, rel)?;
+        rustix::fs::renameat(&src, name, CWD, target).map_err(|e| match e {
+            Errno::EXIST => io::ErrorKind::AlreadyExists.into(),
+            e => self.error(e, rel),
+        })
+    }
+
+    /// Gives the file at `rel` a second name `target` (an absolute path in
+    /// the state folder), or copies it there where hard links are refused.
+    pub fn link_out(&self, rel: &RelPath, target: &Path) -> io::Result<()> {
+        let (src, name) = self.parent(rel, false)?;
+        self.file_stat(&src, name, rel)?;
+        match rustix::fs::linkat(&src, name, CWD, target, AtFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => Err(io::ErrorKind::AlreadyExists.into()),
+            Err(e) => {
+                // A file system without hard links: a copy is the fallback.
+                tracing::debug!(error = %e, "hard link refused; copying the old version");
+                let mut from = self.open(rel)?;
+                let mut to = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(target)?;
+                io::copy(&mut from, &mut to).map(drop)
+            }
+        }
+    }
+
+    /// Removes the file `rel` (if present; anything else there is left
+    /// alone, an error) and then each parent folder it leaves empty, up to
+    /// but not including the root.
     pub fn remove_and_prune(&self, rel: &RelPath) -> io::Result<()> {
-        match std::fs::remove_file(self.file(rel)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        match self.parent(rel, false) {
+            Ok((parent, name)) => match self.file_stat(&parent, name, rel) {
+                Ok(_) => match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(self.error(e, rel)),
+                },
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) if gone(&e) => {}
             Err(e) => return Err(e),
         }
         self.prune_parents(rel);
@@ -262,16 +398,23 @@ impl Root {
     /// Removes each parent folder of `rel` that is empty, up to but not
     /// including the root.
     pub fn prune_parents(&self, rel: &RelPath) {
-        let root = &self.dir;
-        let target = self.file(rel);
-        let mut dir = target.parent();
-        while let Some(d) = dir {
-            if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
-                break;
+        let mut s = rel.as_str();
+        while let Some((dir, _)) = s.rsplit_once('/') {
+            let Ok(d) = RelPath::new(dir) else { return };
+            let Ok((parent, name)) = self.parent(&d, false) else {
+                return;
+            };
+            if rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).is_err() {
+                return;
             }
-            dir = d.parent();
+            s = dir;
         }
     }
+}
+
+/// `e`, saying which path it is about.
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) of a modification time, for conflict names.
@@ -296,11 +439,11 @@ mod tests {
     #[test]
     fn refuses_to_write_through_a_symlinked_folder() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path().canonicalize().unwrap());
+        let root = Root::new(dir.path().canonicalize().unwrap()).unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.dir().join("link")).unwrap();
         let rel = RelPath::new("link/passwd").unwrap();
-        assert!(root.prepare_target(&rel).is_err());
+        assert!(root.prepare_parent(&rel).is_err());
         let tmp = tempfile::NamedTempFile::new_in(root.dir())
             .unwrap()
             .into_temp_path();
@@ -309,9 +452,34 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_read_moved_or_removed_through_a_symlinked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().canonicalize().unwrap()).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.dir().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.dir().join("f")).unwrap();
+        for p in ["link/secret", "f"] {
+            let rel = RelPath::new(p).unwrap();
+            assert_eq!(root.look(&rel).unwrap(), Found::Other, "{p}");
+            assert!(root.open(&rel).is_err(), "{p}");
+            assert!(crate::hashing::hash_in(&root, &rel).is_err(), "{p}");
+            let to = root.state().join("moved");
+            std::fs::create_dir_all(root.state()).unwrap();
+            assert!(root.move_out(&rel, &to).is_err(), "{p}");
+            assert!(root.link_out(&rel, &to).is_err(), "{p}");
+            assert!(root.rename(&rel, &RelPath::new("g").unwrap()).is_err());
+            assert!(root.set_mode(&rel, 0o777).is_err(), "{p}");
+            assert!(root.remove_and_prune(&rel).is_err(), "{p}");
+        }
+        assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"s");
+        assert!(root.dir().join("f").is_symlink());
+    }
+
+    #[test]
     fn install_creates_folders_and_prune_removes_them() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path().canonicalize().unwrap());
+        let root = Root::new(dir.path().canonicalize().unwrap()).unwrap();
         let rel = RelPath::new("a/b/c.txt").unwrap();
         let tmp = tempfile::NamedTempFile::new_in(root.dir()).unwrap();
         std::fs::write(tmp.path(), b"hi").unwrap();
@@ -327,7 +495,7 @@ mod tests {
     #[test]
     fn a_directory_at_the_target_is_never_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path().canonicalize().unwrap());
+        let root = Root::new(dir.path().canonicalize().unwrap()).unwrap();
         for inside in [false, true] {
             let rel = RelPath::new(format!("d{inside}")).unwrap();
             std::fs::create_dir(root.file(&rel)).unwrap();
@@ -360,7 +528,7 @@ mod tests {
         // was later reported against the version before it. The stat of
         // the temp file, taken first, is what the rename put in place.
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path().canonicalize().unwrap());
+        let root = Root::new(dir.path().canonicalize().unwrap()).unwrap();
         let tmp = tempfile::NamedTempFile::new_in(root.dir()).unwrap();
         std::fs::write(tmp.path(), b"content").unwrap();
         let before = Stat::of(&std::fs::metadata(tmp.path()).unwrap());

@@ -14,12 +14,15 @@
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zync_proto::{FileEntry, Hash, BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, MODE_BITS};
+
+use crate::fsops::{Found, Root};
+use zync_proto::{FileEntry, Hash, RelPath, BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, MODE_BITS};
 
 /// What the file system says about a file, enough to notice it changed
 /// without reading it.
@@ -129,15 +132,31 @@ pub fn chunks_of(data: &[u8]) -> (Vec<Hash>, Vec<u32>) {
 /// (1-10 ms), much less than the watcher's debounce.
 pub const RACY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Hashes the file at `path`, streaming. Fails with [`HashError::Unstable`]
-/// (look again shortly) if its size, mtime or inode changed while reading,
-/// or if it was modified within [`RACY`] of the start: file times have a
-/// coarse tick, so a write during hashing that lands in the same tick as
-/// the last one would leave the stat unchanged, and a torn read would
-/// become a version ("racy git"). A modification time in the future is not
-/// such a write, and does not count.
+/// Hashes the file at `rel` in the folder at `root`, streaming, reached as
+/// [`Root::open`] reaches it (no symlink followed). Fails with
+/// [`HashError::Unstable`] (look again shortly) if its size, mtime or inode
+/// changed while reading, or if it was modified within [`RACY`] of the
+/// start: file times have a coarse tick, so a write during hashing that
+/// lands in the same tick as the last one would leave the stat unchanged,
+/// and a torn read would become a version ("racy git"). A modification time
+/// in the future is not such a write, and does not count.
+pub fn hash_in(root: &Root, rel: &RelPath) -> Result<Hashed, HashError> {
+    hash_open(root.open(rel)?, || match root.look(rel)? {
+        Found::File(st) => Ok(st),
+        _ => Err(io::ErrorKind::NotFound.into()),
+    })
+}
+
+/// [`hash_in`] for a file outside any folder (tests).
+#[cfg(test)]
 pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
-    let mut f = File::open(path)?;
+    hash_open(File::open(path)?, || {
+        Ok(Stat::of(&std::fs::metadata(path)?))
+    })
+}
+
+/// Hashes the open file `f`; `again` stats it by its name once read.
+fn hash_open(mut f: File, again: impl FnOnce() -> io::Result<Stat>) -> Result<Hashed, HashError> {
     let before = Stat::of(&f.metadata()?);
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -151,7 +170,7 @@ pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
     } else {
         hash_inline(&mut f, before.size)?
     };
-    let after = Stat::of(&std::fs::metadata(path)?);
+    let after = again()?;
     if after != before || total != before.size {
         return Err(HashError::Unstable);
     }
@@ -283,24 +302,24 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// A pool of hashing threads. Dropping it ends them once they have hashed
 /// what they were sent.
 pub struct Hashers<K> {
-    jobs: crossbeam_channel::Sender<(K, PathBuf)>,
+    jobs: crossbeam_channel::Sender<(K, RelPath)>,
 }
 
 impl<K: Send + 'static> Hashers<K> {
     /// `n` threads (at least one), each handing `(key, result)` to `done`;
     /// a thread ends when `done` returns false.
-    pub fn spawn<F>(n: usize, done: F) -> io::Result<Hashers<K>>
+    pub fn spawn<F>(n: usize, root: &Root, done: F) -> io::Result<Hashers<K>>
     where
         F: Fn(K, Result<Hashed, HashError>) -> bool + Clone + Send + 'static,
     {
-        let (jobs, rx) = crossbeam_channel::unbounded::<(K, PathBuf)>();
+        let (jobs, rx) = crossbeam_channel::unbounded::<(K, RelPath)>();
         for i in 0..n.max(1) {
-            let (rx, done) = (rx.clone(), done.clone());
+            let (rx, done, root) = (rx.clone(), done.clone(), root.clone());
             std::thread::Builder::new()
                 .name(format!("zync-hash-{i}"))
                 .spawn(move || {
-                    for (key, path) in rx {
-                        if !done(key, hash_file(&path)) {
+                    for (key, rel) in rx {
+                        if !done(key, hash_in(&root, &rel)) {
                             return;
                         }
                     }
@@ -309,12 +328,12 @@ impl<K: Send + 'static> Hashers<K> {
         Ok(Hashers { jobs })
     }
 
-    /// Queues the file at `path` to be hashed (unbounded: the engine never
+    /// Queues the file at `rel` to be hashed (unbounded: the engine never
     /// waits on hashing).
-    pub fn hash(&self, key: K, path: PathBuf) {
+    pub fn hash(&self, key: K, rel: RelPath) {
         // The threads end only when this sender is dropped, or when the
         // receiver of the results is gone (the engine stopping).
-        let _ = self.jobs.send((key, path));
+        let _ = self.jobs.send((key, rel));
     }
 }
 
@@ -437,9 +456,11 @@ mod tests {
         let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
         let mut want = std::collections::BTreeMap::new();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let hashers = Hashers::spawn(2, move |k: usize, r| tx.send((k, r)).is_ok()).unwrap();
+        let root = Root::new(dir.path().canonicalize().unwrap()).unwrap();
+        let hashers = Hashers::spawn(2, &root, move |k: usize, r| tx.send((k, r)).is_ok()).unwrap();
         for k in 0..20usize {
-            let p = dir.path().join(format!("f{k}"));
+            let rel = RelPath::new(format!("f{k}")).unwrap();
+            let p = root.file(&rel);
             let content = vec![k as u8; k * 1000];
             std::fs::write(&p, &content).unwrap();
             std::fs::File::options()
@@ -449,9 +470,9 @@ mod tests {
                 .set_modified(then)
                 .unwrap();
             want.insert(k, Hash::of(&content));
-            hashers.hash(k, p);
+            hashers.hash(k, rel);
         }
-        hashers.hash(99, dir.path().join("missing"));
+        hashers.hash(99, RelPath::new("missing").unwrap());
         let mut got = std::collections::BTreeMap::new();
         for _ in 0..21 {
             let (k, r) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();

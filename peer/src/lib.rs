@@ -189,7 +189,8 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         let stop = stop.clone();
         move || stop.trigger()
     });
-    let mut folder = folder::Folder::new(index, fsops::Root::new(root.clone()));
+    let folder_root = fsops::Root::new(root.clone()).map_err(folder_err(&root))?;
+    let mut folder = folder::Folder::new(index, folder_root);
     let kept = versions::Versions::new(folder.root(), cfg.keep_versions);
     folder.keep_versions(kept.clone());
     spawn("zync-versions", {
@@ -377,7 +378,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
         )?,
     };
     // Hashers: local files are hashed off the engine's thread.
-    let hashers = hashing::Hashers::spawn(HASHERS, {
+    let hashers = hashing::Hashers::spawn(HASHERS, folder.root(), {
         let tx = tx.clone();
         move |path, result| tx.send(Input::Hashed { path, result }).is_ok()
     })

@@ -176,14 +176,7 @@ impl Versions {
         by: &str,
         reason: Reason,
     ) -> io::Result<PathBuf> {
-        let source = root.file(&old.path);
-        self.keep_with(old, by, reason, |target| {
-            std::fs::hard_link(&source, target).or_else(|e| {
-                // A file system without hard links: a copy is the fallback.
-                tracing::debug!(error = %e, "hard link refused; copying the old version");
-                std::fs::copy(&source, target).map(|_| ())
-            })
-        })
+        self.keep_with(old, by, reason, |target| root.link_out(&old.path, target))
     }
 
     /// Moves our file at `rel` (whose content is `old`) into the versions
@@ -195,8 +188,7 @@ impl Versions {
         by: &str,
         reason: Reason,
     ) -> io::Result<PathBuf> {
-        let source = root.file(&old.path);
-        self.keep_with(old, by, reason, |target| std::fs::rename(&source, target))
+        self.keep_with(old, by, reason, |target| root.move_out(&old.path, target))
     }
 
     fn keep_with(
@@ -405,9 +397,8 @@ impl Versions {
                 (t, parent)
             }
             None => {
-                let t = root
-                    .prepare_target(&rel)
-                    .map_err(io_err(&root.file(&rel)))?;
+                let t = root.file(&rel);
+                root.prepare_parent(&rel).map_err(io_err(&t))?;
                 let staging = root.state().join("tmp");
                 std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
                 (t, staging)
@@ -428,11 +419,13 @@ impl Versions {
             k.mtime_ns.rem_euclid(1_000_000_000) as u32,
         );
         filetime::set_file_mtime(tmp.path(), mtime).map_err(io_err(tmp.path()))?;
-        if elsewhere.is_none() && target.is_file() {
+        let here = match elsewhere {
+            None => root.look(&rel).map_err(io_err(&target))?,
+            Some(_) => crate::fsops::Found::Missing,
+        };
+        if let crate::fsops::Found::File(stat) = here {
             // What is there now is the user's own; keep it before it goes.
-            let stat =
-                crate::hashing::Stat::of(&std::fs::metadata(&target).map_err(io_err(&target))?);
-            let mut current = std::fs::File::open(&target).map_err(io_err(&target))?;
+            let mut current = root.open(&rel).map_err(io_err(&target))?;
             let (sha256, _) =
                 copy_hashing(&mut current, &mut io::sink()).map_err(io_err(&target))?;
             if sha256 == got {
@@ -453,10 +446,19 @@ impl Versions {
             self.keep_linked(root, &now, "restore", Reason::RestoredOver)
                 .map_err(io_err(&target))?;
         }
-        tmp.persist(&target).map_err(|e| RestoreError::Io {
-            path: target.display().to_string(),
-            source: e.error,
-        })?;
+        match elsewhere {
+            None => root
+                .place(tmp.into_temp_path(), &rel)
+                .map(drop)
+                .map_err(io_err(&target))?,
+            Some(_) => tmp
+                .persist(&target)
+                .map(drop)
+                .map_err(|e| RestoreError::Io {
+                    path: target.display().to_string(),
+                    source: e.error,
+                })?,
+        }
         Ok(target)
     }
 }
@@ -573,7 +575,7 @@ mod tests {
 
     fn folder() -> (tempfile::TempDir, Root) {
         let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path().canonicalize().unwrap());
+        let root = Root::new(d.path().canonicalize().unwrap()).unwrap();
         std::fs::create_dir_all(root.state()).unwrap();
         (d, root)
     }

@@ -62,9 +62,14 @@ pub fn watch(
     // Bounded: if the engine falls behind, the callback blocks, the kernel's
     // queue overflows, and that becomes a rescan. Nothing grows unbounded.
     let (tx, rx) = bounded::<notify::Result<notify::Event>>(16_384);
-    let mut inner = notify::recommended_watcher(move |ev| {
-        let _ = tx.send(ev);
-    })?;
+    // A symlinked folder inside is not watched through: what it points to
+    // is outside the folder, and never synced.
+    let mut inner = notify::RecommendedWatcher::new(
+        move |ev| {
+            let _ = tx.send(ev);
+        },
+        notify::Config::default().with_follow_symlinks(false),
+    )?;
     inner.watch(root, RecursiveMode::Recursive)?;
     // The state folder is written for every download (temp files, the
     // journal, kept versions): its events would cost the watcher's threads

@@ -444,3 +444,214 @@ fn retrying_a_stalled_download_does_not_spin_the_engine() {
         "a peer waiting on a silent holder used {used:.2} s of CPU in 3 s"
     );
 }
+
+/// A member of the cluster (it has the key) that registers under `name` and
+/// announces whatever entries it likes, as a hostile member would.
+struct Member {
+    ctx: Context,
+    tracker: String,
+    name: String,
+}
+
+impl Member {
+    fn join(c: &Cluster, name: &str) -> Member {
+        let m = Member {
+            ctx: c.context(),
+            tracker: format!("tcp://{}", c.tracker_addr()),
+            name: name.into(),
+        };
+        let reg = TrackerRequest::Register {
+            name: name.into(),
+            device: 77,
+            endpoint: "tcp://127.0.0.1:1".into(),
+            files: vec![],
+        };
+        let reply = decode::<TrackerReply>(&ask(&m.ctx, &m.tracker, &encode(&reg))).unwrap();
+        assert!(
+            matches!(reply, TrackerReply::Registered { .. }),
+            "{reply:?}"
+        );
+        m
+    }
+
+    /// Announces `files` as changed; returns the tracker's reply.
+    fn announce(&self, files: Vec<FileEntry>) -> TrackerReply {
+        let up = TrackerRequest::Update {
+            name: self.name.clone(),
+            device: 77,
+            files,
+        };
+        decode::<TrackerReply>(&ask(&self.ctx, &self.tracker, &encode(&up))).unwrap()
+    }
+}
+
+/// The version `ls --json` gives `path` (its `{replica:counter,...}` text),
+/// if the cluster lists it as a live file.
+fn listed_version(c: &Cluster, path: &str) -> Option<VersionVector> {
+    let o = c.cli(&["ls", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    let row = v.as_array()?.iter().find(|r| r["path"] == path)?;
+    let text = row["version"].as_str()?;
+    let mut version = VersionVector::new();
+    for pair in text.trim_matches(|c| c == '{' || c == '}').split(',') {
+        let (replica, n) = pair.rsplit_once(':')?;
+        version.bump_at(replica, n.parse().ok()?);
+    }
+    Some(version)
+}
+
+/// A tombstone for `path` at `version`, made by `by`.
+fn tombstone(path: &str, version: VersionVector, by: &str) -> FileEntry {
+    FileEntry {
+        path: RelPath::new(path).unwrap(),
+        size: 0,
+        mtime_ns: 1,
+        sha256: Hash::EMPTY,
+        blocks: vec![],
+        version,
+        deleted: true,
+        modified_by: by.into(),
+        lengths: vec![],
+        mode: None,
+    }
+}
+
+/// Waits until everything p1 saw before now has reached p2: a file written
+/// after it does.
+fn barrier(c: &Cluster, n: &mut u32) {
+    *n += 1;
+    let name = format!("barrier-{n}");
+    c.put_whole(0, &name, name.as_bytes());
+    wait_file_everywhere(c, &name, name.as_bytes());
+    // The tracker publishes in order, but p1 may take a moment more to act
+    // on what came before the barrier's own announcement.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Regression (penetration test, high): with a symlink to a folder outside
+/// in the synced folder (`ln -s ~/.ssh keys`), a member's tombstone for
+/// `keys/id_rsa` made p1 look through the link, hash the outside file as a
+/// local change that beat the deletion, and every peer downloaded it; a
+/// tombstone dominating that moved the outside file into p1's versions.
+/// Files written outside later were found through the watcher, which
+/// followed the link.
+#[test]
+fn a_symlinked_folder_is_never_followed() {
+    let c = Cluster::start(2);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("id_rsa");
+    fs::write(&secret, b"PRIVATE KEY").unwrap();
+    std::os::unix::fs::symlink(outside.path(), c.dir(0).join("keys")).unwrap();
+    let evil = Member::join(&c, "evil");
+    let mut n = 0;
+    barrier(&c, &mut n);
+
+    // A guess at a path under the link, with an old tombstone.
+    let mut old = VersionVector::new();
+    old.bump("evil");
+    let reply = evil.announce(vec![tombstone("keys/id_rsa", old, "evil")]);
+    assert!(matches!(reply, TrackerReply::Ok), "{reply:?}");
+    // A file written outside, through the link, after the peer started.
+    fs::write(outside.path().join("later.txt"), b"written later").unwrap();
+    barrier(&c, &mut n);
+    for leaked in ["keys/id_rsa", "keys/later.txt"] {
+        assert_eq!(listed_version(&c, leaked), None, "{leaked} was announced");
+        assert!(!c.dir(1).join(leaked).exists(), "{leaked} reached p2");
+    }
+
+    // A tombstone that dominates whatever p1 may have made of it.
+    let mut newer = listed_version(&c, "keys/id_rsa").unwrap_or_default();
+    newer.bump("evil");
+    newer.bump("evil");
+    let reply = evil.announce(vec![tombstone("keys/id_rsa", newer, "evil")]);
+    assert!(matches!(reply, TrackerReply::Ok), "{reply:?}");
+    barrier(&c, &mut n);
+    assert_eq!(
+        fs::read(&secret).unwrap(),
+        b"PRIVATE KEY",
+        "outside file moved"
+    );
+    assert!(c.dir(0).join("keys").is_symlink(), "the link itself stays");
+}
+
+/// Regression (penetration test): a mode change from the cluster to a file
+/// hard linked from outside the folder changed the outside file's mode.
+#[test]
+fn a_mode_change_never_reaches_a_file_hard_linked_from_outside() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(2);
+    let outside = tempfile::tempdir().unwrap();
+    let shared = outside.path().join("shared.txt");
+    fs::write(&shared, b"shared by hard link").unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::hard_link(&shared, c.dir(0).join("linked.txt")).unwrap();
+    wait_file_everywhere(&c, "linked.txt", b"shared by hard link");
+    let evil = Member::join(&c, "evil");
+    // The same content, announced executable by a newer version.
+    let linked = listed_version(&c, "linked.txt").expect("linked.txt listed");
+    let mut entry = entry_of(&c, "linked.txt", b"shared by hard link");
+    entry.version = linked;
+    entry.version.bump("evil");
+    entry.modified_by = "evil".into();
+    entry.mode = Some(0o755);
+    let reply = evil.announce(vec![entry]);
+    assert!(matches!(reply, TrackerReply::Ok), "{reply:?}");
+    let mut n = 0;
+    barrier(&c, &mut n);
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // p2's copy is its own: it takes the mode.
+    wait_for(
+        CONVERGE,
+        || mode(&c.dir(1).join("linked.txt")) == fsops_mode(0o755),
+        "p2 takes the mode",
+        &c,
+    );
+    assert_eq!(mode(&shared), 0o644, "the outside file's mode was changed");
+    assert_eq!(fs::read(&shared).unwrap(), b"shared by hard link");
+    let log = c.peers[0].proc.log_text();
+    assert!(log.contains("its mode is left alone"), "{log}");
+}
+
+/// `mode` as a new file gets it here (the umask applied).
+fn fsops_mode(mode: u32) -> u32 {
+    zync_peer::fsops::mode_for(Some(mode))
+}
+
+/// Regression (penetration test, high): a member announced a version with
+/// p2's counter at `u64::MAX`; counters saturate, so p2's later edits got
+/// the same version, which the tracker took for one it had, and they never
+/// left p2. Such a counter is refused now.
+#[test]
+fn a_counter_at_u64_max_does_not_freeze_a_peer() {
+    let c = Cluster::start(2);
+    c.put_whole(0, "doc.txt", b"one");
+    wait_file_everywhere(&c, "doc.txt", b"one");
+    c.put_whole(1, "doc.txt", b"two");
+    wait_file_everywhere(&c, "doc.txt", b"two");
+    let version = listed_version(&c, "doc.txt").expect("doc.txt listed");
+    let p2 = version
+        .iter()
+        .map(|(r, _)| r.to_owned())
+        .find(|r| r.starts_with("p2@"))
+        .expect("p2 made a version");
+    let evil = Member::join(&c, "evil");
+    let mut entry = entry_of(&c, "doc.txt", b"two");
+    entry.version = version;
+    entry.version.bump_at(&p2, u64::MAX);
+    entry.modified_by = "evil".into();
+    let reply = evil.announce(vec![entry]);
+    let mut n = 0;
+    barrier(&c, &mut n);
+    c.put_whole(1, "doc.txt", b"three");
+    wait_file_everywhere(&c, "doc.txt", b"three");
+    assert!(
+        matches!(
+            reply,
+            TrackerReply::Error {
+                kind: ErrorKind::Invalid,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+}

@@ -156,7 +156,43 @@ pub enum Resolution {
     ConflictLocalWins,
 }
 
+/// Why an entry that arrived from the network is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// Not [`FileEntry::is_consistent`].
+    #[error("{0}: inconsistent entry (blocks, lengths, mode or tombstone)")]
+    Inconsistent(RelPath),
+    /// A counter past [`crate::MAX_COUNTER_AHEAD`].
+    #[error("{path}: counter {counter} of replica {replica:?} is beyond any peer's clock")]
+    CounterAhead {
+        /// The file.
+        path: RelPath,
+        /// Whose counter.
+        replica: String,
+        /// Its value.
+        counter: u64,
+    },
+}
+
 impl FileEntry {
+    /// Whether this entry, from the network, may be taken in at `unix_now`
+    /// (seconds): consistent, and no counter of its version past
+    /// [`crate::MAX_COUNTER_AHEAD`] from now.
+    pub fn acceptable(&self, unix_now: u64) -> Result<(), EntryError> {
+        if !self.is_consistent() {
+            return Err(EntryError::Inconsistent(self.path.clone()));
+        }
+        let limit = unix_now.saturating_add(crate::MAX_COUNTER_AHEAD);
+        match self.version.beyond(limit) {
+            Some((replica, counter)) => Err(EntryError::CounterAhead {
+                path: self.path.clone(),
+                replica: replica.to_owned(),
+                counter,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Number of blocks a file of `size` bytes has.
     pub fn block_count_for(size: u64) -> u64 {
         size.div_ceil(BLOCK_SIZE)
@@ -234,11 +270,18 @@ impl FileEntry {
     /// True if `self` should be preferred over `other` as the cluster's
     /// current version of the file: it dominates, or it is concurrent and
     /// wins [`conflict_order`](Self::conflict_order).
+    ///
+    /// Two equal versions with different content are concurrent too: an
+    /// honest peer never makes them, and taking them for one version would
+    /// leave peers holding different files "in sync".
     pub fn supersedes(&self, other: &FileEntry) -> bool {
         match self.version.compare(&other.version) {
             Causality::Dominates => true,
-            Causality::DominatedBy | Causality::Equal => false,
-            Causality::Concurrent => self.conflict_order(other) == Ordering::Greater,
+            Causality::DominatedBy => false,
+            Causality::Equal if self.same_content(other) => false,
+            Causality::Equal | Causality::Concurrent => {
+                self.conflict_order(other) == Ordering::Greater
+            }
         }
     }
 
@@ -257,12 +300,15 @@ impl FileEntry {
     }
 
     /// What the holder of `self` should do on hearing of `remote`.
+    /// Equal versions with different content are a conflict, as in
+    /// [`FileEntry::supersedes`].
     pub fn resolve(&self, remote: &FileEntry) -> Resolution {
         match remote.version.compare(&self.version) {
             Causality::Dominates => Resolution::TakeRemote,
-            Causality::DominatedBy | Causality::Equal => Resolution::Keep,
+            Causality::DominatedBy => Resolution::Keep,
+            Causality::Equal if remote.same_content(self) => Resolution::Keep,
             Causality::Concurrent if remote.same_content(self) => Resolution::TakeRemote,
-            Causality::Concurrent => match remote.conflict_order(self) {
+            Causality::Equal | Causality::Concurrent => match remote.conflict_order(self) {
                 Ordering::Greater => Resolution::ConflictRemoteWins,
                 _ => Resolution::ConflictLocalWins,
             },
@@ -325,9 +371,7 @@ mod tests {
     ) -> FileEntry {
         let mut version = VersionVector::new();
         for (p, n) in counters {
-            for _ in 0..*n {
-                version.bump(p);
-            }
+            version.bump_at(p, *n);
         }
         FileEntry {
             path: RelPath::new(path).unwrap(),
@@ -345,6 +389,50 @@ mod tests {
             lengths: Vec::new(),
             mode: None,
         }
+    }
+
+    #[test]
+    fn equal_versions_with_other_content_are_a_conflict() {
+        let a = entry("f", "p1", &[("p1", 5)], 7, b"mine");
+        let b = entry("f", "p2", &[("p1", 5)], 8, b"theirs");
+        assert!(
+            b.supersedes(&a) != a.supersedes(&b),
+            "one wins, the same everywhere"
+        );
+        assert!(!a.supersedes(&a.clone()), "the same version is not newer");
+        assert_eq!(a.resolve(&b), Resolution::ConflictRemoteWins);
+        assert_eq!(b.resolve(&a), Resolution::ConflictLocalWins);
+        assert_eq!(a.resolve(&a.clone()), Resolution::Keep);
+    }
+
+    #[test]
+    fn counters_far_past_the_clock_are_refused() {
+        let now = 1_800_000_000;
+        let ok = entry("f", "p1", &[("p1", now + 5)], 7, b"x");
+        assert_eq!(ok.acceptable(now), Ok(()));
+        let edge = entry(
+            "f",
+            "p1",
+            &[("p1", now + crate::MAX_COUNTER_AHEAD)],
+            7,
+            b"x",
+        );
+        assert_eq!(edge.acceptable(now), Ok(()));
+        let bad = entry("f", "p1", &[("p1", 3), ("p2", u64::MAX)], 7, b"x");
+        assert_eq!(
+            bad.acceptable(now),
+            Err(EntryError::CounterAhead {
+                path: RelPath::new("f").unwrap(),
+                replica: "p2".into(),
+                counter: u64::MAX
+            })
+        );
+        let mut broken = ok.clone();
+        broken.blocks.clear();
+        assert!(matches!(
+            broken.acceptable(now),
+            Err(EntryError::Inconsistent(_))
+        ));
     }
 
     #[test]

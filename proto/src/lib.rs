@@ -22,14 +22,14 @@ mod path;
 mod version;
 
 pub use codec::{block_reply_head, decode, encode, DecodeError};
-pub use entry::{FileEntry, PackedEntry, Resolution, Spans, MODE_BITS};
+pub use entry::{EntryError, FileEntry, PackedEntry, Resolution, Spans, MODE_BITS};
 pub use hash::{Hash, HashParseError};
 pub use msg::{
     ClusterFile, ErrorKind, Event, Failure, Notification, PeerInfo, PeerReply, PeerRequest,
     TrackerReply, TrackerRequest, Transfer, MAX_ERROR_LEN, MAX_TRANSFERS,
 };
 pub use path::{PathError, RelPath};
-pub use version::{Causality, VersionVector};
+pub use version::{Causality, VersionVector, MAX_COUNTER_AHEAD};
 
 /// Version of the wire protocol. Travels as the first element of every message;
 /// a receiver rejects any other value with [`DecodeError::BadVersion`].

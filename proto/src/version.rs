@@ -23,6 +23,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VersionVector(Vec<(String, u64)>);
 
+/// How far past the present (Unix seconds) a counter may be. Peers count
+/// with the clock ([`VersionVector::bump_at`]), so an honest counter is
+/// about now, plus one per edit made faster than one a second, plus a
+/// clock set wrong; 2^31 s (68 years) leaves room for all of that. A
+/// counter beyond it is refused wherever a version arrives from the
+/// network: a member that set another peer's counter near `u64::MAX`
+/// would leave it unable to make a newer version.
+pub const MAX_COUNTER_AHEAD: u64 = 1 << 31;
+
 /// How two versions relate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Causality {
@@ -57,7 +66,9 @@ impl VersionVector {
     }
 
     /// Records a new change by `peer` at `clock` (Unix seconds): its counter
-    /// becomes `max(old + 1, clock)`.
+    /// becomes `max(old + 1, clock)`. A counter at `u64::MAX` stays there
+    /// (the version is then not newer): [`VersionVector::beyond`] keeps
+    /// counters from the network far below that.
     pub fn bump_at(&mut self, peer: &str, clock: u64) {
         let i = self.find(peer).unwrap_or_else(|i| {
             self.0.insert(i, (peer.to_owned(), 0));
@@ -108,6 +119,12 @@ impl VersionVector {
             Ordering::Greater => Causality::Dominates,
             Ordering::Less => Causality::DominatedBy,
         }
+    }
+
+    /// The first counter above `limit`, if any: a version no honest peer
+    /// can have made (see [`MAX_COUNTER_AHEAD`]).
+    pub fn beyond(&self, limit: u64) -> Option<(&str, u64)> {
+        self.iter().find(|&(_, n)| n > limit)
     }
 
     /// The counters, by peer name.

@@ -28,11 +28,8 @@ impl Index {
                 if name.is_empty() || name.len() > 255 {
                     return error(ErrorKind::Invalid, "peer name must be 1 to 255 bytes");
                 }
-                if let Some(bad) = files.iter().find(|e| !e.is_consistent()) {
-                    return error(
-                        ErrorKind::Invalid,
-                        format!("inconsistent entry for {}", bad.path),
-                    );
+                if let Some(refused) = refused(&name, &files) {
+                    return refused;
                 }
                 if let Some(p) = self.peers.get(&name) {
                     if p.device.is_some_and(|d| d != device) {
@@ -84,11 +81,8 @@ impl Index {
                 if !self.touch(&name, device, now) {
                     return unknown_peer(&name);
                 }
-                if let Some(bad) = files.iter().find(|e| !e.is_consistent()) {
-                    return error(
-                        ErrorKind::Invalid,
-                        format!("inconsistent entry for {}", bad.path),
-                    );
+                if let Some(refused) = refused(&name, &files) {
+                    return refused;
                 }
                 self.absorb(&name, files, now, out);
                 TrackerReply::Ok
@@ -129,6 +123,18 @@ impl Index {
             }
         }
     }
+}
+
+/// The error for the first entry of `files` that cannot be taken in (see
+/// [`zync_proto::FileEntry::acceptable`]), if one cannot: the whole message
+/// is refused.
+fn refused(name: &str, files: &[zync_proto::FileEntry]) -> Option<TrackerReply> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let e = files.iter().find_map(|e| e.acceptable(now).err())?;
+    tracing::warn!(event = %"refused", peer = %name.escape_debug(), error = %e, "announced entries refused");
+    Some(error(ErrorKind::Invalid, e.to_string()))
 }
 
 fn unknown_peer(name: &str) -> TrackerReply {
@@ -548,5 +554,59 @@ mod tests {
             }
         ));
         assert!(ix.current.is_empty());
+    }
+
+    #[test]
+    fn a_counter_far_past_the_clock_is_refused() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let good = entry("f", "a", &["a"], b"1");
+        register(&mut ix, "a", vec![good.clone()], &mut out);
+        let mut bad = good.clone();
+        bad.version.bump_at("b@00000001", u64::MAX);
+        let req = TrackerRequest::Update {
+            name: "a".into(),
+            device: 1,
+            files: vec![bad],
+        };
+        let r = ix.handle(
+            req,
+            Instant::now(),
+            &Config::default(),
+            "tcp://x:1",
+            &mut out,
+        );
+        assert!(
+            matches!(r, TrackerReply::Error { kind: ErrorKind::Invalid, ref message } if message.contains("b@00000001")),
+            "{r:?}"
+        );
+        assert_eq!(ix.entry(&good.path), Some(good));
+    }
+
+    #[test]
+    fn an_equal_version_with_other_content_is_not_taken_for_the_same() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let mine = entry("f", "a", &["a"], b"mine");
+        register(&mut ix, "a", vec![mine.clone()], &mut out);
+        let mut theirs = entry("f", "b", &["a"], b"theirs");
+        theirs.mtime_ns = mine.mtime_ns;
+        out.clear();
+        register(&mut ix, "b", vec![theirs.clone()], &mut out);
+        // Whichever wins, it is announced, so the other peer resolves.
+        let announced: Vec<_> = out
+            .iter()
+            .filter_map(|n| match &n.event {
+                Event::FileChanged { file } => Some(file.entry.sha256),
+                _ => None,
+            })
+            .collect();
+        let winner = if theirs.supersedes(&mine) {
+            &theirs
+        } else {
+            &mine
+        };
+        assert_eq!(announced, vec![winner.sha256]);
+        assert_eq!(ix.entry(&mine.path).map(|e| e.sha256), Some(winner.sha256));
     }
 }

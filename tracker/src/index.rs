@@ -470,7 +470,7 @@ impl Index {
             let announce = match &current {
                 None => true,
                 Some(cur) if e.supersedes(cur) => true,
-                Some(cur) if cur.version == e.version => false,
+                Some(cur) if cur.version == e.version && cur.same_content(&e) => false,
                 // The peer holds a version that loses to the current one:
                 // re-announce the current one so the peer resolves.
                 Some(_) => {

@@ -248,7 +248,7 @@ impl Engine {
                 // hash already on its way is looked at again when it lands.
                 if !self.hashing.contains_key(rel) {
                     self.hashing.insert(rel.clone(), cause);
-                    self.hashers.hash(rel.clone(), self.folder.root().file(rel));
+                    self.hashers.hash(rel.clone(), rel.clone());
                 }
                 None
             }

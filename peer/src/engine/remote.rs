@@ -10,6 +10,10 @@ impl Engine {
     /// this is called again when it arrives.
     pub(super) fn apply_remote(&mut self, r: FileEntry, fetched: Option<(Fetched, Duration)>) {
         let path = r.path.clone();
+        if let Err(e) = r.acceptable(unix_now()) {
+            // A hostile member or tracker: never taken in, whatever it is.
+            return warn!(path = %path, error = %e, "remote version refused");
+        }
         if self.ignore.is_ignored(&path) {
             // Never fetched, deleted or overwritten: what is here stays.
             debug!(path = %path, "ignored path; the remote version is left alone");
@@ -212,10 +216,12 @@ impl Engine {
     pub(super) fn apply_cluster_file(&mut self, f: ClusterFile) {
         let (path, sha256) = (f.entry.path.clone(), f.entry.sha256);
         let known = self.folder.get(&path).is_some_and(|l| {
-            matches!(
-                f.entry.version.compare(&l.entry.version),
-                Causality::Equal | Causality::DominatedBy
-            )
+            match f.entry.version.compare(&l.entry.version) {
+                Causality::DominatedBy => true,
+                // Equal versions with other content are a conflict.
+                Causality::Equal => f.entry.same_content(&l.entry),
+                Causality::Dominates | Causality::Concurrent => false,
+            }
         });
         if known && self.downloads.wanted(&path).is_none() {
             // Our version already is this one or newer (most often: another

@@ -524,12 +524,15 @@ impl Fetcher {
             return Err(FetchError::Inconsistent(entry.path.clone()));
         }
         let n = entry.blocks.len();
-        let mut local = LocalReader::default();
+        let mut local = LocalReader::new(self.local.as_ref().map(|l| l.view.clone()));
         let partial = self
             .local
             .is_some()
             .then(|| staging.join(partial_name(entry)));
-        let resumable = partial.as_ref().filter(|p| p.is_file());
+        let resumable = partial
+            .as_ref()
+            .filter(|p| p.is_file())
+            .map(|p| LocalFile::Own(p.clone()));
         // A first try takes the index's word for where local blocks are and
         // reads each once, into the whole-file hash (an edit of a large file
         // then costs one pass over the old copy, not three); if the result
@@ -542,7 +545,7 @@ impl Fetcher {
                 let (at, len) = spans[i];
                 let want = &entry.blocks[i];
                 // Checked now, so that only what is not here is asked for.
-                if let Some(p) = resumable {
+                if let Some(p) = &resumable {
                     if local.read(p, at, len, want).is_some() {
                         return Src::Partial;
                     }
@@ -602,7 +605,7 @@ impl Fetcher {
                 let changed = || FetchError::LocalChanged(entry.path.clone());
                 let (block, write) = match src {
                     Src::Partial => {
-                        let p = partial.as_deref().unwrap_or(Path::new(""));
+                        let p = resumable.as_ref().ok_or_else(changed)?;
                         let b = local
                             .read(p, at, len, &entry.blocks[i])
                             .ok_or_else(changed)?;
@@ -813,7 +816,7 @@ enum Src {
     /// Already in place in the partial file of an earlier try.
     Partial,
     /// A local file, at this offset.
-    Local(PathBuf, u64),
+    Local(LocalFile, u64),
     /// The holders.
     Net,
 }
@@ -886,31 +889,55 @@ pub struct LocalBlocks {
 impl LocalBlocks {
     /// A local file and offset that may hold block `i` of `entry`, which
     /// starts at `at`.
-    fn find(&self, entry: &FileEntry, i: usize, at: u64) -> Option<(PathBuf, u64)> {
-        if let Some(found) = self.view.find_block(entry.blocks.get(i)?) {
-            return Some(found);
+    fn find(&self, entry: &FileEntry, i: usize, at: u64) -> Option<(LocalFile, u64)> {
+        if let Some((rel, off)) = self.view.find_block(entry.blocks.get(i)?) {
+            return Some((LocalFile::Folder(rel), off));
         }
         // A kept copy of the same content holds it at the same offset.
         let kept = self.versions.as_ref()?.find(&entry.sha256)?;
-        Some((kept, at))
+        Some((LocalFile::Own(kept), at))
     }
 }
 
+/// A local file a block may be read from.
+#[derive(Clone, Debug, PartialEq)]
+enum LocalFile {
+    /// A file of the folder, reached as the block server reaches it.
+    Folder(RelPath),
+    /// A file of the state folder: a partial download, a kept version.
+    Own(PathBuf),
+}
+
 /// Reads blocks from local files, keeping a few open.
-#[derive(Default)]
 struct LocalReader {
-    open: Vec<(PathBuf, std::fs::File)>,
+    view: Option<crate::folder::ServedView>,
+    open: Vec<(LocalFile, std::fs::File)>,
 }
 
 impl LocalReader {
+    /// A reader of the state folder's files, and of the folder's through
+    /// `view`.
+    fn new(view: Option<crate::folder::ServedView>) -> LocalReader {
+        LocalReader {
+            view,
+            open: Vec::new(),
+        }
+    }
+
     /// The `len` bytes at `at` in `file`, if they hash to `want`.
-    fn read(&mut self, file: &Path, at: u64, len: u64, want: &Hash) -> Option<Vec<u8>> {
+    fn read(&mut self, file: &LocalFile, at: u64, len: u64, want: &Hash) -> Option<Vec<u8>> {
         self.read_as(file, at, len, Some(want))
     }
 
     /// The `len` bytes at `at` in `file`, if they hash to `want` (not
     /// checked without one: the whole-file hash will be).
-    fn read_as(&mut self, file: &Path, at: u64, len: u64, want: Option<&Hash>) -> Option<Vec<u8>> {
+    fn read_as(
+        &mut self,
+        file: &LocalFile,
+        at: u64,
+        len: u64,
+        want: Option<&Hash>,
+    ) -> Option<Vec<u8>> {
         use std::io::{Read, Seek};
         let i = match self.open.iter().position(|(p, _)| p == file) {
             Some(i) => i,
@@ -918,8 +945,11 @@ impl LocalReader {
                 if self.open.len() >= 8 {
                     self.open.remove(0);
                 }
-                self.open
-                    .push((file.to_owned(), std::fs::File::open(file).ok()?));
+                let f = match file {
+                    LocalFile::Folder(rel) => self.view.as_ref()?.open(rel).ok()?,
+                    LocalFile::Own(p) => std::fs::File::open(p).ok()?,
+                };
+                self.open.push((file.clone(), f));
                 self.open.len() - 1
             }
         };

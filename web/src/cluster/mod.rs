@@ -103,7 +103,7 @@ impl Cluster {
         std::thread::Builder::new()
             .name("zync-web-member".into())
             .spawn(move || member.wait())?;
-        let root = zync_peer::fsops::Root::new(data);
+        let root = zync_peer::fsops::Root::new(data)?;
         let c = Arc::new(Cluster {
             client: Client::new(&join.context, &join.tracker),
             versions: zync_peer::versions::Versions::new(&root, zync_peer::versions::DEFAULT_KEEP),
