@@ -46,6 +46,30 @@ pub fn umask() -> u32 {
     })
 }
 
+/// Makes `dir` (and its missing parents) and gives it mode 0700, whatever
+/// it had: a folder of this user's alone, such as the state folder, whose
+/// index, journal, staged downloads and kept versions would tell other
+/// local users every path, size and hash, and show private files' content.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Opens `path` to write, created 0600 if it is not there: a file of the
+/// state folder.
+pub fn private_file(path: &Path, append: bool) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .append(append)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// What is at a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {

@@ -196,11 +196,7 @@ impl Journal {
             return Ok(());
         }
         if self.handle.is_none() {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.file)
-                .map_err(self.err())?;
+            let f = crate::fsops::private_file(&self.file, true).map_err(self.err())?;
             self.handle = Some(f);
         }
         if let Some(f) = &mut self.handle {
@@ -844,6 +840,16 @@ fn redb_corrupt(reason: String) -> redb::Error {
 /// failure to move aside for (the file is in use, or cannot be written).
 #[allow(clippy::type_complexity)]
 fn open_db(file: &Path) -> Result<Result<(Database, Option<(u64, usize)>), String>, IndexError> {
+    // Made 0600 (redb would make it as any new file): it names every path,
+    // size and hash of the folder. One made before is made so too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = crate::fsops::private_file(file, false)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
+        if let Err(e) = private {
+            tracing::warn!(path = %file.display(), error = %e, "cannot make the index private");
+        }
+    }
     let db = match Database::builder().set_cache_size(CACHE_BYTES).create(file) {
         Ok(db) => db,
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => {

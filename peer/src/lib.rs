@@ -170,6 +170,7 @@ pub fn start(cfg: Config, shutdown: Shutdown) -> Result<Peer, StartError> {
     let staging = state.join("tmp");
     // Partial downloads of the last day stay, to be resumed; anything else
     // left there (a temp file of an interrupted upload or restore) goes.
+    fsops::private_dir(&state).map_err(folder_err(&state))?;
     std::fs::create_dir_all(&staging).map_err(folder_err(&staging))?;
     transfer::clean_staging(&staging, transfer::PARTIAL_MAX_AGE, true);
     let index = index::LocalIndex::load(&state)?;

@@ -655,3 +655,40 @@ fn a_counter_at_u64_max_does_not_freeze_a_peer() {
         "{reply:?}"
     );
 }
+
+/// Regression (penetration test, medium): the state folder was 0755 and the
+/// index, the journal and staged downloads 0644, so other local users could
+/// read every path, size and hash, and a private file's partial download.
+/// A state folder an older version made is made private too.
+#[test]
+fn the_state_folder_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::start(1);
+    let old_state = c.dir_of("p2").join(zync_proto::STATE_DIR_NAME);
+    fs::create_dir_all(&old_state).unwrap();
+    fs::set_permissions(&old_state, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(old_state.join("index.redb"), b"").unwrap();
+    fs::set_permissions(
+        old_state.join("index.redb"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let secret = c.dir(0).join("secret.txt");
+    fs::write(&secret, data(3 * BLOCK_SIZE as usize, 3)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    c.add_peer("p2");
+    wait_file_everywhere(&c, "secret.txt", &fs::read(&secret).unwrap());
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for i in 0..2 {
+        let state = c.dir(i).join(zync_proto::STATE_DIR_NAME);
+        assert_eq!(mode(&state), 0o700, "{}", state.display());
+        assert_eq!(mode(&state.join("index.redb")), 0o600);
+        for e in walkdir::WalkDir::new(state.join("tmp")) {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                assert_eq!(mode(e.path()) & 0o077, 0, "{}", e.path().display());
+            }
+        }
+    }
+    assert_eq!(mode(&c.dir(1).join("secret.txt")), 0o600);
+}

@@ -251,7 +251,8 @@ fn write_small(
     from: &str,
 ) -> Result<Written, FetchError> {
     let path = dir.join(partial_name(entry));
-    let mut file = std::fs::File::create(&path)?;
+    let mut file = crate::fsops::private_file(&path, false)?;
+    file.set_len(0)?;
     let temp = tempfile::TempPath::try_from_path(&path)?;
     file.write_all(bytes)?;
     Ok(Written::new(

@@ -572,12 +572,16 @@ impl Fetcher {
         }
         let (mut file, temp) = match &partial {
             Some(p) => (
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(p)?,
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .mode(0o600)
+                        .open(p)?
+                },
                 None,
             ),
             None => {
