@@ -22,3 +22,45 @@ pub mod statics;
 
 pub use router::Router;
 pub use state::{Limits, State};
+
+/// Why a static root and a cluster folder cannot be served together.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    /// The cluster folder cannot be made or resolved.
+    #[error("cluster folder {path}: {source}")]
+    Data {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// One is inside the other.
+    #[error(
+        "--data {data} and --root {root} overlap: the static root would publish the cluster's \
+         files and its index without login; give them folders apart"
+    )]
+    Overlap {
+        /// The static root (canonical).
+        root: std::path::PathBuf,
+        /// The cluster folder (canonical).
+        data: std::path::PathBuf,
+    },
+}
+
+/// Checks that the static root `root` (canonical) and the cluster folder
+/// `data` (made if missing) do not overlap.
+pub fn separate_roots(root: &std::path::Path, data: &std::path::Path) -> Result<(), RootsError> {
+    let err = |source| RootsError::Data {
+        path: data.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(data).map_err(err)?;
+    let data = data.canonicalize().map_err(err)?;
+    if data.starts_with(root) || root.starts_with(&data) {
+        return Err(RootsError::Overlap {
+            root: root.to_owned(),
+            data,
+        });
+    }
+    Ok(())
+}

@@ -150,6 +150,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(zync_web::server::Tls::load(cert, key)?),
         _ => None,
     };
+    if let (Some(root), Some(_)) = (&root, &args.tracker) {
+        zync_web::separate_roots(root, &args.data)?;
+    }
     let auth = login(&args, tls.is_some())?;
     let stop = zync_net::Shutdown::on_signals().context("install signal handler")?;
     let cluster = match &args.tracker {

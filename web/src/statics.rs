@@ -27,6 +27,11 @@ pub fn serve(state: &State, req: &Req, target: &Target) -> Reply {
         return not_found();
     };
     let rel = target.path.as_ref().map_or(".", |p| p.as_str());
+    // A Zync folder's state (its index names every file) is never served,
+    // at any depth: the root may hold synced folders.
+    if rel.split('/').any(|c| c == zync_proto::STATE_DIR_NAME) {
+        return not_found();
+    }
     let Some((file, path)) = open_beneath(state, root, rel) else {
         return not_found();
     };
@@ -167,7 +172,7 @@ fn listing(dir: &Path, is_root: bool, req: &Req) -> Reply {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            if is_root && name == zync_proto::STATE_DIR_NAME {
+            if name == zync_proto::STATE_DIR_NAME {
                 return None;
             }
             Some((name, e.file_type().is_ok_and(|t| t.is_dir())))

@@ -699,3 +699,64 @@ fn a_deleted_file_is_among_the_kept_versions_and_a_restore_from_the_page_brings_
         web.log_text()
     );
 }
+
+/// Regression (penetration test, medium): with `--data` inside `--root`,
+/// the static face served `/data/.zync/index.redb` (every path, size and
+/// hash of the cluster) and the cluster's files to anyone, without login.
+/// Overlapping folders are refused at start, both ways round, and a
+/// `.zync` folder is never served or listed at any depth.
+#[test]
+fn a_cluster_folder_inside_the_static_root_is_refused_and_zync_state_never_served() {
+    let c = Cluster::start(1);
+    let site = c.tmp.path().join("site");
+    for (root, data) in [
+        (site.clone(), site.join("data")),
+        (site.join("inner"), site.clone()),
+        (site.clone(), site.clone()),
+    ] {
+        std::fs::create_dir_all(&root).unwrap();
+        let mut web = c
+            .command(common::bin("zync-web"))
+            .args(["--tracker", &c.tracker_addr(), "--listen", "127.0.0.1:0"])
+            .args(["--root", root.to_str().unwrap()])
+            .args(["--data", data.to_str().unwrap()])
+            .args(["--peer-listen", "127.0.0.1:0", "--no-login"])
+            .env("RUST_BACKTRACE", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while web.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = web.kill();
+        let out = web.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "it started anyway: {err}");
+        assert!(err.contains("overlap"), "{err}");
+    }
+    // A static root holding a synced folder of its own: its state stays
+    // hidden wherever it is.
+    let state = site.join("photos").join(zync_proto::STATE_DIR_NAME);
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("index.redb"), b"SECRET INDEX").unwrap();
+    std::fs::write(site.join("photos/a.jpg"), b"jpg").unwrap();
+    let web = Web::start(
+        &["--root", site.to_str().unwrap()],
+        &c.tmp.path().join("static.log"),
+    );
+    for path in [
+        "/photos/.zync/index.redb",
+        "/photos/%2ezync/index.redb",
+        "/photos/.zync/",
+    ] {
+        let r = get(&web.addr, path, "");
+        assert_eq!(r.status, 404, "{path}");
+    }
+    let listing = String::from_utf8_lossy(&get(&web.addr, "/photos/", "").body).into_owned();
+    assert!(
+        listing.contains("a.jpg") && !listing.contains(".zync"),
+        "{listing}"
+    );
+}
