@@ -105,7 +105,7 @@ fn cluster_files_are_listed_and_downloadable() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("Cache-Control"),
-        Some("public, max-age=31536000, immutable")
+        Some("private, max-age=31536000, immutable")
     );
     assert_eq!(r.header("ETag"), Some(format!("\"{hex}\"").as_str()));
     assert!(r.body == body);
@@ -759,4 +759,84 @@ fn a_cluster_folder_inside_the_static_root_is_refused_and_zync_state_never_serve
         listing.contains("a.jpg") && !listing.contains(".zync"),
         "{listing}"
     );
+}
+
+/// Regression (penetration test, medium): a synced or uploaded `.html` or
+/// `.svg` was served inline as a page of the dashboard's origin, with no
+/// policy, so opening it ran its script with the viewer's session; and
+/// `/objects/` told shared caches to keep cluster content (`public`).
+#[test]
+fn cluster_content_cannot_script_the_dashboard() {
+    let c = Cluster::start(1);
+    let web = web_for(&c, &[]);
+    let page = b"<script>fetch('/api/files').then(r=>r.text()).then(t=>alert(t))</script>";
+    let svg = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>";
+    std::fs::write(c.dir(0).join("evil.html"), page).unwrap();
+    std::fs::write(c.dir(0).join("evil.svg"), svg).unwrap();
+    std::fs::write(c.dir(0).join("notes.txt"), b"plain").unwrap();
+    wait_for(
+        CONVERGE,
+        || {
+            try_get(&web.addr, "/api/files", AUTH).is_ok_and(|r| {
+                let t = String::from_utf8_lossy(&r.body).into_owned();
+                ["evil.html", "evil.svg", "notes.txt"]
+                    .iter()
+                    .all(|n| t.contains(n))
+            })
+        },
+        "files in /api/files",
+        &c,
+    );
+    for (path, body, active) in [
+        ("/files/evil.html", &page[..], true),
+        ("/files/evil.svg", &svg[..], true),
+        ("/files/notes.txt", &b"plain"[..], false),
+        (
+            &*format!("/objects/{}", Hash::of(page).to_hex()),
+            &page[..],
+            true,
+        ),
+    ] {
+        let r = get(&web.addr, path, AUTH);
+        assert_eq!((r.status, &r.body[..]), (200, body), "{path}");
+        let csp = r.header("Content-Security-Policy").unwrap_or("");
+        assert!(
+            csp.contains("sandbox") && csp.contains("default-src 'none'"),
+            "{path}: {csp:?}"
+        );
+        assert!(!csp.contains("allow-scripts"), "{path}: {csp:?}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        let disposition = r.header("Content-Disposition").unwrap_or("");
+        assert_eq!(
+            disposition.starts_with("attachment"),
+            active,
+            "{path}: {disposition:?}"
+        );
+        let cache = r.header("Cache-Control").unwrap_or("");
+        assert!(cache.starts_with("private"), "{path}: {cache:?}");
+    }
+    // The dashboard runs its own script and nothing else.
+    let r = get(&web.addr, "/cluster", AUTH);
+    assert_eq!(r.status, 200);
+    let html = String::from_utf8_lossy(&r.body).into_owned();
+    let script = html
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(s, _)| s)
+        .unwrap();
+    let csp = r.header("Content-Security-Policy").unwrap_or("");
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    let scripts = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .unwrap_or("");
+    assert_eq!(scripts, format!("script-src 'sha256-{hash}'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
 }

@@ -406,15 +406,18 @@ impl Cluster {
         let mtime = http::from_ns(e.mtime_ns);
         let name = e.path.components().last().unwrap_or("").to_owned();
         let common = |r: Reply| {
-            let r = r
-                .header("ETag", etag.clone())
+            r.header("ETag", etag.clone())
                 .header("Last-Modified", http::http_date(mtime))
-                .header("Accept-Ranges", "bytes");
-            if immutable {
-                r.header("Cache-Control", "public, max-age=31536000, immutable")
-            } else {
-                r
-            }
+                .header("Accept-Ranges", "bytes")
+                // Behind the login: never kept by a shared cache.
+                .header(
+                    "Cache-Control",
+                    if immutable {
+                        "private, max-age=31536000, immutable"
+                    } else {
+                        "private, no-cache"
+                    },
+                )
         };
         let range = match http::decide(|h| req.header(h), &etag, mtime, e.size) {
             http::Decision::NotModified => return common(Reply::new(304, Body::Empty)),
@@ -433,8 +436,22 @@ impl Cluster {
             Range::Part { start, end } => (206, start, end - start + 1),
         };
         let ctype = http::content_type(&name);
+        let active = is_active(&ctype);
         let finish = |r: Reply| {
-            let r = common(r).header("Content-Type", ctype.clone());
+            let r = common(r)
+                .header("Content-Type", ctype.clone())
+                .header("Content-Security-Policy", CONTENT_POLICY)
+                .header("X-Content-Type-Options", "nosniff");
+            // A page or image that can carry script is a download, not a
+            // page of this origin (the sandbox above holds it too).
+            let r = if active {
+                r.header(
+                    "Content-Disposition",
+                    format!("attachment; filename*=UTF-8''{}", http::encode_path(&name)),
+                )
+            } else {
+                r
+            };
             if status == 206 {
                 r.header(
                     "Content-Range",
@@ -519,10 +536,48 @@ fn root_has_index(state: &State) -> bool {
         .is_some_and(|r| r.join("index.html").is_file())
 }
 
+/// What cluster content is served with. It comes from any member, so it
+/// must never run as this origin, where the dashboard's session lives: the
+/// sandbox (without `allow-scripts`) runs no script and gives the document
+/// an opaque origin; nothing is loaded from elsewhere.
+const CONTENT_POLICY: &str =
+    "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'";
+
+/// Whether content of type `ctype` can carry script when shown inline.
+fn is_active(ctype: &str) -> bool {
+    let essence = ctype.split(';').next().unwrap_or("").trim();
+    matches!(
+        essence,
+        "text/html" | "image/svg+xml" | "application/xhtml+xml" | "text/xml" | "application/xml"
+    )
+}
+
+/// The dashboard's own policy: its one inline script, by hash, and
+/// nothing from elsewhere; no framing, no other form target.
+fn dashboard_policy() -> &'static str {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let script = DASHBOARD
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map_or("", |(s, _)| s);
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+             img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'"
+        )
+    })
+}
+
 fn dashboard() -> Reply {
     Reply::new(200, Body::Bytes(DASHBOARD.as_bytes().to_vec()))
         .header("Content-Type", "text/html; charset=utf-8")
         .header("Cache-Control", "no-cache")
+        .header("Content-Security-Policy", dashboard_policy())
+        .header("X-Content-Type-Options", "nosniff")
 }
 
 /// Verified blocks as a `Read`, trimmed to the requested range.
