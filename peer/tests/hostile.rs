@@ -445,61 +445,6 @@ fn retrying_a_stalled_download_does_not_spin_the_engine() {
     );
 }
 
-/// A member of the cluster (it has the key) that registers under `name` and
-/// announces whatever entries it likes, as a hostile member would.
-struct Member {
-    ctx: Context,
-    tracker: String,
-    name: String,
-}
-
-impl Member {
-    fn join(c: &Cluster, name: &str) -> Member {
-        let m = Member {
-            ctx: c.context(),
-            tracker: format!("tcp://{}", c.tracker_addr()),
-            name: name.into(),
-        };
-        let reg = TrackerRequest::Register {
-            name: name.into(),
-            device: 77,
-            endpoint: "tcp://127.0.0.1:1".into(),
-            files: vec![],
-        };
-        let reply = decode::<TrackerReply>(&ask(&m.ctx, &m.tracker, &encode(&reg))).unwrap();
-        assert!(
-            matches!(reply, TrackerReply::Registered { .. }),
-            "{reply:?}"
-        );
-        m
-    }
-
-    /// Announces `files` as changed; returns the tracker's reply.
-    fn announce(&self, files: Vec<FileEntry>) -> TrackerReply {
-        let up = TrackerRequest::Update {
-            name: self.name.clone(),
-            device: 77,
-            files,
-        };
-        decode::<TrackerReply>(&ask(&self.ctx, &self.tracker, &encode(&up))).unwrap()
-    }
-}
-
-/// The version `ls --json` gives `path` (its `{replica:counter,...}` text),
-/// if the cluster lists it as a live file.
-fn listed_version(c: &Cluster, path: &str) -> Option<VersionVector> {
-    let o = c.cli(&["ls", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-    let row = v.as_array()?.iter().find(|r| r["path"] == path)?;
-    let text = row["version"].as_str()?;
-    let mut version = VersionVector::new();
-    for pair in text.trim_matches(|c| c == '{' || c == '}').split(',') {
-        let (replica, n) = pair.rsplit_once(':')?;
-        version.bump_at(replica, n.parse().ok()?);
-    }
-    Some(version)
-}
-
 /// A tombstone for `path` at `version`, made by `by`.
 fn tombstone(path: &str, version: VersionVector, by: &str) -> FileEntry {
     FileEntry {

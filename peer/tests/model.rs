@@ -6,7 +6,12 @@
 //! to random peers' folders: create, overwrite, append, delete, rename
 //! (into new folders), rename a folder with files inside; empty, small and
 //! multi-MiB files. Meanwhile it freezes a peer (SIGSTOP), kills one
-//! (SIGKILL) and restarts it, and restarts the tracker.
+//! (SIGKILL) and restarts it, and restarts the tracker. Now and then a
+//! hostile member acts too: it puts a symlink to a folder outside into a
+//! peer's folder and announces a deletion of a file through it, and it
+//! announces a shared file with a counter at `u64::MAX` (which the tracker
+//! must refuse). The outside folder must come through untouched, and the
+//! file whose counter was forged must go on syncing.
 //!
 //! Operations on shared paths are causally ordered: each waits until every
 //! running peer shows it, so no conflict is ever legitimate. A frozen or
@@ -67,7 +72,13 @@ struct Driver {
     ops: u64,
     faults: u64,
     waits_ms: Vec<u64>,
+    /// A folder outside every peer's, linked into them by hostile steps.
+    outside: tempfile::TempDir,
+    hostile: u64,
 }
+
+/// What the outside folder holds, which no hostile step may change.
+const OUTSIDE_SECRET: &[u8] = b"outside the synced folder";
 
 impl Driver {
     fn new(seed: u64) -> Driver {
@@ -84,6 +95,83 @@ impl Driver {
             ops: 0,
             faults: 0,
             waits_ms: Vec::new(),
+            outside: {
+                let d = tempfile::tempdir().unwrap();
+                fs::write(d.path().join("secret"), OUTSIDE_SECRET).unwrap();
+                d
+            },
+            hostile: 0,
+        }
+    }
+
+    /// A hostile member's step on running peer `i`: a symlink to the
+    /// outside folder in its shared folder, and a deletion announced
+    /// through it; a shared file announced with a counter at `u64::MAX`.
+    fn hostile(&mut self, i: usize) {
+        self.hostile += 1;
+        let n = self.hostile;
+        let link = format!("shared/lnk-{n}");
+        let at = self.c.dir(i).join(&link);
+        fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(self.outside.path(), &at).unwrap();
+        let evil = Member::join(&self.c, &format!("evil-{n}"));
+        let mut old = zync_proto::VersionVector::new();
+        old.bump(&format!("evil-{n}"));
+        let tombstone = zync_proto::FileEntry {
+            path: zync_proto::RelPath::new(format!("{link}/secret")).unwrap(),
+            size: 0,
+            mtime_ns: 1,
+            sha256: zync_proto::Hash::EMPTY,
+            blocks: vec![],
+            version: old,
+            deleted: true,
+            modified_by: format!("evil-{n}"),
+            lengths: vec![],
+            mode: None,
+        };
+        let reply = evil.announce(vec![tombstone]);
+        self.note(format!(
+            "p{} symlink {link} -> outside; evil-{n} deletes {link}/secret: {reply:?}",
+            i + 1
+        ));
+        let shared = self.paths_under("shared/");
+        if shared.is_empty() {
+            return;
+        }
+        let p = shared[self.rng.gen_range(0..shared.len())].clone();
+        let Some(mut version) = listed_version(&self.c, &p) else {
+            return;
+        };
+        let Some(victim) = version.iter().next().map(|(r, _)| r.to_owned()) else {
+            return;
+        };
+        version.bump_at(&victim, u64::MAX);
+        let b = &self.model[&p];
+        let (blocks, lengths) = zync_peer::hashing::chunks_of(b);
+        let forged = zync_proto::FileEntry {
+            path: zync_proto::RelPath::new(p.clone()).unwrap(),
+            size: b.len() as u64,
+            mtime_ns: 1,
+            sha256: zync_proto::Hash::of(b),
+            blocks,
+            version,
+            deleted: false,
+            modified_by: format!("evil-{n}"),
+            lengths,
+            mode: None,
+        };
+        let reply = evil.announce(vec![forged]);
+        self.note(format!(
+            "evil-{n} announces {p} with {victim} at u64::MAX: {reply:?}"
+        ));
+        if !matches!(
+            reply,
+            zync_proto::TrackerReply::Error {
+                kind: zync_proto::ErrorKind::Invalid,
+                ..
+            }
+        ) {
+            self.fail(&format!("a counter at u64::MAX was taken in: {reply:?}"));
         }
     }
 
@@ -375,6 +463,9 @@ impl Driver {
                 }
             }
         };
+        if self.state[i] == State::Running && self.rng.gen_range(0..100) < 3 {
+            self.hostile(i);
+        }
         let changed = self.operate(i, &prefix);
         self.ops += 1;
         if self.state[i] == State::Running {
@@ -393,6 +484,17 @@ impl Driver {
             self.last_fault = Instant::now();
         }
         self.wait_converged("at the end");
+        let outside: Vec<_> = fs::read_dir(self.outside.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        let secret = fs::read(self.outside.path().join("secret")).ok();
+        if outside.len() != 1 || secret.as_deref() != Some(OUTSIDE_SECRET) {
+            self.fail(&format!(
+                "the folder outside was changed through a symlink: {outside:?}, secret {secret:?}"
+            ));
+        }
         for i in 0..PEERS {
             let left = staged_files(self.c.dir(i));
             if !left.is_empty() {
@@ -438,9 +540,10 @@ fn run(seed: u64, secs: u64) {
             .unwrap_or(0)
     };
     println!(
-        "model seed={seed} seconds={secs} ops={} faults={} files={} converge_ms_median={} converge_ms_p99={} converge_ms_max={} divergence=none",
+        "model seed={seed} seconds={secs} ops={} faults={} hostile={} files={} converge_ms_median={} converge_ms_p99={} converge_ms_max={} divergence=none",
         d.ops,
         d.faults,
+        d.hostile,
         d.model.len(),
         pct(0.5),
         pct(0.99),

@@ -879,3 +879,74 @@ impl Cluster {
         self.spawn_peer(name, cmd)
     }
 }
+
+/// A member of the cluster (it has the key) that registers under `name` and
+/// announces whatever entries it likes, as a hostile member would.
+pub struct Member {
+    ctx: zync_net::Context,
+    tracker: String,
+    name: String,
+}
+
+impl Member {
+    pub fn join(c: &Cluster, name: &str) -> Member {
+        let m = Member {
+            ctx: c.context(),
+            tracker: format!("tcp://{}", c.tracker_addr()),
+            name: name.into(),
+        };
+        let reg = zync_proto::TrackerRequest::Register {
+            name: name.into(),
+            device: 77,
+            endpoint: "tcp://127.0.0.1:1".into(),
+            files: vec![],
+        };
+        let reply = ask_tracker(&m.ctx, &m.tracker, &reg);
+        assert!(
+            matches!(reply, zync_proto::TrackerReply::Registered { .. }),
+            "{reply:?}"
+        );
+        m
+    }
+
+    /// Announces `files` as changed; returns the tracker's reply.
+    pub fn announce(&self, files: Vec<zync_proto::FileEntry>) -> zync_proto::TrackerReply {
+        let up = zync_proto::TrackerRequest::Update {
+            name: self.name.clone(),
+            device: 77,
+            files,
+        };
+        ask_tracker(&self.ctx, &self.tracker, &up)
+    }
+}
+
+/// The version `ls --json` gives `path` (its `{replica:counter,...}` text),
+/// if the cluster lists it as a live file.
+pub fn listed_version(c: &Cluster, path: &str) -> Option<zync_proto::VersionVector> {
+    let o = c.cli(&["ls", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    let row = v.as_array()?.iter().find(|r| r["path"] == path)?;
+    let text = row["version"].as_str()?;
+    let mut version = zync_proto::VersionVector::new();
+    for pair in text.trim_matches(|c| c == '{' || c == '}').split(',') {
+        let (replica, n) = pair.rsplit_once(':')?;
+        version.bump_at(replica, n.parse().ok()?);
+    }
+    Some(version)
+}
+
+/// Sends `req` to the tracker at `endpoint` and decodes its reply.
+fn ask_tracker(
+    ctx: &zync_net::Context,
+    endpoint: &str,
+    req: &zync_proto::TrackerRequest,
+) -> zync_proto::TrackerReply {
+    let reply = zync_net::ask(
+        ctx,
+        endpoint,
+        &zync_proto::encode(req),
+        std::time::Duration::from_secs(30),
+    )
+    .expect("the tracker answers");
+    zync_proto::decode(&reply).expect("a tracker reply")
+}
