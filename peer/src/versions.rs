@@ -261,7 +261,12 @@ impl Versions {
         // A folder: everything below it. A file: its own folder, not deeper.
         let (start, depth) = match under {
             Some(u) => {
-                let d = self.dir.join(u);
+                // A synced path, or nothing: `..` or an absolute path would
+                // walk outside the versions area.
+                let rel = RelPath::new(u).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("{u}: {e}"))
+                })?;
+                let d = self.dir.join(rel.as_str());
                 if d.is_dir() {
                     (d, usize::MAX)
                 } else {

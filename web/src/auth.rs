@@ -402,15 +402,20 @@ fn too_many(wait: Duration) -> Reply {
 }
 
 /// Where to go after a login: a path on this server, never another site
-/// (`//host` and `/\host` are other sites to a browser).
+/// (`//host` and `/\host` are other sites to a browser). Every byte outside
+/// printable ASCII is percent-encoded first: a browser drops a tab or a
+/// newline from a URL, so `/\t/evil.example` would be `//evil.example`,
+/// and a header value must be ASCII.
 fn next_of(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']) =>
-        {
-            n.to_owned()
-        }
-        _ => HOME.to_owned(),
+    const OUTSIDE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ');
+    let Some(n) = next else {
+        return HOME.to_owned();
+    };
+    let n = percent_encoding::utf8_percent_encode(n, OUTSIDE).to_string();
+    if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') {
+        n
+    } else {
+        HOME.to_owned()
     }
 }
 
@@ -601,9 +606,17 @@ mod tests {
             Some("//evil.example/"),
             Some("/\\evil.example"),
             Some("https://evil.example"),
-            Some("/a\r\nSet-Cookie: x"),
         ] {
             assert_eq!(next_of(other), HOME, "{other:?}");
+        }
+        // What a browser would strip, or a header cannot hold, is encoded.
+        for (given, safe) in [
+            ("/\t/evil.example", "/%09/evil.example"),
+            ("/\n/evil.example", "/%0A/evil.example"),
+            ("/a\r\nSet-Cookie: x", "/a%0D%0ASet-Cookie:%20x"),
+            ("/fichier-é", "/fichier-%C3%A9"),
+        ] {
+            assert_eq!(next_of(Some(given)), safe, "{given:?}");
         }
     }
 }

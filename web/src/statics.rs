@@ -40,7 +40,9 @@ pub fn serve(state: &State, req: &Req, target: &Target) -> Reply {
     };
     if meta.is_dir() {
         if !target.trailing_slash {
-            let loc = format!("{}/", req.url.split('?').next().unwrap_or("/"));
+            // Made from the decoded path, never copied from the request:
+            // `//evil.example/dir` must not become a redirect to that site.
+            let loc = format!("/{}/", http::encode_path(rel));
             return Reply::page(301, "Moved Permanently", &loc).header("Location", loc);
         }
         let index = if rel == "." {

@@ -840,3 +840,22 @@ fn cluster_content_cannot_script_the_dashboard() {
     assert_eq!(scripts, format!("script-src 'sha256-{hash}'"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
 }
+
+/// Regression (penetration test, low): `/api/versions?dir=../..` walked the
+/// disk outside the versions area. A folder that is not a synced path is
+/// refused now.
+#[test]
+fn the_kept_versions_api_never_walks_outside_its_area() {
+    let c = Cluster::start(1);
+    let web = web_for(&c, &[]);
+    for dir in ["../..", "..", "a/../../..", "../../../../etc"] {
+        let r = get(
+            &web.addr,
+            &format!("/api/versions?dir={}", percent(dir)),
+            AUTH,
+        );
+        assert_eq!(r.status, 400, "{dir}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let r = get(&web.addr, "/api/versions?dir=docs", AUTH);
+    assert_eq!(r.status, 200);
+}

@@ -573,3 +573,20 @@ fn access_log_has_one_line_per_request_with_a_running_hit_count() {
         "{missing}"
     );
 }
+
+/// Regression (penetration test, low): the redirect to a folder's slash
+/// copied the request's path into `Location`, so `//docs` sent a browser
+/// to the site `docs`. It is made from the decoded path now.
+#[test]
+fn a_folder_redirect_stays_on_this_site() {
+    let s = site(&[]);
+    for (asked, to) in [
+        ("/docs", "/docs/"),
+        ("//docs", "/docs/"),
+        ("//docs?x=1", "/docs/"),
+        ("/docs/empty-dir", "/docs/empty-dir/"),
+    ] {
+        let r = get(&s.web.addr, asked, "");
+        assert_eq!((r.status, r.header("Location")), (301, Some(to)), "{asked}");
+    }
+}

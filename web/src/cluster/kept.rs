@@ -36,6 +36,9 @@ impl Cluster {
         let under = dir.trim_matches('/');
         let mut all = match self.versions.list((!under.is_empty()).then_some(under)) {
             Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Reply::json(400, &serde_json::json!({"error": e.to_string()}))
+            }
             Err(e) => {
                 return Reply::json(
                     500,
