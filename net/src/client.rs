@@ -319,7 +319,9 @@ mod tests {
         let ctx = Context::new();
         // A tracker stand-in on an ephemeral port that refuses everything:
         // a refusal is an answer.
-        let rep = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let rep = ctx
+            .router("tcp://127.0.0.1:*", zync_proto::MAX_MESSAGE_SIZE)
+            .unwrap();
         let live = rep.endpoint().unwrap();
         let server = std::thread::spawn(move || {
             for _ in 0..2 {
@@ -366,7 +368,9 @@ mod tests {
         reply: TrackerReply,
         n: usize,
     ) -> (String, std::thread::JoinHandle<()>) {
-        let rep = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let rep = ctx
+            .router("tcp://127.0.0.1:*", zync_proto::MAX_MESSAGE_SIZE)
+            .unwrap();
         let endpoint = rep.endpoint().unwrap();
         let server = std::thread::spawn(move || {
             for _ in 0..n {

@@ -82,6 +82,14 @@ enum Role {
     Client,
 }
 
+/// How long a server waits for a client's security handshake.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// Largest frame a PUB takes from a subscriber: subscribers send only
+/// subscriptions (Zync's are one byte) and, before them, the security
+/// handshake (its largest command, INITIATE, is a few hundred bytes).
+const MAX_SUBSCRIPTION: i64 = 4096;
+
 /// The domain a secured server asks its ZAP handler about.
 const ZAP_DOMAIN: &str = "zync";
 
@@ -133,6 +141,9 @@ impl Context {
         if let Some(c) = &self.curve {
             match role {
                 Role::Server => {
+                    // An outsider's connection is held this long at most
+                    // before it is dropped unauthenticated (libzmq: 30 s).
+                    s.set_handshake_ivl(millis(HANDSHAKE) as i32)?;
                     s.set_curve_server(true)?;
                     s.set_curve_secretkey(&c.server.secret)?;
                     s.set_zap_domain(ZAP_DOMAIN)?;
@@ -161,9 +172,12 @@ impl Context {
 
     /// A ROUTER bound at `endpoint` (`tcp://HOST:PORT`; port `*` or 0 picks
     /// one): a server answering many clients, each frame list starting with
-    /// the client's identity.
-    pub fn router(&self, endpoint: &str) -> Result<Socket, Error> {
+    /// the client's identity. A client that sends (or starts to send) a
+    /// frame over `max_request` bytes is disconnected at its frame header,
+    /// handshake or not.
+    pub fn router(&self, endpoint: &str, max_request: usize) -> Result<Socket, Error> {
         let s = self.socket(zmq::ROUTER, Role::Server)?;
+        s.set_maxmsgsize(max_request.min(MAX_MESSAGE_SIZE) as i64)?;
         self.log_refusals(&s, endpoint)?;
         s.bind(endpoint)?;
         Ok(Socket::new(s))
@@ -174,6 +188,7 @@ impl Context {
     pub fn publisher(&self, endpoint: &str) -> Result<Socket, Error> {
         let s = self.socket(zmq::PUB, Role::Server)?;
         s.set_sndhwm(100_000)?;
+        s.set_maxmsgsize(MAX_SUBSCRIPTION)?;
         self.log_refusals(&s, endpoint)?;
         s.bind(endpoint)?;
         Ok(Socket::new(s))
@@ -491,7 +506,7 @@ mod tests {
     #[test]
     fn router_and_dealer_exchange_frames_and_report_their_port() {
         let ctx = Context::new();
-        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let server = ctx.router("tcp://127.0.0.1:*", MAX_MESSAGE_SIZE).unwrap();
         let ep = server.endpoint().unwrap();
         assert!(!ep.ends_with(":0") && !ep.ends_with(":*"), "{ep}");
         let client = ctx.dealer(&ep).unwrap();
@@ -532,7 +547,7 @@ mod tests {
     #[test]
     fn a_reply_to_a_client_gone_away_is_dropped_not_blocked_on() {
         let ctx = Context::new();
-        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let server = ctx.router("tcp://127.0.0.1:*", MAX_MESSAGE_SIZE).unwrap();
         // Returns at once, without an error, whatever libzmq did with it.
         let t = std::time::Instant::now();
         server
@@ -544,7 +559,7 @@ mod tests {
     #[test]
     fn an_oversized_message_is_refused_by_the_receiver() {
         let ctx = Context::new();
-        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let server = ctx.router("tcp://127.0.0.1:*", MAX_MESSAGE_SIZE).unwrap();
         let client = ctx.dealer(&server.endpoint().unwrap()).unwrap();
         client
             .send_frames([Vec::new(), vec![0u8; MAX_MESSAGE_SIZE + 1]])
@@ -590,7 +605,7 @@ mod tests {
         // ZAP handler's check of its public key keeps it out.
         let key = ClusterKey::generate();
         let ctx = Context::secured(&key).unwrap();
-        let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let server = ctx.router("tcp://127.0.0.1:*", MAX_MESSAGE_SIZE).unwrap();
         let ep = server.endpoint().unwrap();
         let raw = zmq::Context::new();
         let own = zmq::CurveKeyPair::new().unwrap();

@@ -12,7 +12,9 @@ const WAIT: Duration = Duration::from_millis(1500);
 /// A ROUTER on an ephemeral port that echoes every request back until
 /// one says `stop` (or 20 s pass); returns how many it echoed.
 fn echo_server(ctx: &Context) -> (String, std::thread::JoinHandle<usize>) {
-    let server = ctx.router("tcp://127.0.0.1:*").unwrap();
+    let server = ctx
+        .router("tcp://127.0.0.1:*", zync_proto::MAX_MESSAGE_SIZE)
+        .unwrap();
     let ep = server.endpoint().unwrap();
     let h = std::thread::spawn(move || {
         let mut served = 0;

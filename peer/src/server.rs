@@ -38,7 +38,7 @@ impl BlockServer {
         endpoint: &str,
         servable: ServedView,
     ) -> Result<BlockServer, zync_net::Error> {
-        let sock = ctx.router(endpoint)?;
+        let sock = ctx.router(endpoint, zync_proto::MAX_PEER_REQUEST)?;
         Ok(BlockServer {
             sock,
             servable,

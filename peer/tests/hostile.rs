@@ -251,7 +251,9 @@ impl FakeHolder {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::sync::Arc;
         let ctx = c.context();
-        let router = ctx.router("tcp://127.0.0.1:*").unwrap();
+        let router = ctx
+            .router("tcp://127.0.0.1:*", zync_proto::MAX_MESSAGE_SIZE)
+            .unwrap();
         let endpoint = router.endpoint().unwrap();
         let tracker_ep = format!("tcp://{}", c.tracker_addr());
         let reg = TrackerRequest::Register {
@@ -636,4 +638,77 @@ fn the_state_folder_is_private_to_its_user() {
         }
     }
     assert_eq!(mode(&c.dir(1).join("secret.txt")), 0o600);
+}
+
+/// Regression (penetration test, medium): an outsider, with no key, opened
+/// connections to a peer's block port that each announced a 63 MiB frame
+/// and sent it; the peer buffered them all until the 30 s handshake timeout.
+/// A block request is tiny: a larger frame closes the connection at its
+/// header now, before the handshake.
+#[test]
+fn an_outsider_cannot_make_a_peer_buffer_large_frames() {
+    use std::io::Read;
+    let c = Cluster::start(1);
+    let o = c.cli(&["peers", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ep = v[0]["endpoint"].as_str().unwrap().to_owned();
+    let addr = ep.trim_start_matches("tcp://").to_owned();
+    let pid = c.peers[0].proc.child.id();
+    let rss_kib = || -> u64 {
+        let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss_kib();
+    // A ZMTP 3.0 greeting asking for CURVE, as a member's would, then a
+    // command frame announced as 63 MiB.
+    let mut greeting = vec![0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 3, 0];
+    let mut mechanism = b"CURVE".to_vec();
+    mechanism.resize(20, 0);
+    greeting.extend(mechanism);
+    greeting.push(0);
+    greeting.resize(64, 0);
+    let mut header = vec![0x06];
+    header.extend((63u64 << 20).to_be_bytes());
+    let chunk = vec![0x5A; 1 << 20];
+    let mut sent = Vec::new();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, greeting, header, chunk) = (
+                addr.clone(),
+                greeting.clone(),
+                header.clone(),
+                chunk.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+                s.write_all(&greeting).unwrap();
+                let mut theirs = [0u8; 64];
+                let _ = s.read_exact(&mut theirs);
+                let mut n = 0u64;
+                if s.write_all(&header).is_ok() {
+                    while n < 32 << 20 && s.write_all(&chunk).is_ok() {
+                        n += chunk.len() as u64;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    for t in threads {
+        sent.push(t.join().unwrap());
+    }
+    let grew = rss_kib().saturating_sub(before);
+    assert!(
+        grew < 16 * 1024,
+        "the peer grew by {grew} KiB for frames no member sent (bytes taken: {sent:?})"
+    );
+    assert!(
+        sent.iter().all(|&n| n < 32 << 20),
+        "the peer took whole frames of an outsider: {sent:?}"
+    );
+    // And it still serves.
+    fs::write(c.dir(0).join("still-works"), b"yes").unwrap();
+    listed(&c, "still-works");
 }

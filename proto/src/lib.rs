@@ -57,6 +57,13 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// an eighth of [`MAX_MESSAGE_SIZE`], so no index is too large to send.
 pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest request a peer's block server takes (a `GetBlock` names one
+/// path of at most 4096 bytes). A connection that announces a larger frame
+/// is closed at its header, before anything of it is buffered and before
+/// its handshake: an outsider cannot make a peer hold 64 MiB per
+/// connection.
+pub const MAX_PEER_REQUEST: usize = 16 * 1024;
+
 /// Name of the per-folder state directory (index, staging area). Reserved:
 /// no path whose first component is this name is valid on the wire.
 pub const STATE_DIR_NAME: &str = ".zync";

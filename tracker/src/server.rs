@@ -31,7 +31,9 @@ impl Tracker {
         publish: &str,
         cfg: Config,
     ) -> Result<Tracker, Error> {
-        let router = ctx.router(listen).map_err(zerr(format!("bind {listen}")))?;
+        let router = ctx
+            .router(listen, zync_proto::MAX_MESSAGE_SIZE)
+            .map_err(zerr(format!("bind {listen}")))?;
         let publisher = ctx
             .publisher(publish)
             .map_err(zerr(format!("bind {publish}")))?;
