@@ -28,9 +28,10 @@ impl Index {
                 if name.is_empty() || name.len() > 255 {
                     return error(ErrorKind::Invalid, "peer name must be 1 to 255 bytes");
                 }
-                if let Some(refused) = refused(&name, &files) {
-                    return refused;
-                }
+                let files = match acceptable(&name, files, false) {
+                    Ok(files) => files,
+                    Err(why) => return error(ErrorKind::Invalid, why),
+                };
                 if let Some(p) = self.peers.get(&name) {
                     if p.device.is_some_and(|d| d != device) {
                         return error(
@@ -81,9 +82,10 @@ impl Index {
                 if !self.touch(&name, device, now) {
                     return unknown_peer(&name);
                 }
-                if let Some(refused) = refused(&name, &files) {
-                    return refused;
-                }
+                let files = match acceptable(&name, files, true) {
+                    Ok(files) => files,
+                    Err(why) => return error(ErrorKind::Invalid, why),
+                };
                 self.absorb(&name, files, now, out);
                 TrackerReply::Ok
             }
@@ -125,16 +127,46 @@ impl Index {
     }
 }
 
-/// The error for the first entry of `files` that cannot be taken in (see
-/// [`zync_proto::FileEntry::acceptable`]), if one cannot: the whole message
-/// is refused.
-fn refused(name: &str, files: &[zync_proto::FileEntry]) -> Option<TrackerReply> {
+/// The entries of `files` that can be taken in (see
+/// [`zync_proto::FileEntry::acceptable`]). An inconsistent entry refuses the
+/// whole message: no honest peer makes one. An entry with a counter far
+/// past the clock is left out, and logged: an honest peer may hold one in
+/// an index from before such counters were refused, and must not be locked
+/// out for it. `whole`: when every entry was left out, the message is
+/// refused (an `Update` made only of them). `Err`: why the message is
+/// refused (`Invalid`).
+fn acceptable(
+    name: &str,
+    files: Vec<zync_proto::FileEntry>,
+    whole: bool,
+) -> Result<Vec<zync_proto::FileEntry>, String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let e = files.iter().find_map(|e| e.acceptable(now).err())?;
-    tracing::warn!(event = %"refused", peer = %name.escape_debug(), error = %e, "announced entries refused");
-    Some(error(ErrorKind::Invalid, e.to_string()))
+    let given = files.len();
+    let mut first = None;
+    let mut kept = Vec::with_capacity(given);
+    for e in files {
+        match e.acceptable(now) {
+            Ok(()) => kept.push(e),
+            Err(err @ zync_proto::EntryError::Inconsistent(_)) => {
+                tracing::warn!(event = %"refused", peer = %name.escape_debug(), error = %err,
+                               "announced entries refused");
+                return Err(err.to_string());
+            }
+            Err(err) => {
+                first.get_or_insert(err);
+            }
+        }
+    }
+    if let Some(err) = first {
+        tracing::warn!(event = %"refused", peer = %name.escape_debug(), error = %err,
+                       refused = given - kept.len(), "announced entries refused");
+        if whole && kept.is_empty() {
+            return Err(err.to_string());
+        }
+    }
+    Ok(kept)
 }
 
 fn unknown_peer(name: &str) -> TrackerReply {
@@ -580,7 +612,21 @@ mod tests {
             matches!(r, TrackerReply::Error { kind: ErrorKind::Invalid, ref message } if message.contains("b@00000001")),
             "{r:?}"
         );
-        assert_eq!(ix.entry(&good.path), Some(good));
+        assert_eq!(ix.entry(&good.path), Some(good.clone()));
+        // A peer whose index holds such an entry (made before they were
+        // refused) still registers, with the rest of its files.
+        let other = entry("g", "a", &["a"], b"2");
+        let mut poisoned = entry("h", "a", &["a"], b"3");
+        poisoned.version.bump_at("b@00000001", u64::MAX);
+        let r = register(
+            &mut ix,
+            "c",
+            vec![poisoned.clone(), other.clone()],
+            &mut out,
+        );
+        assert!(matches!(r, TrackerReply::Registered { .. }), "{r:?}");
+        assert_eq!(ix.entry(&other.path), Some(other));
+        assert_eq!(ix.entry(&poisoned.path), None);
     }
 
     #[test]
