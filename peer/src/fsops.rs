@@ -59,15 +59,12 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Opens `path` to write, created 0600 if it is not there: a file of the
-/// state folder.
-pub fn private_file(path: &Path, append: bool) -> io::Result<File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .append(append)
-        .create(true)
-        .mode(0o600)
-        .open(path)
+/// Options that create a file 0600 if it is not there: a file of the state
+/// folder. The caller adds how it writes (append, truncate, read too).
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).mode(0o600);
+    o
 }
 
 /// What is at a path.

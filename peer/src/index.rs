@@ -196,7 +196,10 @@ impl Journal {
             return Ok(());
         }
         if self.handle.is_none() {
-            let f = crate::fsops::private_file(&self.file, true).map_err(self.err())?;
+            let f = crate::fsops::private_file()
+                .append(true)
+                .open(&self.file)
+                .map_err(self.err())?;
             self.handle = Some(f);
         }
         if let Some(f) = &mut self.handle {
@@ -844,7 +847,8 @@ fn open_db(file: &Path) -> Result<Result<(Database, Option<(u64, usize)>), Strin
     // size and hash of the folder. One made before is made so too.
     {
         use std::os::unix::fs::PermissionsExt;
-        let private = crate::fsops::private_file(file, false)
+        let private = crate::fsops::private_file()
+            .open(file)
             .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
         if let Err(e) = private {
             tracing::warn!(path = %file.display(), error = %e, "cannot make the index private");

@@ -251,8 +251,7 @@ fn write_small(
     from: &str,
 ) -> Result<Written, FetchError> {
     let path = dir.join(partial_name(entry));
-    let mut file = crate::fsops::private_file(&path, false)?;
-    file.set_len(0)?;
+    let mut file = crate::fsops::private_file().truncate(true).open(&path)?;
     let temp = tempfile::TempPath::try_from_path(&path)?;
     file.write_all(bytes)?;
     Ok(Written::new(

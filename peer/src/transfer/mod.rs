@@ -572,16 +572,10 @@ impl Fetcher {
         }
         let (mut file, temp) = match &partial {
             Some(p) => (
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .mode(0o600)
-                        .open(p)?
-                },
+                crate::fsops::private_file()
+                    .read(true)
+                    .truncate(false)
+                    .open(p)?,
                 None,
             ),
             None => {
